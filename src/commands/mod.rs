@@ -1,0 +1,84 @@
+//! One function per command. Each returns the process's exit code; errors
+//! that reach `main` exit with 1.
+
+mod results;
+mod run;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use sqlx::migrate::MigrateDatabase as _;
+
+use crate::cli::{Cli, Command};
+use crate::output;
+use crate::settings::{redact, Settings};
+
+pub use run::run;
+
+/// Exit codes, as documented in the README.
+pub mod exit {
+    /// The job completed and every item was handled.
+    pub const OK: u8 = 0;
+    /// Infrastructure failure, or the job ended as failed.
+    pub const FAILED: u8 = 1;
+    /// Bad input (clap uses 2 as well): nothing was done.
+    pub const USAGE: u8 = 2;
+    /// The job completed, but some items could not be cleaned.
+    pub const ITEM_ERRORS: u8 = 3;
+    /// Stopped by a signal; the job can be resumed with `--job-id`.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Migrate => migrate(&cli.settings).await,
+        Command::Run(args) => run::run(&cli.settings, args).await,
+        Command::Stats { json } => stats(&cli.settings, json).await,
+        Command::Results(args) => results::show(&cli.settings, args).await,
+    }
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let url = &settings.database_url;
+    let exists = sqlx::Postgres::database_exists(url)
+        .await
+        .with_context(|| format!("cannot connect to the database server at {}", redact(url)))?;
+    if !exists {
+        sqlx::Postgres::create_database(url)
+            .await
+            .with_context(|| format!("cannot create the database {}", redact(url)))?;
+        eprintln!("created database {}", redact(url));
+    }
+    let pool = settings.pool().await?;
+    janitor_workers::MIGRATOR
+        .run(&pool)
+        .await
+        .context("applying migrations failed")?;
+    eprintln!("migrations applied");
+    Ok(ExitCode::from(exit::OK))
+}
+
+async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let pool = settings.pool().await?;
+    let stats = janitor_workers::jobs::stats::collect(&pool)
+        .await
+        .map_err(crate::commands::schema_hint)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&stats)?);
+    } else {
+        print!("{}", output::stats(&stats));
+    }
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// Turns "relation does not exist" into advice to migrate.
+pub fn schema_hint(err: sqlx::Error) -> anyhow::Error {
+    if let sqlx::Error::Database(db) = &err {
+        if db.code().as_deref() == Some("42P01") {
+            return anyhow::anyhow!(
+                "{db}: the database is not migrated; run `janitor migrate` first"
+            );
+        }
+    }
+    anyhow::Error::new(err).context("database query failed")
+}

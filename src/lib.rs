@@ -1,0 +1,41 @@
+//! # janitor: the command line and service layers
+//!
+//! The cleanup itself lives in the `janitor-workers` crate; this crate turns
+//! it into a program.
+//!
+//! ## Layout
+//! - [`cli`]: the clap definitions; input is validated here, by the engine's
+//!   own types.
+//! - [`settings`]: the typed `Settings` (flags or environment) and
+//!   connections.
+//! - [`commands`]: one function per subcommand, returning the exit code.
+//! - [`output`]: human-readable renderings (`--json` bypasses them).
+//! - [`telemetry`]: the tracing subscriber.
+
+pub mod cli;
+pub mod commands;
+pub mod output;
+pub mod settings;
+pub mod telemetry;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

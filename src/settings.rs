@@ -1,0 +1,124 @@
+//! One typed `Settings`, read from flags or the environment, with defaults
+//! that work on a developer's machine.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use janitor_workers::{Engine, EngineSettings};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Settings {
+    /// Postgres connection URL. `janitor migrate` creates the database if it
+    /// is missing.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/janitor",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// The storage root holding photos/, templates/, preprocessed/ and results/.
+    #[arg(
+        long,
+        env = "JANITOR_STORAGE_ROOT",
+        default_value = "./storage",
+        global = true
+    )]
+    pub storage_root: PathBuf,
+
+    /// Rows (or scanned files) per batch; each batch is one transaction.
+    #[arg(long, env = "JANITOR_BATCH_SIZE", default_value_t = 1000, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch_size: u32,
+
+    /// Files unlinked at once within a batch.
+    #[arg(long, env = "JANITOR_UNLINK_CONCURRENCY", default_value_t = 8, global = true,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub unlink_concurrency: u32,
+
+    /// Cap on deletions per second per job (unset: no cap). Mass deletes slow
+    /// the file system down for a while; throttle big cleanups on a live app.
+    #[arg(long, env = "JANITOR_MAX_DELETES_PER_SEC", global = true)]
+    pub max_deletes_per_sec: Option<u32>,
+
+    /// Log format on stderr: text or json.
+    #[arg(long, env = "JANITOR_LOG_FORMAT", default_value = "text", global = true,
+          value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Settings {
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            batch_size: self.batch_size as usize,
+            unlink_concurrency: self.unlink_concurrency as usize,
+            max_deletes_per_sec: self.max_deletes_per_sec,
+            ..EngineSettings::default()
+        }
+    }
+
+    pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        self.database_url.parse().with_context(|| {
+            format!(
+                "DATABASE_URL is not a valid Postgres URL: {}",
+                redact(&self.database_url)
+            )
+        })
+    }
+
+    /// Connects to the database, failing fast with a message that names it
+    /// (without its password).
+    pub async fn pool(&self) -> anyhow::Result<PgPool> {
+        PgPoolOptions::new()
+            .max_connections(self.unlink_concurrency.clamp(4, 16))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(self.connect_options()?)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot connect to the database at {}",
+                    redact(&self.database_url)
+                )
+            })
+    }
+
+    pub async fn engine(&self) -> anyhow::Result<Engine> {
+        Ok(Engine::new(
+            self.pool().await?,
+            self.storage_root.clone(),
+            self.engine_settings(),
+        ))
+    }
+}
+
+/// A connection URL with its password replaced, fit for messages and logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://user:s3cret@db:5432/app"),
+            "postgres://user:***@db:5432/app"
+        );
+        assert_eq!(redact("postgres://user@db/app"), "postgres://user@db/app");
+        assert!(!redact("not a url with s3cret").contains("s3cret"));
+    }
+}

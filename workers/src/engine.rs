@@ -1,0 +1,273 @@
+//! The engine: runs one job by id, from a fresh start or from its checkpoint,
+//! and records its outcome. The CLI and the queue worker both call
+//! [`Engine::run`]; neither knows how a job is done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::job::JobSpec;
+use crate::jobs::{self, Phase, PhaseEnd};
+use crate::progress::Progress;
+use crate::results::{self, JobRecord, Lease, Start, StoreError};
+use crate::storage::Storage;
+
+/// Tuning knobs. The defaults come from the benchmark (see the README).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// Rows (or scanned files) per batch; one transaction each.
+    pub batch_size: usize,
+    /// Threads unlinking files at once within a batch.
+    pub unlink_concurrency: usize,
+    /// Error items kept in a job's row (the count goes on past it).
+    pub error_cap: usize,
+    /// Optional cap on deletions per second, per job.
+    pub max_deletes_per_sec: Option<u32>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: 1000,
+            unlink_concurrency: 8,
+            error_cap: 100,
+            max_deletes_per_sec: None,
+        }
+    }
+}
+
+/// Everything a job needs: the database, the storage root and the settings.
+/// Cheap to clone; there is no global state.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) pool: PgPool,
+    pub(crate) storage_root: PathBuf,
+    pub(crate) settings: EngineSettings,
+}
+
+/// Called after every committed batch, with the job's state.
+pub type ProgressHook = Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
+/// What a progress hook is told.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub job_id: Uuid,
+    pub phase: usize,
+    pub batches: u64,
+    pub elapsed: Duration,
+    pub totals: crate::progress::Counters,
+}
+
+/// How the caller steers one run.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Cancelled: stop after the current batch, leaving the job resumable.
+    pub cancel: CancellationToken,
+    /// Recorded as the job's `worker`.
+    pub worker: String,
+    pub on_batch: Option<ProgressHook>,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// Completed or failed; the row is final.
+    Finished(Box<JobRecord>),
+    /// Stopped on request; the row stays `running` with its checkpoint.
+    Interrupted,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Infrastructure trouble (database, a thread); the job may be retried
+    /// and will resume from its checkpoint.
+    #[error("{0:#}")]
+    Transient(#[from] anyhow::Error),
+}
+
+/// What a phase sees while it runs.
+pub(crate) struct RunContext<'a> {
+    pub engine: &'a Engine,
+    pub storage: Storage,
+    pub lease: Lease,
+    pub dry_run: bool,
+    pub control: &'a RunControl,
+    pacer: Mutex<Pacer>,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, storage_root: impl Into<PathBuf>, settings: EngineSettings) -> Self {
+        Self {
+            pool,
+            storage_root: storage_root.into(),
+            settings,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Runs a job to its end (or to an interruption). Running a finished
+    /// job again returns its record and does nothing, so a duplicate
+    /// delivery never counts twice.
+    #[tracing::instrument(skip_all, fields(job_id = %job_id, operation = spec.job.operation(), dry_run = spec.dry_run))]
+    pub async fn run(
+        &self,
+        job_id: Uuid,
+        spec: &JobSpec,
+        control: &RunControl,
+    ) -> Result<RunOutcome, EngineError> {
+        let (lease, resumed, now) = match results::start(&self.pool, job_id, spec, &control.worker)
+            .await?
+        {
+            Start::Finished(record) => {
+                tracing::info!(status = %record.status, "job already finished; not running it again");
+                return Ok(RunOutcome::Finished(record));
+            }
+            Start::Run(lease, resumed, now) => (lease, resumed, now),
+        };
+        let mut progress = match resumed {
+            Some((checkpoint, errors)) => {
+                tracing::info!(phase = checkpoint.phase, "resuming from checkpoint");
+                let mut progress = Progress::new(checkpoint.as_of, 0, self.settings.error_cap);
+                progress.checkpoint = checkpoint;
+                progress.errors = errors;
+                progress
+            }
+            None => Progress::new(
+                now,
+                jobs::phases(&spec.job, now).len(),
+                self.settings.error_cap,
+            ),
+        };
+        let storage = match Storage::open(&self.storage_root) {
+            Ok(storage) => storage,
+            Err(err) => return self.end(lease, Err(format!("{err:#}"))).await,
+        };
+        let ctx = RunContext {
+            engine: self,
+            storage,
+            lease,
+            dry_run: spec.dry_run,
+            control,
+            pacer: Mutex::new(Pacer::new(self.settings.max_deletes_per_sec)),
+        };
+        let phases = jobs::phases(&spec.job, progress.checkpoint.as_of);
+        while let Some(phase) = phases.get(progress.checkpoint.phase) {
+            let end = match phase {
+                Phase::Rows(selector) => jobs::rows::run(&ctx, selector, &mut progress).await?,
+                Phase::Orphans { min_age } => {
+                    jobs::orphaned::run(&ctx, *min_age, &mut progress).await?
+                }
+            };
+            match end {
+                PhaseEnd::Done => {}
+                PhaseEnd::Interrupted => {
+                    tracing::info!(
+                        batches = progress.batches,
+                        "interrupted; the job can resume from its checkpoint"
+                    );
+                    return Ok(RunOutcome::Interrupted);
+                }
+                PhaseEnd::Refused(reason) => return self.end(lease, Err(reason)).await,
+            }
+            progress.next_phase();
+            if progress.checkpoint.phase < phases.len() {
+                let mut conn = self.pool.acquire().await.map_err(anyhow::Error::from)?;
+                results::save_progress(&mut conn, lease, &progress).await?;
+            }
+        }
+        self.end(lease, Ok(())).await
+    }
+
+    async fn end(
+        &self,
+        lease: Lease,
+        outcome: Result<(), String>,
+    ) -> Result<RunOutcome, EngineError> {
+        let record = match &outcome {
+            Ok(()) => results::finish(&self.pool, lease, "completed", None).await?,
+            Err(reason) => {
+                tracing::warn!(%reason, "job failed");
+                results::finish(&self.pool, lease, "failed", Some(reason)).await?
+            }
+        };
+        tracing::info!(
+            status = %record.status,
+            deleted = record.deleted_count,
+            bytes = record.deleted_bytes,
+            skipped = record.skipped_count,
+            errors = record.error_count,
+            "job finished"
+        );
+        Ok(RunOutcome::Finished(Box::new(record)))
+    }
+}
+
+impl RunContext<'_> {
+    /// Reports a committed batch to the caller's hook and the log.
+    pub(crate) fn batch_done(&self, progress: &Progress, elapsed: Duration) {
+        let totals = progress.totals();
+        tracing::debug!(
+            batch = progress.batches,
+            deleted = totals.deleted,
+            skipped = totals.skipped,
+            errors = totals.errors,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "batch committed"
+        );
+        if let Some(hook) = &self.control.on_batch {
+            hook(&BatchReport {
+                job_id: self.lease.job_id,
+                phase: progress.checkpoint.phase,
+                batches: progress.batches,
+                elapsed,
+                totals,
+            });
+        }
+    }
+
+    /// Waits, if a deletion rate is set, until `count` more deletions fit.
+    pub(crate) async fn pace(&self, count: usize) {
+        let wait = self.pacer.lock().await.reserve(count);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Spreads deletions so that they never run ahead of the configured rate.
+#[derive(Debug)]
+struct Pacer {
+    per_sec: Option<u32>,
+    started: Instant,
+    reserved: u64,
+}
+
+impl Pacer {
+    fn new(per_sec: Option<u32>) -> Self {
+        Self {
+            per_sec,
+            started: Instant::now(),
+            reserved: 0,
+        }
+    }
+
+    /// Reserves `count` deletions; returns how long to wait before doing them.
+    fn reserve(&mut self, count: usize) -> Duration {
+        let Some(per_sec) = self.per_sec.filter(|rate| *rate > 0) else {
+            return Duration::ZERO;
+        };
+        let due = Duration::from_secs_f64(self.reserved as f64 / f64::from(per_sec));
+        self.reserved += count as u64;
+        due.saturating_sub(self.started.elapsed())
+    }
+}

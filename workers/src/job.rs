@@ -1,0 +1,248 @@
+//! What a cleanup job is: its payload, as carried on the queue and recorded in
+//! `job_results`, and the validated input it is made of.
+//!
+//! Validation lives in the types (`SessionId::parse`, `DaysOld::new`), and
+//! deserialization goes through them, so a job that exists is a valid job,
+//! however it arrived.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default retention for `old-results` and `all`.
+pub const DEFAULT_DAYS_OLD: u32 = 30;
+/// Default grace period for the orphan sweep: the app writes a file before
+/// it commits the row that references it.
+pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
+
+/// One cleanup operation with its parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum CleanupJob {
+    /// Temporary images whose `expires_at` has passed.
+    Expired,
+    /// Every image of one session, whatever its type or expiry.
+    Session { session_id: SessionId },
+    /// Result images of tasks finished more than `days_old` days ago.
+    OldResults {
+        #[serde(default)]
+        days_old: DaysOld,
+    },
+    /// Files under the category folders that no row references.
+    Orphaned {
+        #[serde(default = "default_min_age_secs")]
+        min_age_secs: u64,
+    },
+    /// Expired, then old results, then orphaned, as one job.
+    All {
+        #[serde(default)]
+        days_old: DaysOld,
+        #[serde(default = "default_min_age_secs")]
+        min_age_secs: u64,
+    },
+}
+
+fn default_min_age_secs() -> u64 {
+    DEFAULT_MIN_AGE.as_secs()
+}
+
+/// A job and whether it only reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    #[serde(flatten)]
+    pub job: CleanupJob,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl CleanupJob {
+    /// The stable operation name used in results, logs and metrics.
+    pub fn operation(&self) -> &'static str {
+        match self {
+            CleanupJob::Expired => "cleanup_expired_images",
+            CleanupJob::Session { .. } => "cleanup_session",
+            CleanupJob::OldResults { .. } => "cleanup_old_results",
+            CleanupJob::Orphaned { .. } => "cleanup_orphaned_files",
+            CleanupJob::All { .. } => "cleanup_all",
+        }
+    }
+
+    /// The parameters as recorded in `job_results.params`.
+    pub fn params(&self) -> serde_json::Value {
+        match self {
+            CleanupJob::Expired => serde_json::json!({}),
+            CleanupJob::Session { session_id } => serde_json::json!({ "session_id": session_id }),
+            CleanupJob::OldResults { days_old } => serde_json::json!({ "days_old": days_old }),
+            CleanupJob::Orphaned { min_age_secs } => {
+                serde_json::json!({ "min_age_secs": min_age_secs })
+            }
+            CleanupJob::All {
+                days_old,
+                min_age_secs,
+            } => {
+                serde_json::json!({ "days_old": days_old, "min_age_secs": min_age_secs })
+            }
+        }
+    }
+}
+
+/// Why a job's input was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("session id must not be empty")]
+    EmptySessionId,
+    #[error("session id is longer than {max} bytes", max = SessionId::MAX_BYTES)]
+    SessionIdTooLong,
+    #[error("session id must not contain control characters")]
+    SessionIdControl,
+    #[error("days_old must be an integer from {min} to {max}, got {0}", min = DaysOld::MIN, max = DaysOld::MAX)]
+    DaysOldOutOfRange(i64),
+}
+
+/// A session id as the application issues it: 1 to 255 bytes, no control
+/// characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub const MAX_BYTES: usize = 255;
+
+    pub fn parse(raw: &str) -> Result<Self, InputError> {
+        if raw.is_empty() {
+            return Err(InputError::EmptySessionId);
+        }
+        if raw.len() > Self::MAX_BYTES {
+            return Err(InputError::SessionIdTooLong);
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(InputError::SessionIdControl);
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SessionId {
+    type Error = InputError;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        Self::parse(&raw)
+    }
+}
+
+impl From<SessionId> for String {
+    fn from(id: SessionId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A retention in days, from 1 to 36500 (a hundred years).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct DaysOld(u32);
+
+impl DaysOld {
+    pub const MIN: i64 = 1;
+    pub const MAX: i64 = 36_500;
+
+    pub fn new(days: i64) -> Result<Self, InputError> {
+        if (Self::MIN..=Self::MAX).contains(&days) {
+            Ok(Self(days as u32))
+        } else {
+            Err(InputError::DaysOldOutOfRange(days))
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for DaysOld {
+    fn default() -> Self {
+        Self(DEFAULT_DAYS_OLD)
+    }
+}
+
+impl TryFrom<i64> for DaysOld {
+    type Error = InputError;
+    fn try_from(days: i64) -> Result<Self, Self::Error> {
+        Self::new(days)
+    }
+}
+
+impl From<DaysOld> for i64 {
+    fn from(days: DaysOld) -> Self {
+        i64::from(days.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_are_validated() {
+        assert!(SessionId::parse("abc-123").is_ok());
+        assert_eq!(SessionId::parse(""), Err(InputError::EmptySessionId));
+        assert_eq!(
+            SessionId::parse("a\u{7}b"),
+            Err(InputError::SessionIdControl)
+        );
+        assert_eq!(
+            SessionId::parse(&"x".repeat(256)),
+            Err(InputError::SessionIdTooLong)
+        );
+        assert!(SessionId::parse(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn days_old_is_bounded() {
+        for bad in [-1, 0, 36_501, i64::MAX] {
+            assert_eq!(DaysOld::new(bad), Err(InputError::DaysOldOutOfRange(bad)));
+        }
+        assert_eq!(DaysOld::new(36_500).unwrap().get(), 36_500);
+    }
+
+    #[test]
+    fn wire_format_round_trips_and_validates() {
+        let spec: JobSpec =
+            serde_json::from_str(r#"{"op":"session","session_id":"s1","dry_run":true}"#).unwrap();
+        assert_eq!(
+            spec.job,
+            CleanupJob::Session {
+                session_id: SessionId::parse("s1").unwrap()
+            }
+        );
+        assert!(spec.dry_run);
+        let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+
+        let defaults: JobSpec = serde_json::from_str(r#"{"op":"all"}"#).unwrap();
+        assert_eq!(
+            defaults.job,
+            CleanupJob::All {
+                days_old: DaysOld::default(),
+                min_age_secs: 3600
+            }
+        );
+        for bad in [
+            r#"{"op":"session","session_id":""}"#,
+            r#"{"op":"old-results","days_old":0}"#,
+            r#"{"op":"explode"}"#,
+            r#"{"op":"session"}"#,
+        ] {
+            assert!(serde_json::from_str::<JobSpec>(bad).is_err(), "{bad}");
+        }
+    }
+}

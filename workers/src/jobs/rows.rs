@@ -1,0 +1,194 @@
+//! The batch loop shared by the operations that delete image rows with their
+//! files (expired, session, old results).
+//!
+//! One batch is one transaction:
+//!
+//! 1. Page the next candidate ids after the cursor (no locks).
+//! 2. Lock those rows `FOR UPDATE SKIP LOCKED`, re-checking the condition.
+//!    `SKIP LOCKED` lets concurrent runs of the same operation share the work:
+//!    a row another run holds is simply theirs. It also skips a row whose
+//!    task insert is in flight (the insert's foreign-key check holds
+//!    `FOR KEY SHARE` on it).
+//! 3. In a *fresh statement*, look for pending or processing tasks that use
+//!    any locked row. Why this order is safe: under READ COMMITTED each
+//!    statement sees everything committed before it began. A task that
+//!    references a locked image either committed before step 2 (so step 3
+//!    sees it and we skip the image), or was mid-insert at step 2 (so its
+//!    foreign-key lock made `SKIP LOCKED` pass over the image), or starts
+//!    after step 2 (so its foreign-key check waits for our lock and, once we
+//!    commit the delete, fails cleanly instead of referencing a gone image).
+//! 4. Unlink the files of the rows that are free (in parallel), then delete
+//!    the rows whose file is gone (unlinked now, or already missing). A file
+//!    that cannot be unlinked keeps its row and becomes an error item.
+//! 5. Save counters, error items and the cursor in the same transaction,
+//!    fenced by the lease epoch, and commit.
+//!
+//! A crash between 4 and 5 rolls the row deletions back while the files are
+//! already gone; the rerun claims the same rows, finds their files missing,
+//! and deletes and counts them then. So counts stay exact and, once the job
+//! has finished, no remaining row lacks its file and no deleted row's file
+//! remains. (The reverse order, rows first, leaks files on a crash.)
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::PhaseEnd;
+use crate::engine::RunContext;
+use crate::progress::{Counters, Cursor, ErrorItem, Progress};
+use crate::storage::{RelativePath, Removal};
+
+/// How one operation picks its candidate rows.
+#[derive(Debug, Clone)]
+pub(crate) struct RowSelector {
+    pub operation: &'static str,
+    /// `$1` cursor (last id done), `$2` batch size, `$3` the argument.
+    /// Returns candidate ids in ascending order.
+    pub next_ids: &'static str,
+    /// `$1` the candidate ids, `$2` the argument. Returns
+    /// `(id, storage_path, file_size)` of those that still qualify.
+    pub claim: &'static str,
+    pub arg: ClaimArg,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ClaimArg {
+    Time(DateTime<Utc>),
+    Text(String),
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Candidate {
+    id: i64,
+    storage_path: String,
+    file_size: i64,
+}
+
+/// Images among `ids` that a pending or processing task uses, through any
+/// of the four image columns. Each `= ANY` is served by its column's index.
+const IN_USE: &str = "SELECT DISTINCT used.id FROM face_swap_tasks t
+    CROSS JOIN LATERAL unnest(ARRAY[t.husband_photo_id, t.wife_photo_id, t.template_id, t.result_image_id]) AS used(id)
+    WHERE t.status IN ('pending', 'processing')
+      AND (t.husband_photo_id = ANY($1) OR t.wife_photo_id = ANY($1)
+           OR t.template_id = ANY($1) OR t.result_image_id = ANY($1))
+      AND used.id = ANY($1)";
+
+pub(crate) async fn run(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+) -> anyhow::Result<PhaseEnd> {
+    loop {
+        if ctx.control.cancel.is_cancelled() {
+            return Ok(PhaseEnd::Interrupted);
+        }
+        let after = match progress.checkpoint.cursor {
+            Cursor::AfterId(id) => id,
+            _ => 0,
+        };
+        let started = std::time::Instant::now();
+        let mut tx = ctx.engine.pool.begin().await?;
+        let ids = next_ids(&mut tx, selector, after, ctx.engine.settings.batch_size).await?;
+        let Some(&last) = ids.last() else {
+            tx.rollback().await?;
+            return Ok(PhaseEnd::Done);
+        };
+        let mut next = progress.clone();
+        let (delta, errors) = batch(ctx, &mut tx, selector, &ids).await?;
+        next.record(delta, errors, Cursor::AfterId(last));
+        crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+        tx.commit().await?;
+        *progress = next;
+        ctx.batch_done(progress, started.elapsed());
+    }
+}
+
+async fn next_ids(
+    conn: &mut PgConnection,
+    selector: &RowSelector,
+    after: i64,
+    limit: usize,
+) -> sqlx::Result<Vec<i64>> {
+    let query = sqlx::query_scalar(selector.next_ids)
+        .bind(after)
+        .bind(limit as i64);
+    match &selector.arg {
+        ClaimArg::Time(at) => query.bind(at).fetch_all(conn).await,
+        ClaimArg::Text(text) => query.bind(text).fetch_all(conn).await,
+    }
+}
+
+/// Steps 2 to 4 for one batch; returns what it did.
+async fn batch(
+    ctx: &RunContext<'_>,
+    conn: &mut PgConnection,
+    selector: &RowSelector,
+    ids: &[i64],
+) -> anyhow::Result<(Counters, Vec<ErrorItem>)> {
+    // A dry run takes no locks: it must not hold up the application.
+    let sql = if ctx.dry_run {
+        selector.claim.to_owned()
+    } else {
+        format!("{} FOR UPDATE SKIP LOCKED", selector.claim)
+    };
+    let query = sqlx::query_as::<_, Candidate>(&sql).bind(ids);
+    let candidates = match &selector.arg {
+        ClaimArg::Time(at) => query.bind(at).fetch_all(&mut *conn).await?,
+        ClaimArg::Text(text) => query.bind(text).fetch_all(&mut *conn).await?,
+    };
+    let claimed: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+    let in_use: HashSet<i64> = sqlx::query_scalar(IN_USE)
+        .bind(&claimed)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+
+    let mut delta = Counters::default();
+    let mut errors = Vec::new();
+    let error = |c: &Candidate, message: String| ErrorItem {
+        image_id: Some(c.id),
+        path: c.storage_path.clone(),
+        error: message,
+        operation: selector.operation.to_owned(),
+    };
+    let mut free = Vec::new();
+    for candidate in &candidates {
+        if in_use.contains(&candidate.id) {
+            delta.skipped += 1;
+            continue;
+        }
+        match RelativePath::parse(&candidate.storage_path) {
+            Ok(path) => free.push((candidate, path)),
+            Err(err) => errors.push(error(candidate, err.to_string())),
+        }
+    }
+
+    let mut gone = Vec::with_capacity(free.len());
+    if ctx.dry_run {
+        gone.extend(free.iter().map(|(c, _)| *c));
+    } else {
+        ctx.pace(free.len()).await;
+        let paths = free.iter().map(|(_, path)| path.clone()).collect();
+        let removals = ctx
+            .storage
+            .remove_many(paths, ctx.engine.settings.unlink_concurrency)
+            .await;
+        for ((candidate, _), removal) in free.iter().zip(removals) {
+            match removal {
+                Removal::Removed | Removal::Missing => gone.push(*candidate),
+                Removal::Failed(message) => errors.push(error(candidate, message)),
+            }
+        }
+        let gone_ids: Vec<i64> = gone.iter().map(|c| c.id).collect();
+        sqlx::query("DELETE FROM images WHERE id = ANY($1)")
+            .bind(&gone_ids)
+            .execute(&mut *conn)
+            .await?;
+    }
+    delta.deleted = gone.len() as i64;
+    delta.bytes = gone.iter().map(|c| c.file_size).sum();
+    delta.errors = errors.len() as i64;
+    Ok((delta, errors))
+}

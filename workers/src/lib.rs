@@ -1,0 +1,43 @@
+//! # janitor-workers: the cleanup engine
+//!
+//! Everything that decides what to delete and deletes it, as a library. The
+//! `janitor` binary's CLI, its queue worker and its HTTP API are thin layers
+//! over [`Engine::run`] and the [`results`] store.
+//!
+//! ## Layout
+//! - [`job`]: the job payload ([`CleanupJob`], [`JobSpec`]) and validated
+//!   input ([`SessionId`], [`DaysOld`]). It is also the queue's wire format.
+//! - [`engine`]: [`Engine`] (pool, storage root, settings), which runs one
+//!   job from start or checkpoint to its result row.
+//! - [`jobs`]: one file per operation with its SQL; `rows` is the batch loop
+//!   the row-deleting operations share.
+//! - [`storage`]: the storage-root wall: path validation, unlinking without
+//!   following symlinks, the orphan scan.
+//! - [`progress`]: counters, error items and the checkpoint of a running job.
+//! - [`results`]: the `job_results` table: leases, per-batch progress, the
+//!   final result, queries.
+//! - [`report`]: the seed-compatible result JSON.
+//!
+//! ## Invariants
+//! - This crate never depends on the CLI or HTTP layers (no clap, no axum).
+//! - An image used by a pending or processing task is never deleted.
+//! - A batch's row deletions, counters and checkpoint commit in one
+//!   transaction, fenced by the job's lease epoch.
+//! - Nothing outside the storage root's category folders is touched, and no
+//!   symlink is followed.
+
+pub mod engine;
+pub mod job;
+pub mod jobs;
+pub mod progress;
+pub mod report;
+pub mod results;
+pub mod storage;
+
+pub use engine::{BatchReport, Engine, EngineError, EngineSettings, RunControl, RunOutcome};
+pub use job::{CleanupJob, DaysOld, InputError, JobSpec, SessionId};
+pub use results::JobRecord;
+
+/// Migrations for the app's tables (created only if missing), the cleanup
+/// indexes and `job_results`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

@@ -1,0 +1,176 @@
+//! A running job's state: counters, error items and the checkpoint. It is
+//! held in memory by the one worker that holds the job's lease, and written
+//! whole to `job_results` with every batch, in the batch's transaction.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What one phase (or the whole job) did so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Rows (or orphan files) deleted, including files that were already gone.
+    pub deleted: i64,
+    /// Bytes freed: the rows' `file_size`, or the orphan files' sizes.
+    pub bytes: i64,
+    /// Images left alone because a pending or processing task uses them.
+    pub skipped: i64,
+    /// Items that failed; each one's row (or file) stays.
+    pub errors: i64,
+}
+
+impl Counters {
+    pub fn add(&mut self, other: Counters) {
+        self.deleted += other.deleted;
+        self.bytes += other.bytes;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+    }
+}
+
+/// One item that could not be cleaned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<i64>,
+    pub path: String,
+    pub error: String,
+    /// The phase it happened in, so `cleanup_all` can nest errors by phase.
+    pub operation: String,
+}
+
+/// Where a phase stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Cursor {
+    Start,
+    /// Row phases claim rows in id order; everything up to this id is done.
+    AfterId(i64),
+    /// The orphan sweep walks in path order; everything up to this path is done.
+    AfterPath(String),
+}
+
+/// Everything needed to resume a job where its last committed batch ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The job's reference time, fixed at its first start, so that a resumed
+    /// run selects the same candidates (expiry and retention cutoffs, the
+    /// orphan grace period).
+    pub as_of: DateTime<Utc>,
+    /// Index of the phase under way; only `cleanup_all` has more than one.
+    pub phase: usize,
+    pub cursor: Cursor,
+    /// Counters per phase, in phase order.
+    pub phases: Vec<Counters>,
+    /// Files the orphan sweep has looked at.
+    #[serde(default)]
+    pub files_scanned: u64,
+    /// Orphans the sweep is about to delete, saved before it deletes them:
+    /// after a crash the rerun finishes this batch first, so files deleted
+    /// just before the crash are still counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<PendingOrphans>,
+}
+
+/// One orphan batch between "decided" and "counted".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingOrphans {
+    /// `(path, size)` of each orphan to delete.
+    pub files: Vec<(String, u64)>,
+    /// The cursor once the batch is counted.
+    pub cursor: String,
+    /// Files the batch scanned.
+    pub scanned: u64,
+}
+
+/// The job's state as the engine carries it from batch to batch.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub checkpoint: Checkpoint,
+    /// The first `cap` error items; `totals().errors` keeps counting.
+    pub errors: Vec<ErrorItem>,
+    pub error_cap: usize,
+    /// Batches committed by this run (not persisted; for progress reports).
+    pub batches: u64,
+}
+
+impl Progress {
+    pub fn new(as_of: DateTime<Utc>, phases: usize, error_cap: usize) -> Self {
+        Self {
+            checkpoint: Checkpoint {
+                as_of,
+                phase: 0,
+                cursor: Cursor::Start,
+                phases: vec![Counters::default(); phases],
+                files_scanned: 0,
+                pending: None,
+            },
+            errors: Vec::new(),
+            error_cap,
+            batches: 0,
+        }
+    }
+
+    pub fn totals(&self) -> Counters {
+        let mut totals = Counters::default();
+        for phase in &self.checkpoint.phases {
+            totals.add(*phase);
+        }
+        totals
+    }
+
+    /// Adds one batch's outcome to the current phase and moves the cursor.
+    pub fn record(&mut self, delta: Counters, errors: Vec<ErrorItem>, cursor: Cursor) {
+        self.add(delta, errors);
+        self.checkpoint.cursor = cursor;
+        self.batches += 1;
+    }
+
+    /// Adds counts and error items to the current phase.
+    pub fn add(&mut self, delta: Counters, errors: Vec<ErrorItem>) {
+        let phase = self.checkpoint.phase;
+        self.checkpoint.phases[phase].add(delta);
+        let room = self.error_cap.saturating_sub(self.errors.len());
+        self.errors.extend(errors.into_iter().take(room));
+    }
+
+    /// Moves on to the next phase.
+    pub fn next_phase(&mut self) {
+        self.checkpoint.phase += 1;
+        self.checkpoint.cursor = Cursor::Start;
+    }
+}
+
+/// Bytes as the seed's `*_size_mb` fields show them: MiB, two decimals.
+pub fn megabytes(bytes: i64) -> f64 {
+    (bytes as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_capped_but_counted() {
+        let mut progress = Progress::new(Utc::now(), 1, 2);
+        let item = |n: i64| ErrorItem {
+            image_id: Some(n),
+            path: format!("photos/{n}"),
+            error: "boom".into(),
+            operation: "cleanup_expired_images".into(),
+        };
+        let delta = Counters {
+            errors: 3,
+            ..Counters::default()
+        };
+        progress.record(delta, vec![item(1), item(2), item(3)], Cursor::AfterId(3));
+        assert_eq!(progress.errors.len(), 2);
+        assert_eq!(progress.totals().errors, 3);
+        assert_eq!(progress.checkpoint.cursor, Cursor::AfterId(3));
+    }
+
+    #[test]
+    fn megabytes_match_the_seed() {
+        assert_eq!(megabytes(5_242_880), 5.0);
+        assert_eq!(megabytes(1_572_864), 1.5);
+    }
+}

@@ -1,0 +1,277 @@
+//! The `job_results` table: one row per job, the job's source of truth.
+//!
+//! Life of a row: `queued` (inserted by a producer, or skipped when the
+//! worker is the first to see the job) → `running` (a worker took a lease:
+//! `attempts` and `lease_epoch` go up) → `completed` or `failed`. Every batch
+//! commit and the final update are fenced by `lease_epoch`: a worker whose
+//! lease was taken over updates zero rows, and its whole batch transaction
+//! rolls back.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::job::JobSpec;
+use crate::progress::{Checkpoint, ErrorItem, Progress};
+
+/// A job's row, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRecord {
+    pub job_id: Uuid,
+    pub operation: String,
+    pub params: Value,
+    pub dry_run: bool,
+    pub status: String,
+    pub deleted_count: i64,
+    pub deleted_bytes: i64,
+    pub skipped_count: i64,
+    pub error_count: i64,
+    pub errors: Value,
+    pub checkpoint: Option<Value>,
+    pub attempts: i32,
+    pub lease_epoch: i64,
+    pub worker: Option<String>,
+    pub requested_by: Option<String>,
+    pub last_error: Option<String>,
+    pub result: Option<Value>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "completed" | "failed")
+    }
+}
+
+/// The right to run a job, until another worker takes it over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: Uuid,
+    pub epoch: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another worker took the job over; this one must stop without writing.
+    #[error("lease on job {0} was taken over by another worker")]
+    LeaseLost(Uuid),
+    #[error("job {job_id} is already recorded as {recorded}, not {requested}")]
+    Mismatch {
+        job_id: Uuid,
+        recorded: String,
+        requested: String,
+    },
+    #[error("job {0} has an unreadable checkpoint: {1}")]
+    BadCheckpoint(Uuid, serde_json::Error),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// What `start` found.
+#[derive(Debug)]
+pub enum Start {
+    /// The job is ours to run, from its last committed checkpoint if it has
+    /// one. The time is the database's `now()`: cutoffs never depend on a
+    /// worker's clock.
+    Run(Lease, Option<(Checkpoint, Vec<ErrorItem>)>, DateTime<Utc>),
+    /// The job already ended; running it again would count twice.
+    Finished(Box<JobRecord>),
+}
+
+const COLUMNS: &str = "job_id, operation, params, dry_run, status, deleted_count, deleted_bytes, \
+    skipped_count, error_count, errors, checkpoint, attempts, lease_epoch, worker, requested_by, \
+    last_error, result, created_at, started_at, updated_at, finished_at";
+
+/// Records a job as queued (producers call this before enqueueing). A job
+/// id that is already recorded is left as it is.
+pub async fn insert_queued(
+    pool: &PgPool,
+    job_id: Uuid,
+    spec: &JobSpec,
+    requested_by: Option<&str>,
+) -> sqlx::Result<bool> {
+    let inserted = sqlx::query(
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by)
+         VALUES ($1, $2, $3, $4, 'queued', $5)
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(job_id)
+    .bind(spec.job.operation())
+    .bind(spec.job.params())
+    .bind(spec.dry_run)
+    .bind(requested_by)
+    .execute(pool)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// Takes the lease on a job: creates its row as running if it has none, or
+/// moves a queued or running row to running under a new epoch. A row that
+/// already ended is returned as it is.
+pub async fn start(
+    pool: &PgPool,
+    job_id: Uuid,
+    spec: &JobSpec,
+    worker: &str,
+) -> Result<Start, StoreError> {
+    let operation = spec.job.operation();
+    let row: Option<(i64, Option<Value>, Value, DateTime<Utc>)> = sqlx::query_as(
+        "INSERT INTO job_results
+             (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at)
+         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now())
+         ON CONFLICT (job_id) DO UPDATE SET
+             status = 'running',
+             attempts = job_results.attempts + 1,
+             lease_epoch = job_results.lease_epoch + 1,
+             worker = EXCLUDED.worker,
+             started_at = coalesce(job_results.started_at, now()),
+             updated_at = now()
+         WHERE job_results.status IN ('queued', 'running')
+           AND job_results.operation = EXCLUDED.operation
+           AND job_results.params = EXCLUDED.params
+           AND job_results.dry_run = EXCLUDED.dry_run
+         RETURNING lease_epoch, checkpoint, errors, now()",
+    )
+    .bind(job_id)
+    .bind(operation)
+    .bind(spec.job.params())
+    .bind(spec.dry_run)
+    .bind(worker)
+    .fetch_optional(pool)
+    .await?;
+
+    let Some((epoch, checkpoint, errors, now)) = row else {
+        let record = get(pool, job_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+        if record.is_finished() && record.operation == operation {
+            return Ok(Start::Finished(Box::new(record)));
+        }
+        return Err(StoreError::Mismatch {
+            job_id,
+            recorded: format!(
+                "{} {} (dry_run={})",
+                record.operation, record.params, record.dry_run
+            ),
+            requested: format!(
+                "{operation} {} (dry_run={})",
+                spec.job.params(),
+                spec.dry_run
+            ),
+        });
+    };
+    let lease = Lease { job_id, epoch };
+    let resumed = match checkpoint {
+        None => None,
+        Some(value) => {
+            let checkpoint =
+                serde_json::from_value(value).map_err(|e| StoreError::BadCheckpoint(job_id, e))?;
+            let errors = serde_json::from_value(errors).unwrap_or_default();
+            Some((checkpoint, errors))
+        }
+    };
+    Ok(Start::Run(lease, resumed, now))
+}
+
+/// Writes the counters, error items and checkpoint inside the batch's
+/// transaction. Fails with `LeaseLost` (and the caller rolls back) if the
+/// job was taken over.
+pub async fn save_progress(
+    conn: &mut PgConnection,
+    lease: Lease,
+    progress: &Progress,
+) -> Result<(), StoreError> {
+    let totals = progress.totals();
+    let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
+    let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
+    let updated = sqlx::query(
+        "UPDATE job_results SET
+             deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
+             errors = $7, checkpoint = $8, updated_at = now()
+         WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'",
+    )
+    .bind(lease.job_id)
+    .bind(lease.epoch)
+    .bind(totals.deleted)
+    .bind(totals.bytes)
+    .bind(totals.skipped)
+    .bind(totals.errors)
+    .bind(errors)
+    .bind(checkpoint)
+    .execute(&mut *conn)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(StoreError::LeaseLost(lease.job_id));
+    }
+    Ok(())
+}
+
+/// Ends the job: `completed`, or `failed` with the reason. The final result
+/// JSON is built from the row itself and stored with it.
+pub async fn finish(
+    pool: &PgPool,
+    lease: Lease,
+    status: &str,
+    last_error: Option<&str>,
+) -> Result<JobRecord, StoreError> {
+    let mut tx = pool.begin().await?;
+    let record: Option<JobRecord> = sqlx::query_as(&format!(
+        "UPDATE job_results SET status = $3, last_error = $4, finished_at = now(), updated_at = now()
+         WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
+         RETURNING {COLUMNS}"
+    ))
+    .bind(lease.job_id)
+    .bind(lease.epoch)
+    .bind(status)
+    .bind(last_error)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut record = record.ok_or(StoreError::LeaseLost(lease.job_id))?;
+    let result = crate::report::result_json(&record);
+    sqlx::query("UPDATE job_results SET result = $2 WHERE job_id = $1")
+        .bind(lease.job_id)
+        .bind(&result)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    record.result = Some(result);
+    Ok(record)
+}
+
+pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM job_results WHERE job_id = $1"
+    ))
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub operation: Option<String>,
+    pub status: Option<String>,
+    /// Only jobs created before this time (for paging).
+    pub before: Option<DateTime<Utc>>,
+    pub limit: i64,
+}
+
+pub async fn list(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Vec<JobRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM job_results
+         WHERE ($1::text IS NULL OR operation = $1)
+           AND ($2::text IS NULL OR status = $2)
+           AND ($3::timestamptz IS NULL OR created_at < $3)
+         ORDER BY created_at DESC, job_id
+         LIMIT $4"
+    ))
+    .bind(filter.operation.as_deref())
+    .bind(filter.status.as_deref())
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(pool)
+    .await
+}
