@@ -1,0 +1,14 @@
+//! The cleanup engine against real Postgres and a temporary storage root.
+//! Each test has its own database (`#[sqlx::test]` applies the migrations)
+//! and its own storage root.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+
+mod concurrency;
+mod operations;
+mod resume;
+mod safety;
+mod schema;

@@ -1,0 +1,203 @@
+//! Batches that resume: a job stopped after any committed batch (or between
+//! unlinking files and committing) continues from its checkpoint, and its
+//! final counts equal what was really deleted.
+
+use janitor_workers::results::{self, Start, StoreError};
+use janitor_workers::{CleanupJob, DaysOld, RunOutcome};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::harness::{engine, run_as, run_until, spec};
+use crate::support::{
+    count_images, insert_image, insert_task, seed_expired, Image, Store, TaskImages,
+};
+
+async fn status_and_count(pool: &PgPool, job_id: Uuid) -> (String, i64) {
+    sqlx::query_as("SELECT status, deleted_count FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_stopped_job_resumes_from_its_checkpoint_with_exact_counts(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 55, 10).await;
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::Expired);
+
+    assert!(matches!(
+        run_until(&engine, job_id, &job, 2).await,
+        RunOutcome::Interrupted
+    ));
+    assert_eq!(
+        status_and_count(&pool, job_id).await,
+        ("running".into(), 20)
+    );
+    assert_eq!(count_images(&pool).await, 35);
+
+    let record = run_as(&engine, job_id, &job).await;
+    assert_eq!((record.deleted_count, record.deleted_bytes), (55, 550));
+    assert_eq!(record.attempts, 2);
+    assert_eq!(count_images(&pool).await, 0);
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_crash_between_unlink_and_commit_is_healed_by_the_rerun(pool: PgPool) {
+    let store = Store::new();
+    let ids = seed_expired(&pool, &store, 30, 10).await;
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::Expired);
+    run_until(&engine, job_id, &job, 1).await;
+    // What a worker that died after unlinking the second batch's files, but
+    // before committing it, leaves behind: rows whose files are gone.
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT storage_path FROM images WHERE id = ANY($1) ORDER BY id LIMIT 10",
+    )
+    .bind(&ids)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for path in &paths {
+        std::fs::remove_file(store.path(path)).unwrap();
+    }
+
+    let record = run_as(&engine, job_id, &job).await;
+    assert_eq!(
+        (
+            record.deleted_count,
+            record.deleted_bytes,
+            record.error_count
+        ),
+        (30, 300, 0)
+    );
+    assert_eq!(count_images(&pool).await, 0);
+    let left = walkdir::WalkDir::new(store.path("photos"))
+        .into_iter()
+        .filter(|e| e.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(left, 0, "no deleted row's file remains");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn all_resumes_in_the_phase_it_stopped_in(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 20, 1).await;
+    for i in 0..20 {
+        let image = insert_image(
+            &pool,
+            Some(&store),
+            &Image::permanent(&format!("results/{i}.jpg"), 2),
+        )
+        .await;
+        insert_task(
+            &pool,
+            "completed",
+            TaskImages {
+                result: Some(image),
+                ..TaskImages::default()
+            },
+            Some(60),
+        )
+        .await;
+        store.write_old(&format!("templates/orphans/{i}.png"), 3);
+    }
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::All {
+        days_old: DaysOld::new(30).unwrap(),
+        min_age_secs: 60,
+    });
+    // Two batches finish the expired phase; the third is old results' first.
+    run_until(&engine, job_id, &job, 3).await;
+    assert_eq!(
+        status_and_count(&pool, job_id).await,
+        ("running".into(), 30)
+    );
+
+    let record = run_as(&engine, job_id, &job).await;
+    let result = record.result.unwrap();
+    assert_eq!(result["expired_images"]["deleted_count"], 20);
+    assert_eq!(result["old_task_results"]["deleted_size_bytes"], 40);
+    assert_eq!(result["orphaned_files"]["deleted_count"], 20);
+    assert_eq!(result["totals"]["deleted_count"], 60);
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_orphan_sweep_resumes_after_its_last_path(pool: PgPool) {
+    let store = Store::new();
+    for i in 0..25 {
+        store.write_old(&format!("photos/{}/{i:02}.jpg", i % 3), 4);
+    }
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::Orphaned { min_age_secs: 60 });
+    run_until(&engine, job_id, &job, 1).await;
+    assert_eq!(
+        status_and_count(&pool, job_id).await,
+        ("running".into(), 10)
+    );
+
+    let record = run_as(&engine, job_id, &job).await;
+    assert_eq!((record.deleted_count, record.deleted_bytes), (25, 100));
+    assert_eq!(record.result.unwrap()["files_scanned"], 25);
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_finished_job_run_again_does_nothing(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 3, 1).await;
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let first = run_as(&engine, job_id, &spec(CleanupJob::Expired)).await;
+    seed_expired(&pool, &store, 2, 1).await;
+
+    let again = run_as(&engine, job_id, &spec(CleanupJob::Expired)).await;
+    assert_eq!(
+        (again.deleted_count, again.attempts),
+        (first.deleted_count, 1)
+    );
+    assert_eq!(
+        count_images(&pool).await,
+        2,
+        "a duplicate delivery deletes nothing more"
+    );
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_superseded_lease_cannot_commit(pool: PgPool) {
+    let job = spec(CleanupJob::Expired);
+    let job_id = Uuid::new_v4();
+    let Start::Run(old, _, _) = results::start(&pool, job_id, &job, "a").await.unwrap() else {
+        panic!("fresh job")
+    };
+    let Start::Run(new, _, now) = results::start(&pool, job_id, &job, "b").await.unwrap() else {
+        panic!("running job")
+    };
+    assert!(new.epoch > old.epoch);
+
+    let progress = janitor_workers::progress::Progress::new(now, 1, 10);
+    let mut conn = pool.acquire().await.unwrap();
+    let stale = results::save_progress(&mut conn, old, &progress).await;
+    assert!(matches!(stale, Err(StoreError::LeaseLost(id)) if id == job_id));
+    results::save_progress(&mut conn, new, &progress)
+        .await
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_id_cannot_be_reused_for_another_operation(pool: PgPool) {
+    let store = Store::new();
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    run_as(&engine, job_id, &spec(CleanupJob::Expired)).await;
+    let other = spec(CleanupJob::Orphaned { min_age_secs: 1 });
+    let err = engine
+        .run(job_id, &other, &Default::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already recorded"), "{err}");
+}
