@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use janitor_workers::{Engine, EngineSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::{Connection as _, PgConnection, PgPool};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
@@ -72,19 +72,24 @@ impl Settings {
     }
 
     /// Connects to the database, failing fast with a message that names it
-    /// (without its password).
+    /// (without its password) and the real cause.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {
-        PgPoolOptions::new()
-            .max_connections(self.unlink_concurrency.clamp(4, 16))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(self.connect_options()?)
+        let options = self.connect_options()?;
+        // One direct connection first: the pool would retry a refused
+        // connection until its timeout and then report only "timed out".
+        let probe = PgConnection::connect_with(&options)
             .await
             .with_context(|| {
                 format!(
                     "cannot connect to the database at {}",
                     redact(&self.database_url)
                 )
-            })
+            })?;
+        let _ = probe.close().await;
+        Ok(PgPoolOptions::new()
+            .max_connections(self.unlink_concurrency.clamp(4, 16))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_lazy_with(options))
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
