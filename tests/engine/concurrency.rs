@@ -29,35 +29,22 @@ async fn concurrent_runs_share_the_work_without_double_deleting(pool: PgPool) {
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn tasks_created_during_cleanup_keep_their_images(pool: PgPool) {
     let store = Store::new();
-    let mut ids = seed_expired(&pool, &store, 400, 1).await;
-    ids.reverse(); // The app grabs images the cleanup has not reached yet.
+    let ids = seed_expired(&pool, &store, 600, 1).await;
     let done = Arc::new(AtomicBool::new(false));
-    let app = {
-        let (pool, done) = (pool.clone(), Arc::clone(&done));
-        tokio::spawn(async move {
-            let (mut created, mut refused) = (0, 0);
-            for id in ids.iter().step_by(3) {
-                if done.load(Ordering::SeqCst) {
-                    break;
-                }
-                let insert = sqlx::query("INSERT INTO face_swap_tasks (husband_photo_id, template_id, status) VALUES ($1, $1, 'pending')")
-                    .bind(id)
-                    .execute(&pool)
-                    .await;
-                match insert {
-                    Ok(_) => created += 1,
-                    Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("23503") => {
-                        refused += 1
-                    }
-                    Err(err) => panic!("unexpected insert error: {err}"),
-                }
-            }
-            (created, refused)
+    // Four app connections, each walking all images in its own order, so
+    // inserts keep landing on the rows the cleanup is working on.
+    let apps: Vec<_> = (0..4)
+        .map(|lane| {
+            let order: Vec<i64> = ids.iter().copied().skip(lane).step_by(4).rev().collect();
+            tokio::spawn(create_tasks(pool.clone(), order, Arc::clone(&done)))
         })
-    };
+        .collect();
     let record = run(&engine(&pool, &store, 20), &spec(CleanupJob::Expired)).await;
     done.store(true, Ordering::SeqCst);
-    let (created, _refused) = app.await.unwrap();
+    let mut created = 0;
+    for app in apps {
+        created += app.await.unwrap();
+    }
 
     assert!(created > 0, "the race must actually create tasks");
     let broken: Vec<(i64, Option<i64>)> = sqlx::query_as(
@@ -85,5 +72,28 @@ async fn tasks_created_during_cleanup_keep_their_images(pool: PgPool) {
             "file of an in-use image was deleted: {path}"
         );
     }
-    assert_eq!(count_images(&pool).await, 400 - record.deleted_count);
+    assert_eq!(count_images(&pool).await, 600 - record.deleted_count);
+}
+
+/// Inserts a pending task per image until told to stop; returns how many
+/// committed. A foreign-key refusal (the image was deleted first) is fine.
+async fn create_tasks(pool: PgPool, ids: Vec<i64>, done: Arc<AtomicBool>) -> i64 {
+    let mut created = 0;
+    for id in ids {
+        if done.load(Ordering::SeqCst) {
+            break;
+        }
+        let insert = sqlx::query(
+            "INSERT INTO face_swap_tasks (husband_photo_id, template_id, status) VALUES ($1, $1, 'pending')",
+        )
+        .bind(id)
+        .execute(&pool)
+        .await;
+        match insert {
+            Ok(_) => created += 1,
+            Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("23503") => {}
+            Err(err) => panic!("unexpected insert error: {err}"),
+        }
+    }
+    created
 }
