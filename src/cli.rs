@@ -35,6 +35,57 @@ pub enum Command {
     },
     /// Show recorded job outcomes, newest first.
     Results(ResultsArgs),
+    /// Put a cleanup job on the queue (a worker runs it).
+    Enqueue(EnqueueArgs),
+    /// Run queued jobs until SIGINT or SIGTERM.
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    #[command(subcommand)]
+    pub operation: Operation,
+    /// Report what would be deleted; change nothing.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Print JSON (`{"job_id": ...}`, or the result with --wait).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Wait for the job to finish and print its result as `janitor run` would.
+    #[arg(long, global = true)]
+    pub wait: bool,
+    /// With --wait: give up after this long (the job goes on).
+    #[arg(long, global = true, default_value = "1h", value_parser = parse_min_age)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Session cleanups run at once.
+    #[arg(long, env = "JANITOR_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub concurrency: u32,
+    /// Long jobs (expired, old results, orphaned, all) run at once.
+    #[arg(long, env = "JANITOR_BULK_CONCURRENCY", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub bulk_concurrency: u32,
+    /// A job whose worker stopped renewing its claim this long ago is
+    /// rescued by another worker (at most 60s is sensible).
+    #[arg(long, env = "JANITOR_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub lease: Duration,
+    /// Deliveries of a job before it is failed and dead-lettered.
+    #[arg(long, env = "JANITOR_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// First retry delay; it doubles with each attempt, up to the lease.
+    #[arg(long, env = "JANITOR_RETRY_BASE", default_value = "1s", value_parser = parse_min_age)]
+    pub retry_base: Duration,
+    /// How often to look for jobs Redis lost and for dead letters.
+    #[arg(long, env = "JANITOR_RECONCILE_INTERVAL", default_value = "10s", value_parser = parse_positive)]
+    pub reconcile_interval: Duration,
+    /// How long a queued job may go unseen before it is re-enqueued.
+    #[arg(long, env = "JANITOR_RECONCILE_GRACE", default_value = "30s", value_parser = parse_min_age)]
+    pub reconcile_grace: Duration,
+    /// After SIGTERM, how long running jobs get to checkpoint.
+    #[arg(long, env = "JANITOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_min_age)]
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,6 +174,23 @@ fn parse_days_old(raw: &str) -> Result<DaysOld, String> {
         .parse()
         .map_err(|_| format!("days_old must be an integer from 1 to 36500, got {raw:?}"))?;
     DaysOld::new(days).map_err(|e| e.to_string())
+}
+
+fn parse_positive(raw: &str) -> Result<Duration, String> {
+    match parse_min_age(raw)? {
+        zero if zero.is_zero() => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// The lease must leave room for heartbeats (a quarter of it) of at least
+/// a few hundred milliseconds.
+fn parse_lease(raw: &str) -> Result<Duration, String> {
+    let lease = parse_min_age(raw)?;
+    if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
+        return Err(format!("lease must be from 1s to 1h, got {raw:?}"));
+    }
+    Ok(lease)
 }
 
 fn parse_min_age(raw: &str) -> Result<Duration, String> {

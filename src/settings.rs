@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use janitor_workers::layout::Layout;
+use janitor_workers::producer::Producer;
 use janitor_workers::{Engine, EngineSettings};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
@@ -46,6 +48,30 @@ pub struct Settings {
     #[arg(long, env = "JANITOR_MAX_DELETES_PER_SEC", global = true)]
     pub max_deletes_per_sec: Option<u32>,
 
+    /// Most database connections this process opens.
+    #[arg(long, env = "JANITOR_DB_CONNECTIONS", default_value_t = 20, global = true,
+          value_parser = clap::value_parser!(u32).range(2..=500))]
+    pub db_connections: u32,
+
+    /// Redis, which carries the queue.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+
+    /// Prefix of every Redis key of this deployment's queue.
+    #[arg(
+        long = "queue",
+        env = "JANITOR_QUEUE",
+        default_value = "janitor",
+        global = true
+    )]
+    pub queue: String,
+
     /// Log format on stderr: text or json.
     #[arg(long, env = "JANITOR_LOG_FORMAT", default_value = "text", global = true,
           value_parser = ["text", "json"])]
@@ -63,12 +89,32 @@ impl Settings {
     }
 
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        self.database_url.parse().with_context(|| {
+        let options: PgConnectOptions = self.database_url.parse().with_context(|| {
             format!(
                 "DATABASE_URL is not a valid Postgres URL: {}",
                 redact(&self.database_url)
             )
+        })?;
+        // A paused or wedged process must not hold row locks for long: its
+        // session ends, its transaction rolls back, and its batch is redone.
+        Ok(options.options([("idle_in_transaction_session_timeout", "60s")]))
+    }
+
+    pub fn redis(&self) -> anyhow::Result<redis::Client> {
+        redis::Client::open(self.redis_url.as_str()).with_context(|| {
+            format!(
+                "REDIS_URL is not a valid Redis URL: {}",
+                redact(&self.redis_url)
+            )
         })
+    }
+
+    /// Connects a producer: Postgres for the job rows, Redis for the queue.
+    pub async fn producer(&self) -> anyhow::Result<Producer> {
+        let pool = self.pool().await?;
+        Producer::connect(pool, self.redis()?, Layout::new(&self.queue))
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", redact(&self.redis_url)))
     }
 
     /// Connects to the database, failing fast with a message that names it
@@ -87,7 +133,7 @@ impl Settings {
             })?;
         let _ = probe.close().await;
         Ok(PgPoolOptions::new()
-            .max_connections(self.unlink_concurrency.clamp(4, 16))
+            .max_connections(self.db_connections)
             .acquire_timeout(Duration::from_secs(30))
             .connect_lazy_with(options))
     }

@@ -1,8 +1,10 @@
 //! One function per command. Each returns the process's exit code; errors
 //! that reach `main` exit with 1.
 
+mod enqueue;
 mod results;
 mod run;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -35,6 +37,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&cli.settings, args).await,
         Command::Stats { json } => stats(&cli.settings, json).await,
         Command::Results(args) => results::show(&cli.settings, args).await,
+        Command::Enqueue(args) => enqueue::enqueue(&cli.settings, args).await,
+        Command::Worker(args) => worker::work(&cli.settings, args).await,
     }
 }
 

@@ -48,13 +48,21 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
             )))
         }
     };
-    let result = janitor_workers::report::result_json(&record);
-    if args.json {
+    print(&record, args.json)
+}
+
+/// Prints a finished job's result and returns the exit code it implies.
+pub fn print(record: &janitor_workers::JobRecord, json: bool) -> anyhow::Result<ExitCode> {
+    let result = record
+        .result
+        .clone()
+        .unwrap_or_else(|| janitor_workers::report::result_json(record));
+    if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {
         print!("{}", output::result(&result));
     }
-    Ok(ExitCode::from(exit_code(&record)))
+    Ok(ExitCode::from(exit_code(record)))
 }
 
 pub fn exit_code(record: &janitor_workers::JobRecord) -> u8 {

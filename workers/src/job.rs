@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 /// Default retention for `old-results` and `all`.
 pub const DEFAULT_DAYS_OLD: u32 = 30;
@@ -54,6 +55,46 @@ pub struct JobSpec {
     pub job: CleanupJob,
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// A job as it travels on the queue: the wire format (see the README).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedJob {
+    /// Set by producers that record the job in Postgres first. A raw enqueue
+    /// may leave it out; the worker then derives one from the stream entry
+    /// id, so that redeliveries of the entry are the same job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<Uuid>,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// Who asked for it (a token name, `cli`, `scheduler`); recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+impl JobSpec {
+    /// Rebuilds a job from its `job_results` row (operation, params, dry run).
+    pub fn from_record(
+        operation: &str,
+        params: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<Self, serde_json::Error> {
+        let op = match operation {
+            "cleanup_expired_images" => "expired",
+            "cleanup_session" => "session",
+            "cleanup_old_results" => "old-results",
+            "cleanup_orphaned_files" => "orphaned",
+            "cleanup_all" => "all",
+            other => other,
+        };
+        let mut value = match params {
+            serde_json::Value::Object(map) => serde_json::Value::Object(map.clone()),
+            _ => serde_json::json!({}),
+        };
+        value["op"] = op.into();
+        value["dry_run"] = dry_run.into();
+        serde_json::from_value(value)
+    }
 }
 
 impl CleanupJob {
@@ -207,6 +248,28 @@ mod tests {
     }
 
     #[test]
+    fn jobs_rebuild_from_their_records() {
+        let jobs = [
+            CleanupJob::Expired,
+            CleanupJob::Session {
+                session_id: SessionId::parse("s").unwrap(),
+            },
+            CleanupJob::OldResults {
+                days_old: DaysOld::new(7).unwrap(),
+            },
+            CleanupJob::Orphaned { min_age_secs: 5 },
+            CleanupJob::All {
+                days_old: DaysOld::new(9).unwrap(),
+                min_age_secs: 60,
+            },
+        ];
+        for job in jobs {
+            let rebuilt = JobSpec::from_record(job.operation(), &job.params(), true).unwrap();
+            assert_eq!(rebuilt, JobSpec { job, dry_run: true });
+        }
+    }
+
+    #[test]
     fn days_old_is_bounded() {
         for bad in [-1, 0, 36_501, i64::MAX] {
             assert_eq!(DaysOld::new(bad), Err(InputError::DaysOldOutOfRange(bad)));
@@ -236,6 +299,10 @@ mod tests {
                 min_age_secs: 3600
             }
         );
+        let queued: QueuedJob =
+            serde_json::from_str(r#"{"job_id":"6f1c3a8e-0000-4000-8000-000000000001","op":"expired","requested_by":"app"}"#).unwrap();
+        assert_eq!(queued.spec.job, CleanupJob::Expired);
+        assert_eq!(queued.requested_by.as_deref(), Some("app"));
         for bad in [
             r#"{"op":"session","session_id":""}"#,
             r#"{"op":"old-results","days_old":0}"#,

@@ -26,13 +26,19 @@
 //! - Nothing outside the storage root's category folders is touched, and no
 //!   symlink is followed.
 
+mod dedup;
 pub mod engine;
 pub mod job;
 pub mod jobs;
+pub mod layout;
+pub mod producer;
 pub mod progress;
+pub mod queue;
+mod reconciler;
 pub mod report;
 pub mod results;
 pub mod storage;
+pub mod worker;
 
 pub use engine::{BatchReport, Engine, EngineError, EngineSettings, RunControl, RunOutcome};
 pub use job::{CleanupJob, DaysOld, InputError, JobSpec, SessionId};

@@ -69,7 +69,16 @@ pub struct Checkpoint {
     /// just before the crash are still counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingOrphans>,
+    /// Candidate rows the phase passed over because another transaction held
+    /// them (another run, a paused worker, the app). Tried again at the end
+    /// of the phase. Capped at [`RECHECK_CAP`]; rows beyond it are left to a
+    /// later run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recheck: Vec<i64>,
 }
+
+/// The most candidate rows a phase keeps for its end-of-phase recheck.
+pub const RECHECK_CAP: usize = 10_000;
 
 /// One orphan batch between "decided" and "counted".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +112,7 @@ impl Progress {
                 phases: vec![Counters::default(); phases],
                 files_scanned: 0,
                 pending: None,
+                recheck: Vec::new(),
             },
             errors: Vec::new(),
             error_cap,
@@ -137,6 +147,13 @@ impl Progress {
     pub fn next_phase(&mut self) {
         self.checkpoint.phase += 1;
         self.checkpoint.cursor = Cursor::Start;
+        self.checkpoint.recheck.clear();
+    }
+
+    /// Remembers rows to try again at the end of the phase, up to the cap.
+    pub fn defer(&mut self, ids: impl IntoIterator<Item = i64>) {
+        let room = RECHECK_CAP.saturating_sub(self.checkpoint.recheck.len());
+        self.checkpoint.recheck.extend(ids.into_iter().take(room));
     }
 }
 

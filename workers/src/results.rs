@@ -33,6 +33,7 @@ pub struct JobRecord {
     pub lease_epoch: i64,
     pub worker: Option<String>,
     pub requested_by: Option<String>,
+    pub queue: Option<String>,
     pub last_error: Option<String>,
     pub result: Option<Value>,
     pub created_at: DateTime<Utc>,
@@ -84,29 +85,52 @@ pub enum Start {
 
 const COLUMNS: &str = "job_id, operation, params, dry_run, status, deleted_count, deleted_bytes, \
     skipped_count, error_count, errors, checkpoint, attempts, lease_epoch, worker, requested_by, \
-    last_error, result, created_at, started_at, updated_at, finished_at";
+    queue, last_error, result, created_at, started_at, updated_at, finished_at";
 
-/// Records a job as queued (producers call this before enqueueing). A job
-/// id that is already recorded is left as it is.
-pub async fn insert_queued(
-    pool: &PgPool,
-    job_id: Uuid,
-    spec: &JobSpec,
-    requested_by: Option<&str>,
-) -> sqlx::Result<bool> {
+/// A job about to be put on a queue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub job_id: Uuid,
+    pub spec: &'a JobSpec,
+    pub requested_by: Option<&'a str>,
+    /// The queue's key prefix.
+    pub queue: &'a str,
+}
+
+/// Records jobs as queued (producers do this before enqueueing), in one
+/// statement. A job id that is already recorded is left as it is.
+pub async fn insert_queued(pool: &PgPool, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
+    let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
+    let params: Vec<Value> = jobs.iter().map(|j| j.spec.job.params()).collect();
+    let dry_runs: Vec<bool> = jobs.iter().map(|j| j.spec.dry_run).collect();
+    let requested_by: Vec<Option<&str>> = jobs.iter().map(|j| j.requested_by).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
     let inserted = sqlx::query(
-        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by)
-         VALUES ($1, $2, $3, $4, 'queued', $5)
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue)
+         SELECT id, op, p, dry, 'queued', who, q
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bool[], $5::text[], $6::text[])
+              AS t(id, op, p, dry, who, q)
          ON CONFLICT (job_id) DO NOTHING",
     )
-    .bind(job_id)
-    .bind(spec.job.operation())
-    .bind(spec.job.params())
-    .bind(spec.dry_run)
-    .bind(requested_by)
+    .bind(&ids)
+    .bind(&operations)
+    .bind(&params)
+    .bind(&dry_runs)
+    .bind(&requested_by)
+    .bind(&queues)
     .execute(pool)
     .await?;
-    Ok(inserted.rows_affected() == 1)
+    Ok(inserted.rows_affected())
+}
+
+/// Forgets a queued job that never reached its queue (the enqueue failed).
+pub async fn delete_queued(pool: &PgPool, job_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM job_results WHERE job_id = $1 AND status = 'queued'")
+        .bind(job_id)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Takes the lease on a job: creates its row as running if it has none, or
@@ -209,35 +233,97 @@ pub async fn save_progress(
 }
 
 /// Ends the job: `completed`, or `failed` with the reason. The final result
-/// JSON is built from the row itself and stored with it.
+/// JSON is built from the row itself and stored with it, and listeners on
+/// the `janitor_job_finished` channel are told the job id.
 pub async fn finish(
     pool: &PgPool,
     lease: Lease,
     status: &str,
     last_error: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
+    let record = end(pool, lease.job_id, Some(lease.epoch), status, last_error).await?;
+    record.ok_or(StoreError::LeaseLost(lease.job_id))
+}
+
+/// Fails a job that is not finished, whoever holds it: for jobs that ran out
+/// of attempts or were dead-lettered. Returns `None` if there was no such
+/// unfinished job.
+pub async fn fail(
+    pool: &PgPool,
+    job_id: Uuid,
+    reason: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    end(pool, job_id, None, "failed", Some(reason)).await
+}
+
+async fn end(
+    pool: &PgPool,
+    job_id: Uuid,
+    epoch: Option<i64>,
+    status: &str,
+    last_error: Option<&str>,
+) -> Result<Option<JobRecord>, StoreError> {
     let mut tx = pool.begin().await?;
     let record: Option<JobRecord> = sqlx::query_as(&format!(
-        "UPDATE job_results SET status = $3, last_error = $4, finished_at = now(), updated_at = now()
-         WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
+        "UPDATE job_results SET status = $3, last_error = $4, finished_at = now(), updated_at = now(),
+             started_at = coalesce(started_at, now())
+         WHERE job_id = $1 AND ($2::bigint IS NULL OR lease_epoch = $2)
+           AND status IN ('queued', 'running') AND ($2::bigint IS NULL OR status = 'running')
          RETURNING {COLUMNS}"
     ))
-    .bind(lease.job_id)
-    .bind(lease.epoch)
+    .bind(job_id)
+    .bind(epoch)
     .bind(status)
     .bind(last_error)
     .fetch_optional(&mut *tx)
     .await?;
-    let mut record = record.ok_or(StoreError::LeaseLost(lease.job_id))?;
+    let Some(mut record) = record else {
+        return Ok(None);
+    };
     let result = crate::report::result_json(&record);
     sqlx::query("UPDATE job_results SET result = $2 WHERE job_id = $1")
-        .bind(lease.job_id)
+        .bind(job_id)
         .bind(&result)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("SELECT pg_notify('janitor_job_finished', $1)")
+        .bind(job_id.to_string())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     record.result = Some(result);
-    Ok(record)
+    Ok(Some(record))
+}
+
+/// Records a job that was not run because an equal one is queued or
+/// running: completed, with nothing done, and `duplicate_of` in its result.
+pub async fn complete_as_duplicate(
+    pool: &PgPool,
+    job_id: Uuid,
+    spec: &JobSpec,
+    worker: &str,
+    duplicate_of: Uuid,
+) -> Result<(), StoreError> {
+    let Start::Run(lease, _, _) = start(pool, job_id, spec, worker).await? else {
+        return Ok(());
+    };
+    finish(pool, lease, "completed", None).await?;
+    sqlx::query("UPDATE job_results SET result = result || jsonb_build_object('duplicate_of', $2::text) WHERE job_id = $1")
+        .bind(job_id)
+        .bind(duplicate_of.to_string())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Notes a failed attempt that will be retried.
+pub async fn note_error(pool: &PgPool, job_id: Uuid, error: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE job_results SET last_error = $2, updated_at = now() WHERE job_id = $1")
+        .bind(job_id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>> {

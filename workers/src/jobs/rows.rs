@@ -30,6 +30,7 @@
 //! remains. (The reverse order, rows first, leaks files on a crash.)
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -57,6 +58,9 @@ pub(crate) enum ClaimArg {
     Time(DateTime<Utc>),
     Text(String),
 }
+
+/// How long a phase waits at its end for rows other transactions held.
+const RECHECK_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, sqlx::FromRow)]
 struct Candidate {
@@ -92,16 +96,63 @@ pub(crate) async fn run(
         let ids = next_ids(&mut tx, selector, after, ctx.engine.settings.batch_size).await?;
         let Some(&last) = ids.last() else {
             tx.rollback().await?;
-            return Ok(PhaseEnd::Done);
+            break;
         };
         let mut next = progress.clone();
-        let (delta, errors) = batch(ctx, &mut tx, selector, &ids).await?;
-        next.record(delta, errors, Cursor::AfterId(last));
+        let done = batch(ctx, &mut tx, selector, &ids).await?;
+        next.record(done.delta, done.errors, Cursor::AfterId(last));
+        next.defer(done.unclaimed);
         crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
         tx.commit().await?;
         *progress = next;
         ctx.batch_done(progress, started.elapsed());
     }
+    recheck(ctx, selector, progress).await
+}
+
+/// The end-of-phase pass over rows that other transactions held when their
+/// batch came. Waits for them with a growing pause, up to [`RECHECK_WAIT`]:
+/// another run's batch commits in moments; a paused worker's transaction ends
+/// when it resumes (its commit then fails on its lost lease) or when
+/// Postgres's `idle_in_transaction_session_timeout` ends its session.
+async fn recheck(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+) -> anyhow::Result<PhaseEnd> {
+    let deadline = std::time::Instant::now() + RECHECK_WAIT;
+    let mut pause = Duration::from_millis(50);
+    while !progress.checkpoint.recheck.is_empty() {
+        if ctx.control.cancel.is_cancelled() {
+            return Ok(PhaseEnd::Interrupted);
+        }
+        let started = std::time::Instant::now();
+        let ids = progress.checkpoint.recheck.clone();
+        let mut tx = ctx.engine.pool.begin().await?;
+        let done = batch(ctx, &mut tx, selector, &ids).await?;
+        // Of the rows still not claimed, keep those that still qualify.
+        let still = candidates(&mut tx, selector, &done.unclaimed, false).await?;
+        let mut next = progress.clone();
+        let cursor = next.checkpoint.cursor.clone();
+        next.record(done.delta, done.errors, cursor);
+        next.checkpoint.recheck = still.iter().map(|c| c.id).collect();
+        if std::time::Instant::now() >= deadline && !next.checkpoint.recheck.is_empty() {
+            tracing::warn!(
+                rows = next.checkpoint.recheck.len(),
+                "rows still held by other transactions; leaving them to a later run"
+            );
+            next.checkpoint.recheck.clear();
+        }
+        crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+        tx.commit().await?;
+        *progress = next;
+        ctx.batch_done(progress, started.elapsed());
+        if !progress.checkpoint.recheck.is_empty() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+    Ok(PhaseEnd::Done)
 }
 
 async fn next_ids(
@@ -119,24 +170,46 @@ async fn next_ids(
     }
 }
 
+/// What one batch did.
+struct BatchDone {
+    delta: Counters,
+    errors: Vec<ErrorItem>,
+    /// Ids that were asked for but not claimed: held by another transaction,
+    /// or no longer qualifying.
+    unclaimed: Vec<i64>,
+}
+
+/// The candidates among `ids` that still qualify, locked unless in a dry run.
+async fn candidates(
+    conn: &mut PgConnection,
+    selector: &RowSelector,
+    ids: &[i64],
+    lock: bool,
+) -> sqlx::Result<Vec<Candidate>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if lock {
+        format!("{} FOR UPDATE SKIP LOCKED", selector.claim)
+    } else {
+        selector.claim.to_owned()
+    };
+    let query = sqlx::query_as::<_, Candidate>(&sql).bind(ids);
+    match &selector.arg {
+        ClaimArg::Time(at) => query.bind(at).fetch_all(conn).await,
+        ClaimArg::Text(text) => query.bind(text).fetch_all(conn).await,
+    }
+}
+
 /// Steps 2 to 4 for one batch; returns what it did.
 async fn batch(
     ctx: &RunContext<'_>,
     conn: &mut PgConnection,
     selector: &RowSelector,
     ids: &[i64],
-) -> anyhow::Result<(Counters, Vec<ErrorItem>)> {
+) -> anyhow::Result<BatchDone> {
     // A dry run takes no locks: it must not hold up the application.
-    let sql = if ctx.dry_run {
-        selector.claim.to_owned()
-    } else {
-        format!("{} FOR UPDATE SKIP LOCKED", selector.claim)
-    };
-    let query = sqlx::query_as::<_, Candidate>(&sql).bind(ids);
-    let candidates = match &selector.arg {
-        ClaimArg::Time(at) => query.bind(at).fetch_all(&mut *conn).await?,
-        ClaimArg::Text(text) => query.bind(text).fetch_all(&mut *conn).await?,
-    };
+    let candidates = candidates(&mut *conn, selector, ids, !ctx.dry_run).await?;
     let claimed: Vec<i64> = candidates.iter().map(|c| c.id).collect();
     let in_use: HashSet<i64> = sqlx::query_scalar(IN_USE)
         .bind(&claimed)
@@ -144,6 +217,13 @@ async fn batch(
         .await?
         .into_iter()
         .collect();
+    let unclaimed = {
+        let claimed: HashSet<i64> = claimed.iter().copied().collect();
+        ids.iter()
+            .copied()
+            .filter(|id| !claimed.contains(id))
+            .collect()
+    };
 
     let mut delta = Counters::default();
     let mut errors = Vec::new();
@@ -190,5 +270,9 @@ async fn batch(
     delta.deleted = gone.len() as i64;
     delta.bytes = gone.iter().map(|c| c.file_size).sum();
     delta.errors = errors.len() as i64;
-    Ok((delta, errors))
+    Ok(BatchDone {
+        delta,
+        errors,
+        unclaimed,
+    })
 }

@@ -1,0 +1,234 @@
+//! Producers: how jobs get onto the queue. The CLI, the HTTP API and the
+//! scheduler use [`Producer`]; other languages use the wire format (README).
+//!
+//! Enqueueing a job:
+//! 1. For a session job, take its dedup key in Redis. If another job of the
+//!    same session is queued or running, return that job instead.
+//! 2. Record the job in `job_results` as `queued` (with its queue prefix).
+//! 3. Put it on its lane's stream, once (idempotent by job id).
+//!
+//! If step 3 fails, step 2 is undone, so a failed enqueue leaves nothing
+//! behind. If the process dies between 2 and 3, the worker's reconciler finds
+//! the queued row missing from Redis and enqueues it.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::dedup;
+use crate::job::{JobSpec, QueuedJob};
+use crate::layout::{Lane, Layout};
+use crate::results::{self, JobRecord, NewJob};
+
+/// How long a session's dedup key lives at most; it is deleted when its job
+/// ends, so this only bounds what a crash leaves behind.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    #[error("redis is unreachable or failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("job {job_id} did not finish within {timeout:?} (it is {status})")]
+    Timeout {
+        job_id: Uuid,
+        timeout: Duration,
+        status: String,
+    },
+    #[error("no job {0} is recorded")]
+    NotFound(Uuid),
+}
+
+/// The result of an enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enqueued {
+    pub job_id: Uuid,
+    /// True if an equal session job was already queued or running, and this
+    /// is its id.
+    pub deduplicated: bool,
+}
+
+/// Puts cleanup jobs on the queue and waits for their results.
+#[derive(Clone)]
+pub struct Producer {
+    pool: PgPool,
+    redis: ConnectionManager,
+    layout: Layout,
+    dedup_ttl: Duration,
+}
+
+impl Producer {
+    /// Connects to Redis (failing fast if it is down).
+    pub async fn connect(
+        pool: PgPool,
+        redis: redis::Client,
+        layout: Layout,
+    ) -> Result<Self, ProducerError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(3)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let redis = ConnectionManager::new_with_config(redis, config).await?;
+        Ok(Self {
+            pool,
+            redis,
+            layout,
+            dedup_ttl: DEFAULT_DEDUP_TTL,
+        })
+    }
+
+    pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
+        self.dedup_ttl = ttl;
+        self
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Enqueues one job (deduplicating session jobs).
+    pub async fn enqueue(
+        &self,
+        spec: &JobSpec,
+        requested_by: Option<&str>,
+    ) -> Result<Enqueued, ProducerError> {
+        let job_id = Uuid::new_v4();
+        let mut redis = self.redis.clone();
+        let dedup_key = self.layout.dedup(spec);
+        if let Some(key) = &dedup_key {
+            if let Some(existing) = self.dedup(key, job_id).await? {
+                return Ok(Enqueued {
+                    job_id: existing,
+                    deduplicated: true,
+                });
+            }
+        }
+        let new = NewJob {
+            job_id,
+            spec,
+            requested_by,
+            queue: self.layout.prefix(),
+        };
+        results::insert_queued(&self.pool, &[new]).await?;
+        if let Err(err) = self.push(&mut redis, job_id, spec, requested_by).await {
+            // Undo, so a failed enqueue leaves nothing behind.
+            let _ = results::delete_queued(&self.pool, job_id).await;
+            if let Some(key) = &dedup_key {
+                let _ = dedup::release(&mut redis, key, job_id).await;
+            }
+            return Err(err.into());
+        }
+        tracing::info!(job_id = %job_id, operation = spec.job.operation(), "job enqueued");
+        Ok(Enqueued {
+            job_id,
+            deduplicated: false,
+        })
+    }
+
+    /// Enqueues many jobs at once: one insert, one pipelined round trip.
+    /// No session dedup here; it is for bulk loads and benchmarks.
+    pub async fn enqueue_many(
+        &self,
+        specs: &[JobSpec],
+        requested_by: Option<&str>,
+    ) -> Result<Vec<Uuid>, ProducerError> {
+        let ids: Vec<Uuid> = specs.iter().map(|_| Uuid::new_v4()).collect();
+        let new: Vec<NewJob<'_>> = ids
+            .iter()
+            .zip(specs)
+            .map(|(job_id, spec)| NewJob {
+                job_id: *job_id,
+                spec,
+                requested_by,
+                queue: self.layout.prefix(),
+            })
+            .collect();
+        results::insert_queued(&self.pool, &new).await?;
+        let mut pipe = redis::pipe();
+        for (job_id, spec) in ids.iter().zip(specs) {
+            let payload = payload(*job_id, spec, requested_by);
+            pipe.invoke_script(
+                redis::Script::new(dedup::ENQUEUE_ONCE)
+                    .key(self.layout.stream(Lane::of(spec)))
+                    .key(self.layout.ids())
+                    .arg(job_id.to_string())
+                    .arg(payload),
+            )
+            .ignore();
+        }
+        let mut redis = self.redis.clone();
+        pipe.query_async::<()>(&mut redis).await?;
+        Ok(ids)
+    }
+
+    /// Waits until the job has finished and returns its record.
+    pub async fn wait(&self, job_id: Uuid, timeout: Duration) -> Result<JobRecord, ProducerError> {
+        // Listen before looking, so a finish between the two is not missed.
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("janitor_job_finished").await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let record = results::get(&self.pool, job_id)
+                .await?
+                .ok_or(ProducerError::NotFound(job_id))?;
+            if record.is_finished() {
+                return Ok(record);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(ProducerError::Timeout {
+                    job_id,
+                    timeout,
+                    status: record.status,
+                });
+            }
+            // Wake on any finish notification, or re-check every second.
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), listener.recv()).await;
+        }
+    }
+
+    /// Takes the session's dedup key for `job_id`, or returns the job that
+    /// holds it if that job is still queued or running.
+    async fn dedup(&self, key: &str, job_id: Uuid) -> Result<Option<Uuid>, ProducerError> {
+        let mut redis = self.redis.clone();
+        let mut holder = dedup::claim(&mut redis, key, job_id, self.dedup_ttl).await?;
+        while holder != job_id {
+            let live = results::get(&self.pool, holder)
+                .await?
+                .is_some_and(|r| !r.is_finished());
+            if live {
+                return Ok(Some(holder));
+            }
+            // The holder ended (or never got recorded): take its place.
+            holder = dedup::replace(&mut redis, key, holder, job_id, self.dedup_ttl).await?;
+        }
+        Ok(None)
+    }
+
+    async fn push(
+        &self,
+        redis: &mut ConnectionManager,
+        job_id: Uuid,
+        spec: &JobSpec,
+        requested_by: Option<&str>,
+    ) -> redis::RedisResult<()> {
+        let stream = self.layout.stream(Lane::of(spec));
+        let payload = payload(job_id, spec, requested_by);
+        dedup::enqueue_once(redis, &stream, &self.layout.ids(), job_id, &payload).await?;
+        Ok(())
+    }
+}
+
+/// The wire payload of a job.
+pub fn payload(job_id: Uuid, spec: &JobSpec, requested_by: Option<&str>) -> String {
+    let message = QueuedJob {
+        job_id: Some(job_id),
+        spec: spec.clone(),
+        requested_by: requested_by.map(str::to_owned),
+    };
+    serde_json::to_string(&message).expect("a job serializes")
+}

@@ -1,0 +1,259 @@
+//! The queue worker: apalis runs one worker per lane over our Redis Streams
+//! backend, and each job's handler runs the engine. A reconciler runs beside
+//! them (see [`crate::reconciler`]).
+//!
+//! What a handler tells the queue:
+//! - finished (completed or failed in `job_results`) → acknowledge;
+//! - interrupted by shutdown → hand the entry back at once (not an attempt);
+//! - lease lost to another worker → leave the entry alone;
+//! - an error → retry with exponential backoff, and after `max_attempts`
+//!   mark the job failed and dead-letter the entry.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::*;
+use futures::FutureExt as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::engine::{Engine, EngineError, RunControl, RunOutcome};
+use crate::job::{JobSpec, QueuedJob};
+use crate::layout::{Lane, Layout};
+use crate::queue::{Delivery, HandBack, QueueConfig, Relinquish, StreamQueue};
+use crate::results::{self, StoreError};
+
+/// How workers run. Defaults suit production; tests shorten the times.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub layout: Layout,
+    /// Session cleanups run at once (short jobs).
+    pub session_concurrency: usize,
+    /// Other operations run at once (long jobs).
+    pub bulk_concurrency: usize,
+    /// A job whose worker has not renewed its claim for this long is rescued
+    /// by another worker.
+    pub lease: Duration,
+    /// Deliveries of a job before it is failed and dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; it doubles with each attempt (capped at the lease).
+    pub retry_base: Duration,
+    /// How often the reconciler looks for lost and dead jobs.
+    pub reconcile_interval: Duration,
+    /// How old a queued row must be before the reconciler re-enqueues it.
+    pub reconcile_grace: Duration,
+    /// The longest a session's dedup key lives.
+    pub dedup_ttl: Duration,
+    /// After a shutdown signal, how long running jobs get to checkpoint.
+    pub shutdown_timeout: Duration,
+    /// Recorded as the `worker` of the jobs this process runs.
+    pub name: String,
+}
+
+impl WorkerSettings {
+    pub fn new(layout: Layout) -> Self {
+        Self {
+            layout,
+            session_concurrency: 8,
+            bulk_concurrency: 2,
+            lease: Duration::from_secs(30),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(1),
+            reconcile_interval: Duration::from_secs(10),
+            reconcile_grace: Duration::from_secs(30),
+            dedup_ttl: crate::producer::DEFAULT_DEDUP_TTL,
+            shutdown_timeout: Duration::from_secs(30),
+            name: format!(
+                "{}-{}",
+                crate::queue::config::host_name(),
+                std::process::id()
+            ),
+        }
+    }
+
+    /// The queue settings of one lane.
+    pub fn queue_config(&self, lane: Lane) -> QueueConfig {
+        let mut config = QueueConfig::new(self.layout.lane_prefix(lane));
+        config.min_idle = self.lease;
+        config.heartbeat_interval = self.lease / 4;
+        config.rescue_interval = (self.lease / 2).min(Duration::from_secs(5));
+        config.max_attempts = self.max_attempts;
+        config.retry_delay = self.retry_base.min(self.lease);
+        config.block = Duration::from_secs(2).min(self.lease / 2);
+        config
+    }
+
+    /// The delay before attempt `attempt + 1`.
+    pub fn backoff(&self, attempt: u64) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16) as u32);
+        self.retry_base.saturating_mul(factor).min(self.lease)
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub(crate) engine: Engine,
+    pub(crate) redis: ConnectionManager,
+    pub(crate) settings: Arc<WorkerSettings>,
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The factory of one lane's apalis worker (the monitor may call it again to
+/// rebuild the worker). A macro, because the built worker's type cannot be
+/// written down.
+macro_rules! lane_worker {
+    ($ctx:expr, $queue:expr, $lane:expr, $concurrency:expr) => {{
+        let (ctx, queue, concurrency) = ($ctx.clone(), $queue, $concurrency);
+        move |_| {
+            WorkerBuilder::new(format!("janitor-{}", $lane.name()))
+                // The same number twice: the backend fetches only free slots.
+                .backend(queue.backend::<QueuedJob>(concurrency))
+                .concurrency(concurrency)
+                .data(ctx.clone())
+                .build(handle)
+        }
+    }};
+}
+
+/// Runs the workers until `shutdown` is cancelled, then stops them: no new
+/// fetches, running jobs checkpoint and are handed back, consumers leave
+/// their groups. Returns once everything stopped or the shutdown timeout ran
+/// out.
+pub async fn run(
+    engine: Engine,
+    redis: redis::Client,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
+    let connection = ConnectionManager::new_with_config(redis.clone(), config).await?;
+    let ctx = WorkerContext {
+        engine,
+        redis: connection,
+        settings: Arc::new(settings),
+        shutdown: shutdown.clone(),
+    };
+    let session =
+        StreamQueue::connect(redis.clone(), ctx.settings.queue_config(Lane::Session)).await?;
+    let bulk = StreamQueue::connect(redis, ctx.settings.queue_config(Lane::Bulk)).await?;
+    let reconciler = tokio::spawn(crate::reconciler::run(
+        ctx.clone(),
+        [session.clone(), bulk.clone()],
+    ));
+
+    let monitor = Monitor::new()
+        .register(lane_worker!(
+            ctx,
+            session,
+            Lane::Session,
+            ctx.settings.session_concurrency
+        ))
+        .register(lane_worker!(
+            ctx,
+            bulk,
+            Lane::Bulk,
+            ctx.settings.bulk_concurrency
+        ));
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    tracing::info!(worker = %ctx.settings.name, queue = ctx.settings.layout.prefix(), "worker started");
+    let running = monitor.run_with_signal(signal);
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(ctx.settings.shutdown_timeout).await;
+    };
+    tokio::select! {
+        result = running => result?,
+        () = deadline => tracing::warn!("shutdown timed out; unfinished jobs will be rescued after their lease"),
+    }
+    reconciler.abort();
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// Runs one delivered job.
+async fn handle(
+    message: QueuedJob,
+    delivery: Data<Delivery>,
+    ctx: Data<WorkerContext>,
+) -> Result<(), BoxDynError> {
+    let job_id = message
+        .job_id
+        .unwrap_or_else(|| ctx.settings.layout.derived_job_id(&delivery.entry_id));
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job_id,
+        operation = message.spec.job.operation(),
+        attempt = delivery.delivery_count,
+    );
+    run_job(&ctx, job_id, &message.spec, delivery.delivery_count)
+        .instrument(span)
+        .await
+}
+
+async fn run_job(
+    ctx: &WorkerContext,
+    job_id: Uuid,
+    spec: &JobSpec,
+    attempt: u64,
+) -> Result<(), BoxDynError> {
+    if let Some(holder) = crate::reconciler::coalesce(ctx, job_id, spec).await? {
+        tracing::info!(duplicate_of = %holder, "an equal session job is already queued or running; not running this one");
+        return Ok(());
+    }
+    let control = RunControl {
+        cancel: ctx.shutdown.child_token(),
+        worker: ctx.settings.name.clone(),
+        on_batch: None,
+    };
+    let outcome = AssertUnwindSafe(ctx.engine.run(job_id, spec, &control))
+        .catch_unwind()
+        .await;
+    let error = match outcome {
+        Ok(Ok(RunOutcome::Finished(_))) => {
+            crate::reconciler::forget(ctx, job_id, spec).await;
+            return Ok(());
+        }
+        Ok(Ok(RunOutcome::Interrupted)) => {
+            return Err(HandBack(format!("job {job_id} interrupted by shutdown")).into())
+        }
+        Ok(Err(EngineError::Store(StoreError::LeaseLost(_)))) => {
+            tracing::warn!("another worker took this job over; stopping without writing");
+            return Err(Relinquish(format!("job {job_id}")).into());
+        }
+        Ok(Err(EngineError::Store(err @ StoreError::Mismatch { .. }))) => {
+            // Another job's id: never touch its row; drop this delivery.
+            return Err(AbortError::new(err).into());
+        }
+        Ok(Err(err)) => format!("{err}"),
+        Err(panic) => format!("panicked: {}", panic_message(&panic)),
+    };
+    if attempt >= u64::from(ctx.settings.max_attempts) {
+        let reason = format!("failed after {attempt} attempts; last error: {error}");
+        tracing::error!(%reason, "job failed for good");
+        results::fail(ctx.engine.pool(), job_id, &reason).await?;
+        crate::reconciler::forget(ctx, job_id, spec).await;
+        return Err(AbortError::new(reason).into());
+    }
+    let delay = ctx.settings.backoff(attempt);
+    tracing::warn!(%error, retry_in = ?delay, "job attempt failed; will retry");
+    let _ = results::note_error(ctx.engine.pool(), job_id, &error).await;
+    Err(RetryAfterError::new(error, delay).into())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
