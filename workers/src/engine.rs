@@ -135,7 +135,8 @@ impl Engine {
             Start::Run(lease, resumed, now) => (lease, resumed, now),
         };
         let mut progress = match resumed {
-            Some((checkpoint, errors)) => {
+            Some(resumed) => {
+                let (checkpoint, errors) = *resumed;
                 tracing::info!(phase = checkpoint.phase, "resuming from checkpoint");
                 let mut progress = Progress::new(checkpoint.as_of, 0, self.settings.error_cap);
                 progress.checkpoint = checkpoint;

@@ -78,7 +78,11 @@ pub enum Start {
     /// The job is ours to run, from its last committed checkpoint if it has
     /// one. The time is the database's `now()`: cutoffs never depend on a
     /// worker's clock.
-    Run(Lease, Option<(Checkpoint, Vec<ErrorItem>)>, DateTime<Utc>),
+    Run(
+        Lease,
+        Option<Box<(Checkpoint, Vec<ErrorItem>)>>,
+        DateTime<Utc>,
+    ),
     /// The job already ended; running it again would count twice.
     Finished(Box<JobRecord>),
 }
@@ -193,7 +197,7 @@ pub async fn start(
             let checkpoint =
                 serde_json::from_value(value).map_err(|e| StoreError::BadCheckpoint(job_id, e))?;
             let errors = serde_json::from_value(errors).unwrap_or_default();
-            Some((checkpoint, errors))
+            Some(Box::new((checkpoint, errors)))
         }
     };
     Ok(Start::Run(lease, resumed, now))
