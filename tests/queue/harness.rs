@@ -1,0 +1,301 @@
+//! Real processes for the queue tests: `janitor worker` children, the CLI,
+//! a private `redis-server` when a test must restart Redis, and waiting on
+//! conditions (never on fixed sleeps).
+
+#![allow(dead_code)] // Each test uses a different subset.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+use uuid::Uuid;
+
+use crate::support::{self, Store};
+
+/// The shared Redis (`REDIS_URL`, default 127.0.0.1:6379).
+pub fn shared_redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// One test's world: its database, storage root, Redis and key prefix.
+pub struct Env {
+    pub pool: PgPool,
+    pub store: Store,
+    pub redis_url: String,
+    pub prefix: String,
+    database_url: String,
+}
+
+impl Env {
+    pub fn new(pool: PgPool) -> Self {
+        Self::with_redis(pool, shared_redis_url())
+    }
+
+    pub fn with_redis(pool: PgPool, redis_url: String) -> Self {
+        let database_url = support::database_url(&pool);
+        Self {
+            pool,
+            store: Store::new(),
+            redis_url,
+            prefix: format!("janitor-test:{}", Uuid::new_v4().simple()),
+            database_url,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_janitor"));
+        command
+            .args(args)
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("JANITOR_QUEUE", &self.prefix)
+            .env("JANITOR_STORAGE_ROOT", self.store.root())
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Starts `janitor worker <args>` (plus `JANITOR_*` settings in `env`).
+    pub fn worker(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut command = self.command(&[&["worker"], args].concat());
+        command
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Worker {
+            child: command.spawn().expect("janitor worker starts"),
+        }
+    }
+
+    /// Runs the CLI to its end; returns (exit code, stdout, stderr).
+    pub async fn janitor(&self, args: &[&str]) -> (i32, String, String) {
+        let output = self.command(args).output().await.expect("janitor runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// `janitor enqueue <args> --json`; returns the job id.
+    pub async fn enqueue(&self, args: &[&str]) -> Uuid {
+        let (code, stdout, stderr) = self
+            .janitor(&[&["enqueue"], args, &["--json"]].concat())
+            .await;
+        assert_eq!(code, 0, "enqueue failed: {stderr}");
+        let reply: Value = serde_json::from_str(&stdout).expect("enqueue prints JSON");
+        reply["job_id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// A job's row as (status, deleted_count, attempts, worker).
+    pub async fn job(&self, job_id: Uuid) -> Option<JobRow> {
+        sqlx::query_as("SELECT status, deleted_count, attempts, worker, last_error FROM job_results WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the job has a row in a final state; returns it.
+    pub async fn finished(&self, job_id: Uuid, timeout: Duration) -> JobRow {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(row) = self
+                .job(job_id)
+                .await
+                .filter(|row| row.0 == "completed" || row.0 == "failed")
+            {
+                return row;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} did not finish within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis is reachable")
+    }
+
+    /// Deletes this test's keys (and only those).
+    pub async fn cleanup_keys(&self) {
+        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> =
+                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+        }
+    }
+}
+
+/// (status, deleted_count, attempts, worker, last_error)
+pub type JobRow = (String, i64, i32, Option<String>, Option<String>);
+
+/// A `janitor worker` child process.
+pub struct Worker {
+    child: Child,
+}
+
+impl Worker {
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("worker is running")
+    }
+
+    pub async fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGKILL, and reap it.
+    pub async fn kill9(mut self) {
+        self.child.kill().await.expect("kill -9 the worker");
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn exit_code(mut self, timeout: Duration) -> Option<i32> {
+        match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the worker").code(),
+            Err(_) => panic!("worker did not exit within {timeout:?}"),
+        }
+    }
+}
+
+/// Polls `condition` every 25 ms until it holds, failing the test after
+/// `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !condition().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A `redis-server` of the test's own, on a free port, that can be killed
+/// and restarted (losing everything, as the shared one would: no disk).
+pub struct PrivateRedis {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("the private redis answers", Duration::from_secs(10), || {
+            ping(&url)
+        })
+        .await;
+    }
+
+    /// Kills the server (its data is gone) and starts a new one on the same port.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .is_ok()
+}
+
+/// The number of files under a folder, recursively.
+pub fn files_under(path: &Path) -> usize {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .count()
+}

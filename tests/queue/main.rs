@@ -1,0 +1,10 @@
+//! The queue end to end: real `janitor worker` processes, real Redis, real
+//! Postgres. Each test has its own database, storage root and Redis key
+//! prefix (or its own `redis-server` when it must restart Redis).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod harness;
+
+mod smoke;
