@@ -12,6 +12,7 @@
 //! - [`output`]: human-readable renderings (`--json` bypasses them).
 //! - [`telemetry`]: the tracing subscriber.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod output;

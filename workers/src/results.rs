@@ -260,6 +260,8 @@ pub async fn fail(
     end(pool, job_id, None, "failed", Some(reason)).await
 }
 
+/// Two statements, not one transaction: if the process dies between them,
+/// the row is final and readers build the same result from its columns.
 async fn end(
     pool: &PgPool,
     job_id: Uuid,
@@ -267,7 +269,6 @@ async fn end(
     status: &str,
     last_error: Option<&str>,
 ) -> Result<Option<JobRecord>, StoreError> {
-    let mut tx = pool.begin().await?;
     let record: Option<JobRecord> = sqlx::query_as(&format!(
         "UPDATE job_results SET status = $3, last_error = $4, finished_at = now(), updated_at = now(),
              started_at = coalesce(started_at, now())
@@ -279,22 +280,20 @@ async fn end(
     .bind(epoch)
     .bind(status)
     .bind(last_error)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await?;
     let Some(mut record) = record else {
         return Ok(None);
     };
     let result = crate::report::result_json(&record);
-    sqlx::query("UPDATE job_results SET result = $2 WHERE job_id = $1")
-        .bind(job_id)
-        .bind(&result)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("SELECT pg_notify('janitor_job_finished', $1)")
-        .bind(job_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
+    sqlx::query(
+        "UPDATE job_results SET result = $2 WHERE job_id = $1
+         RETURNING pg_notify('janitor_job_finished', $1::text)",
+    )
+    .bind(job_id)
+    .bind(&result)
+    .fetch_optional(pool)
+    .await?;
     record.result = Some(result);
     Ok(Some(record))
 }

@@ -92,12 +92,13 @@ pub(crate) async fn run(
             _ => 0,
         };
         let started = std::time::Instant::now();
-        let mut tx = ctx.engine.pool.begin().await?;
-        let ids = next_ids(&mut tx, selector, after, ctx.engine.settings.batch_size).await?;
+        // Paging needs no transaction: the claim below re-checks every row.
+        let mut conn = ctx.engine.pool.acquire().await?;
+        let ids = next_ids(&mut conn, selector, after, ctx.engine.settings.batch_size).await?;
         let Some(&last) = ids.last() else {
-            tx.rollback().await?;
             break;
         };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let mut next = progress.clone();
         let done = batch(ctx, &mut tx, selector, &ids).await?;
         next.record(done.delta, done.errors, Cursor::AfterId(last));

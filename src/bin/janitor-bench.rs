@@ -1,0 +1,42 @@
+//! Benchmarks that print numbers, each against a baseline in the same run.
+//!
+//! `cargo run --release --bin janitor-bench -- queue` (see the README).
+
+use clap::{Parser, Subcommand};
+use janitor::bench::queue::QueueBench;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "janitor-bench",
+    about = "janitor benchmarks, each against a baseline"
+)]
+struct Cli {
+    /// The Postgres server; the benchmark makes (and drops) its own database.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Enqueue rates, small-job throughput and logout latency vs raw Redis.
+    Queue(QueueBench),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    janitor::telemetry::init("text");
+    match &cli.bench {
+        Bench::Queue(args) => {
+            janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await
+        }
+    }
+}
