@@ -39,6 +39,17 @@ pub enum Command {
     Enqueue(EnqueueArgs),
     /// Run queued jobs until SIGINT or SIGTERM.
     Worker(WorkerArgs),
+    /// Enqueue scheduled runs, exactly once per tick, until SIGINT/SIGTERM.
+    Scheduler {
+        /// Missed ticks younger than this run once when a scheduler comes back.
+        #[arg(long, env = "JANITOR_CATCH_UP", default_value = "6h", value_parser = parse_min_age)]
+        catch_up: Duration,
+    },
+    /// List the schedules with their next fire time and last run.
+    Schedules {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]

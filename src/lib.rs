@@ -8,13 +8,16 @@
 //!   own types.
 //! - [`settings`]: the typed `Settings` (flags or environment) and
 //!   connections.
+//! - [`config`]: the optional TOML config file (schedules and settings).
 //! - [`commands`]: one function per subcommand, returning the exit code.
 //! - [`output`]: human-readable renderings (`--json` bypasses them).
 //! - [`telemetry`]: the tracing subscriber.
+//! - [`bench`]: `janitor-bench`, benchmarks against same-run baselines.
 
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod output;
 pub mod settings;
 pub mod telemetry;

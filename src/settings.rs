@@ -13,6 +13,11 @@ use sqlx::{Connection as _, PgConnection, PgPool};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
+    /// TOML config file: `[[schedule]]` tables and any of these settings
+    /// (flags and environment variables override it).
+    #[arg(long, env = "JANITOR_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Postgres connection URL. `janitor migrate` creates the database if it
     /// is missing.
     #[arg(

@@ -4,6 +4,7 @@
 mod enqueue;
 mod results;
 mod run;
+mod schedules;
 mod worker;
 
 use std::process::ExitCode;
@@ -39,6 +40,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Results(args) => results::show(&cli.settings, args).await,
         Command::Enqueue(args) => enqueue::enqueue(&cli.settings, args).await,
         Command::Worker(args) => worker::work(&cli.settings, args).await,
+        Command::Scheduler { catch_up } => schedules::scheduler(&cli.settings, catch_up).await,
+        Command::Schedules { json } => schedules::list(&cli.settings, json).await,
     }
 }
 

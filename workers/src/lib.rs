@@ -37,6 +37,8 @@ pub mod queue;
 mod reconciler;
 pub mod report;
 pub mod results;
+pub mod schedule;
+pub mod scheduler;
 pub mod storage;
 pub mod worker;
 

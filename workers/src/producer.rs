@@ -209,6 +209,18 @@ impl Producer {
         Ok(None)
     }
 
+    /// Puts a job whose `queued` row is already recorded on its stream
+    /// (idempotent: a job already on a stream is not added again).
+    pub async fn push_recorded(
+        &self,
+        job_id: Uuid,
+        spec: &JobSpec,
+        requested_by: Option<&str>,
+    ) -> Result<(), ProducerError> {
+        let mut redis = self.redis.clone();
+        Ok(self.push(&mut redis, job_id, spec, requested_by).await?)
+    }
+
     async fn push(
         &self,
         redis: &mut ConnectionManager,

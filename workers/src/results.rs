@@ -44,7 +44,7 @@ pub struct JobRecord {
 
 impl JobRecord {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed")
+        matches!(self.status.as_str(), "completed" | "failed" | "skipped")
     }
 }
 
@@ -103,7 +103,10 @@ pub struct NewJob<'a> {
 
 /// Records jobs as queued (producers do this before enqueueing), in one
 /// statement. A job id that is already recorded is left as it is.
-pub async fn insert_queued(pool: &PgPool, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
+pub async fn insert_queued(
+    db: impl sqlx::PgExecutor<'_>,
+    jobs: &[NewJob<'_>],
+) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
     let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
     let params: Vec<Value> = jobs.iter().map(|j| j.spec.job.params()).collect();
@@ -123,9 +126,38 @@ pub async fn insert_queued(pool: &PgPool, jobs: &[NewJob<'_>]) -> sqlx::Result<u
     .bind(&dry_runs)
     .bind(&requested_by)
     .bind(&queues)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(inserted.rows_affected())
+}
+
+/// Records a job that will not run (a scheduled tick that was missed or
+/// overlapped), with the reason, as `skipped`.
+pub async fn insert_skipped(
+    conn: &mut PgConnection,
+    job: &NewJob<'_>,
+    reason: &str,
+) -> sqlx::Result<()> {
+    let record: JobRecord = sqlx::query_as(&format!(
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue, last_error, finished_at)
+         VALUES ($1, $2, $3, $4, 'skipped', $5, $6, $7, now())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(job.job_id)
+    .bind(job.spec.job.operation())
+    .bind(job.spec.job.params())
+    .bind(job.spec.dry_run)
+    .bind(job.requested_by)
+    .bind(job.queue)
+    .bind(reason)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("UPDATE job_results SET result = $2 WHERE job_id = $1")
+        .bind(job.job_id)
+        .bind(crate::report::result_json(&record))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Forgets a queued job that never reached its queue (the enqueue failed).
