@@ -170,7 +170,7 @@ pub struct ResultsArgs {
     #[arg(long)]
     pub operation: Option<String>,
     /// Only jobs with this status.
-    #[arg(long, value_parser = ["queued", "running", "completed", "failed"])]
+    #[arg(long, value_parser = ["queued", "running", "completed", "failed", "skipped"])]
     pub status: Option<String>,
     #[arg(long)]
     pub json: bool,

@@ -65,13 +65,18 @@ impl Env {
 
     /// Starts `janitor worker <args>` (plus `JANITOR_*` settings in `env`).
     pub fn worker(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
-        let mut command = self.command(&[&["worker"], args].concat());
+        self.spawn(&[&["worker"], args].concat(), env)
+    }
+
+    /// Starts a long-running `janitor <args>` process.
+    pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
+        let mut command = self.command(args);
         command
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         Worker {
-            child: command.spawn().expect("janitor worker starts"),
+            child: command.spawn().expect("janitor starts"),
         }
     }
 

@@ -220,7 +220,9 @@ pub fn plan(
 
 fn humanize(duration: Duration) -> String {
     let secs = duration.as_secs();
-    if secs % 3600 == 0 {
+    if duration.subsec_millis() != 0 || secs == 0 {
+        format!("{}ms", duration.as_millis())
+    } else if secs % 3600 == 0 {
         format!("{}h", secs / 3600)
     } else if secs % 60 == 0 {
         format!("{}m", secs / 60)
