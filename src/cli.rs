@@ -10,11 +10,7 @@ use uuid::Uuid;
 use crate::settings::Settings;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "janitor",
-    version,
-    about = "Keeps the face-swap application's image storage clean"
-)]
+#[command(name = "janitor", version, about = "Keeps the face-swap application's image storage clean")]
 pub struct Cli {
     #[command(flatten)]
     pub settings: Settings,
@@ -45,6 +41,18 @@ pub enum Command {
         #[arg(long, env = "JANITOR_CATCH_UP", default_value = "6h", value_parser = parse_min_age)]
         catch_up: Duration,
     },
+    /// Serve the admin HTTP API.
+    Serve(ServeArgs),
+    /// Show the admin API's audit log, newest first.
+    Audit {
+        /// How far back, e.g. 1d, 2h.
+        #[arg(long, default_value = "1d", value_parser = parse_min_age)]
+        since: Duration,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the schedules with their next fire time and last run.
     Schedules {
         #[arg(long)]
@@ -68,6 +76,23 @@ pub struct EnqueueArgs {
     /// With --wait: give up after this long (the job goes on).
     #[arg(long, global = true, default_value = "1h", value_parser = parse_min_age)]
     pub timeout: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "JANITOR_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: std::net::SocketAddr,
+    /// Tokens as name=token pairs, comma-separated (also `[[admin_token]]`
+    /// tables in the config file).
+    #[arg(long, env = "JANITOR_ADMIN_TOKENS", hide_env_values = true)]
+    pub admin_tokens: Option<String>,
+    /// Serve without authentication. Refused unless listening on loopback.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
+    /// Per-token limits by endpoint class, e.g. all=5/h,orphaned=5/h,session=6000/m.
+    #[arg(long, env = "JANITOR_RATE_LIMITS", default_value = crate::http::limits::DEFAULT_LIMITS)]
+    pub rate_limits: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -148,13 +173,8 @@ impl Operation {
             Operation::Expired => CleanupJob::Expired,
             Operation::Session { session_id } => CleanupJob::Session { session_id },
             Operation::OldResults { days_old } => CleanupJob::OldResults { days_old },
-            Operation::Orphaned { min_age } => CleanupJob::Orphaned {
-                min_age_secs: min_age.as_secs(),
-            },
-            Operation::All { days_old, min_age } => CleanupJob::All {
-                days_old,
-                min_age_secs: min_age.as_secs(),
-            },
+            Operation::Orphaned { min_age } => CleanupJob::Orphaned { min_age_secs: min_age.as_secs() },
+            Operation::All { days_old, min_age } => CleanupJob::All { days_old, min_age_secs: min_age.as_secs() },
         }
     }
 }
@@ -181,9 +201,7 @@ fn parse_session_id(raw: &str) -> Result<SessionId, String> {
 }
 
 fn parse_days_old(raw: &str) -> Result<DaysOld, String> {
-    let days: i64 = raw
-        .parse()
-        .map_err(|_| format!("days_old must be an integer from 1 to 36500, got {raw:?}"))?;
+    let days: i64 = raw.parse().map_err(|_| format!("days_old must be an integer from 1 to 36500, got {raw:?}"))?;
     DaysOld::new(days).map_err(|e| e.to_string())
 }
 
@@ -205,6 +223,5 @@ fn parse_lease(raw: &str) -> Result<Duration, String> {
 }
 
 fn parse_min_age(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw)
-        .map_err(|e| format!("invalid duration {raw:?} ({e}); use e.g. 30m, 1h, 2d"))
+    humantime::parse_duration(raw).map_err(|e| format!("invalid duration {raw:?} ({e}); use e.g. 30m, 1h, 2d"))
 }

@@ -28,12 +28,17 @@ pub struct FileConfig {
     pub catch_up: Option<String>,
     /// Absent: the default schedules. `schedule = []`: none.
     pub schedule: Option<Vec<ScheduleConfig>>,
+    /// Admin API tokens (`JANITOR_ADMIN_TOKENS` adds to them).
+    #[serde(default)]
+    pub admin_token: Vec<crate::http::auth::AdminToken>,
+    pub listen: Option<String>,
+    pub rate_limits: Option<String>,
 }
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("config file {} is invalid", path.display()))
     }
 
@@ -51,6 +56,8 @@ impl FileConfig {
             number("JANITOR_MAX_DELETES_PER_SEC", self.max_deletes_per_sec),
             text("JANITOR_LOG_FORMAT", &self.log_format),
             text("JANITOR_CATCH_UP", &self.catch_up),
+            text("JANITOR_LISTEN", &self.listen),
+            text("JANITOR_RATE_LIMITS", &self.rate_limits),
         ]
         .into_iter()
         .flatten()

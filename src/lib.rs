@@ -9,6 +9,7 @@
 //! - [`settings`]: the typed `Settings` (flags or environment) and
 //!   connections.
 //! - [`config`]: the optional TOML config file (schedules and settings).
+//! - [`http`]: `janitor serve`, the admin HTTP API.
 //! - [`commands`]: one function per subcommand, returning the exit code.
 //! - [`output`]: human-readable renderings (`--json` bypasses them).
 //! - [`telemetry`]: the tracing subscriber.
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod output;
 pub mod settings;
 pub mod telemetry;

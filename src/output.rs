@@ -8,18 +8,8 @@ use serde_json::Value;
 /// A readable summary of one result object.
 pub fn result(result: &Value) -> String {
     let mut out = String::new();
-    let text = |key: &str| {
-        result
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_owned()
-    };
-    let dry = if result["dry_run"].as_bool() == Some(true) {
-        " (dry run: nothing was changed)"
-    } else {
-        ""
-    };
+    let text = |key: &str| result.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
+    let dry = if result["dry_run"].as_bool() == Some(true) { " (dry run: nothing was changed)" } else { "" };
     let _ = writeln!(out, "{} {}{dry}", text("operation"), text("status"));
     let _ = writeln!(out, "  job id:   {}", text("job_id"));
     if let Some(session) = result.get("session_id").and_then(Value::as_str) {
@@ -44,15 +34,8 @@ pub fn result(result: &Value) -> String {
 
 fn counters(out: &mut String, indent: &str, result: &Value) {
     let n = |key: &str| result.get(key).and_then(Value::as_i64).unwrap_or(0);
-    let mb = result
-        .get("deleted_size_mb")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    let verb = if result["dry_run"].as_bool() == Some(true) {
-        "would delete"
-    } else {
-        "deleted"
-    };
+    let mb = result.get("deleted_size_mb").and_then(Value::as_f64).unwrap_or(0.0);
+    let verb = if result["dry_run"].as_bool() == Some(true) { "would delete" } else { "deleted" };
     let _ = writeln!(out, "{indent}  {verb}: {} ({mb:.2} MB)", n("deleted_count"));
     let _ = writeln!(out, "{indent}  skipped (in use): {}", n("skipped_count"));
     let _ = writeln!(out, "{indent}  errors: {}", n("error_count"));
@@ -68,10 +51,7 @@ fn errors(out: &mut String, result: &Value) {
     if items.is_empty() {
         return;
     }
-    let total = result
-        .get("error_count")
-        .and_then(Value::as_i64)
-        .unwrap_or(items.len() as i64);
+    let total = result.get("error_count").and_then(Value::as_i64).unwrap_or(items.len() as i64);
     let _ = writeln!(out, "  error items ({} of {total} shown):", items.len());
     for item in items {
         let path = item.get("path").and_then(Value::as_str).unwrap_or("?");
@@ -98,11 +78,7 @@ pub fn table(results: &[Value]) -> String {
     for r in results {
         let s = |key: &str| r.get(key).and_then(Value::as_str).unwrap_or("-").to_owned();
         let n = |key: &str| r.get(key).and_then(Value::as_i64).unwrap_or(0);
-        let dry = if r["dry_run"].as_bool() == Some(true) {
-            "*"
-        } else {
-            ""
-        };
+        let dry = if r["dry_run"].as_bool() == Some(true) { "*" } else { "" };
         let _ = writeln!(
             out,
             "{:<36}  {:<24}  {:<9}  {:>8}  {:>7}  {:>6}  {:<24}",
@@ -124,11 +100,7 @@ pub fn table(results: &[Value]) -> String {
 pub fn stats(stats: &Stats) -> String {
     let mb = janitor_workers::progress::megabytes;
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "cleanup statistics at {}",
-        stats.last_checked.to_rfc3339()
-    );
+    let _ = writeln!(out, "cleanup statistics at {}", stats.last_checked.to_rfc3339());
     let _ = writeln!(
         out,
         "  expired temporary images: {} ({:.2} MB), {} of them in use",
@@ -148,16 +120,8 @@ pub fn stats(stats: &Stats) -> String {
         stats.old_task_results_30d,
         mb(stats.old_task_results_30d_bytes)
     );
-    let _ = writeln!(
-        out,
-        "  all images:               {} ({:.2} MB)",
-        stats.total_images,
-        mb(stats.total_images_bytes)
-    );
-    let _ = writeln!(
-        out,
-        "  reclaimable:              {:.2} MB",
-        stats.reclaimable_mb
-    );
+    let _ =
+        writeln!(out, "  all images:               {} ({:.2} MB)", stats.total_images, mb(stats.total_images_bytes));
+    let _ = writeln!(out, "  reclaimable:              {:.2} MB", stats.reclaimable_mb);
     out
 }

@@ -30,12 +30,7 @@ pub struct Settings {
     pub database_url: String,
 
     /// The storage root holding photos/, templates/, preprocessed/ and results/.
-    #[arg(
-        long,
-        env = "JANITOR_STORAGE_ROOT",
-        default_value = "./storage",
-        global = true
-    )]
+    #[arg(long, env = "JANITOR_STORAGE_ROOT", default_value = "./storage", global = true)]
     pub storage_root: PathBuf,
 
     /// Rows (or scanned files) per batch; each batch is one transaction.
@@ -59,22 +54,11 @@ pub struct Settings {
     pub db_connections: u32,
 
     /// Redis, which carries the queue.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, hide_env_values = true)]
     pub redis_url: String,
 
     /// Prefix of every Redis key of this deployment's queue.
-    #[arg(
-        long = "queue",
-        env = "JANITOR_QUEUE",
-        default_value = "janitor",
-        global = true
-    )]
+    #[arg(long = "queue", env = "JANITOR_QUEUE", default_value = "janitor", global = true)]
     pub queue: String,
 
     /// Log format on stderr: text or json.
@@ -94,24 +78,18 @@ impl Settings {
     }
 
     pub fn connect_options(&self) -> anyhow::Result<PgConnectOptions> {
-        let options: PgConnectOptions = self.database_url.parse().with_context(|| {
-            format!(
-                "DATABASE_URL is not a valid Postgres URL: {}",
-                redact(&self.database_url)
-            )
-        })?;
+        let options: PgConnectOptions = self
+            .database_url
+            .parse()
+            .with_context(|| format!("DATABASE_URL is not a valid Postgres URL: {}", redact(&self.database_url)))?;
         // A paused or wedged process must not hold row locks for long: its
         // session ends, its transaction rolls back, and its batch is redone.
         Ok(options.options([("idle_in_transaction_session_timeout", "60s")]))
     }
 
     pub fn redis(&self) -> anyhow::Result<redis::Client> {
-        redis::Client::open(self.redis_url.as_str()).with_context(|| {
-            format!(
-                "REDIS_URL is not a valid Redis URL: {}",
-                redact(&self.redis_url)
-            )
-        })
+        redis::Client::open(self.redis_url.as_str())
+            .with_context(|| format!("REDIS_URL is not a valid Redis URL: {}", redact(&self.redis_url)))
     }
 
     /// Connects a producer: Postgres for the job rows, Redis for the queue.
@@ -130,12 +108,7 @@ impl Settings {
         // connection until its timeout and then report only "timed out".
         let probe = PgConnection::connect_with(&options)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot connect to the database at {}",
-                    redact(&self.database_url)
-                )
-            })?;
+            .with_context(|| format!("cannot connect to the database at {}", redact(&self.database_url)))?;
         let _ = probe.close().await;
         Ok(PgPoolOptions::new()
             .max_connections(self.db_connections)
@@ -144,11 +117,7 @@ impl Settings {
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
-        Ok(Engine::new(
-            self.pool().await?,
-            self.storage_root.clone(),
-            self.engine_settings(),
-        ))
+        Ok(Engine::new(self.pool().await?, self.storage_root.clone(), self.engine_settings()))
     }
 }
 
@@ -170,10 +139,7 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact("postgres://user:s3cret@db:5432/app"),
-            "postgres://user:***@db:5432/app"
-        );
+        assert_eq!(redact("postgres://user:s3cret@db:5432/app"), "postgres://user:***@db:5432/app");
         assert_eq!(redact("postgres://user@db/app"), "postgres://user@db/app");
         assert!(!redact("not a url with s3cret").contains("s3cret"));
     }

@@ -23,14 +23,9 @@ impl BenchDb {
         let mut url = url::Url::parse(server_url).context("DATABASE_URL parses")?;
         url.set_path(&format!("janitor_bench_{}", Uuid::new_v4().simple()));
         let url = url.to_string();
-        sqlx::Postgres::create_database(&url)
-            .await
-            .context("create the bench database")?;
+        sqlx::Postgres::create_database(&url).await.context("create the bench database")?;
         let options: PgConnectOptions = url.parse()?;
-        let pool = PgPoolOptions::new()
-            .max_connections(48)
-            .connect_with(options)
-            .await?;
+        let pool = PgPoolOptions::new().max_connections(48).connect_with(options).await?;
         janitor_workers::MIGRATOR.run(&pool).await?;
         Ok(Self { pool, url })
     }
@@ -61,15 +56,9 @@ pub fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
 /// Deletes every Redis key under `prefix`.
 pub async fn delete_keys(redis: &redis::Client, prefix: &str) -> anyhow::Result<()> {
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
     if !keys.is_empty() {
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut conn)
-            .await?;
+        redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await?;
     }
     Ok(())
 }

@@ -54,14 +54,9 @@ pub async fn run(args: &QueueBench, database_url: &str, redis_url: &str) -> anyh
     ctx.db.drop().await;
     let rows = outcome?;
     print_table(&rows);
-    let summary: serde_json::Map<String, serde_json::Value> = rows
-        .iter()
-        .map(|row| (row.key.to_owned(), json!(row.value)))
-        .collect();
-    println!(
-        "{}",
-        json!({ "benchmark": "queue", "settings": args_json(args), "results": summary })
-    );
+    let summary: serde_json::Map<String, serde_json::Value> =
+        rows.iter().map(|row| (row.key.to_owned(), json!(row.value))).collect();
+    println!("{}", json!({ "benchmark": "queue", "settings": args_json(args), "results": summary }));
     Ok(())
 }
 
@@ -77,12 +72,7 @@ async fn measure(args: &QueueBench, ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let n = args.jobs;
     let raw_xadd = raw_xadd(ctx, n, args.producers).await?;
-    rows.push(Row {
-        key: "raw_xadd_per_s",
-        what: "raw XADD, unpipelined",
-        value: raw_xadd,
-        unit: "ops/s",
-    });
+    rows.push(Row { key: "raw_xadd_per_s", what: "raw XADD, unpipelined", value: raw_xadd, unit: "ops/s" });
     let raw_e2e = raw_round_trip(ctx, n, args.producers).await?;
     rows.push(Row {
         key: "raw_round_trip_per_s",
@@ -104,19 +94,9 @@ async fn measure(args: &QueueBench, ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
         unit: "x",
     });
 
-    let producer = Producer::connect(
-        ctx.db.pool.clone(),
-        ctx.redis.clone(),
-        Layout::new(&ctx.prefix),
-    )
-    .await?;
+    let producer = Producer::connect(ctx.db.pool.clone(), ctx.redis.clone(), Layout::new(&ctx.prefix)).await?;
     let single = enqueue_single(&producer, n / 4, args.producers).await?;
-    rows.push(Row {
-        key: "enqueue_single_per_s",
-        what: "janitor enqueue, one by one",
-        value: single,
-        unit: "jobs/s",
-    });
+    rows.push(Row { key: "enqueue_single_per_s", what: "janitor enqueue, one by one", value: single, unit: "jobs/s" });
     let bulk = enqueue_bulk(&producer, n).await?;
     rows.push(Row {
         key: "enqueue_bulk_per_s",
@@ -129,38 +109,21 @@ async fn measure(args: &QueueBench, ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
     let shutdown = CancellationToken::new();
     let worker = start_worker(ctx, args.concurrency, shutdown.clone()).await?;
     let drained = drain(ctx, n + n / 4).await?;
-    rows.push(Row {
-        key: "drain_backlog_per_s",
-        what: "worker drains the backlog",
-        value: drained,
-        unit: "jobs/s",
-    });
+    rows.push(Row { key: "drain_backlog_per_s", what: "worker drains the backlog", value: drained, unit: "jobs/s" });
     let e2e = end_to_end(ctx, &producer, n, args.producers).await?;
     rows.push(Row {
-        key: "end_to_end_per_s",
-        what: "session jobs, enqueue → result row",
-        value: e2e,
-        unit: "jobs/s",
+        key: "end_to_end_per_s", what: "session jobs, enqueue → result row", value: e2e, unit: "jobs/s"
     });
     rows.push(Row {
-        key: "end_to_end_vs_raw",
-        what: "… ratio to the raw round trip",
-        value: e2e / raw_e2e,
-        unit: "x",
+        key: "end_to_end_vs_raw", what: "… ratio to the raw round trip", value: e2e / raw_e2e, unit: "x"
     });
 
     let (p50, p99) = logout_latency(ctx, &producer, args).await?;
     rows.push(Row {
-        key: "logout_p50_ms",
-        what: "logout → done during an orphan sweep, p50",
-        value: p50,
-        unit: "ms",
+        key: "logout_p50_ms", what: "logout → done during an orphan sweep, p50", value: p50, unit: "ms"
     });
     rows.push(Row {
-        key: "logout_p99_ms",
-        what: "logout → done during an orphan sweep, p99",
-        value: p99,
-        unit: "ms",
+        key: "logout_p99_ms", what: "logout → done during an orphan sweep, p99", value: p99, unit: "ms"
     });
     shutdown.cancel();
     worker.await??;
@@ -198,20 +161,10 @@ async fn raw_xadd(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result<f64> 
 async fn raw_round_trip(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result<f64> {
     let key = format!("{}:raw:rt", ctx.prefix);
     let mut conn = ctx.redis.get_multiplexed_async_connection().await?;
-    redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&key)
-        .arg("g")
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async::<()>(&mut conn)
-        .await?;
+    redis::cmd("XGROUP").arg("CREATE").arg(&key).arg("g").arg("0").arg("MKSTREAM").query_async::<()>(&mut conn).await?;
     let started = Instant::now();
     let consumer = {
-        let (mut conn, key) = (
-            ctx.redis.get_multiplexed_async_connection().await?,
-            key.clone(),
-        );
+        let (mut conn, key) = (ctx.redis.get_multiplexed_async_connection().await?, key.clone());
         tokio::spawn(async move {
             let mut acked = 0;
             while acked < n {
@@ -228,19 +181,9 @@ async fn raw_round_trip(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result
                     .arg(">")
                     .query_async(&mut conn)
                     .await?;
-                let ids: Vec<String> = reply
-                    .keys
-                    .into_iter()
-                    .flat_map(|k| k.ids)
-                    .map(|e| e.id)
-                    .collect();
+                let ids: Vec<String> = reply.keys.into_iter().flat_map(|k| k.ids).map(|e| e.id).collect();
                 if !ids.is_empty() {
-                    redis::cmd("XACK")
-                        .arg(&key)
-                        .arg("g")
-                        .arg(&ids)
-                        .query_async::<()>(&mut conn)
-                        .await?;
+                    redis::cmd("XACK").arg(&key).arg("g").arg(&ids).query_async::<()>(&mut conn).await?;
                     acked += ids.len();
                 }
             }
@@ -273,21 +216,12 @@ async fn raw_round_trip(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result
 /// The queue alone: `n` jobs through the same backend, producers and
 /// concurrency as the real worker, with a handler that does nothing. This is
 /// the queue's share of a small job's cost; the rest is Postgres.
-async fn noop_jobs(
-    ctx: &Ctx,
-    n: usize,
-    producers: usize,
-    concurrency: usize,
-) -> anyhow::Result<f64> {
+async fn noop_jobs(ctx: &Ctx, n: usize, producers: usize, concurrency: usize) -> anyhow::Result<f64> {
     use apalis::prelude::*;
     use janitor_workers::queue::{QueueConfig, StreamQueue};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let queue = StreamQueue::connect(
-        ctx.redis.clone(),
-        QueueConfig::new(format!("{}:noop", ctx.prefix)),
-    )
-    .await?;
+    let queue = StreamQueue::connect(ctx.redis.clone(), QueueConfig::new(format!("{}:noop", ctx.prefix))).await?;
     let done = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let monitor = {
@@ -298,12 +232,10 @@ async fn noop_jobs(
                     .backend(queue.backend::<serde_json::Value>(concurrency))
                     .concurrency(concurrency)
                     .data(Arc::clone(&done))
-                    .build(
-                        |_: serde_json::Value, done: Data<Arc<AtomicUsize>>| async move {
-                            done.fetch_add(1, Ordering::Relaxed);
-                            Ok::<(), BoxDynError>(())
-                        },
-                    )
+                    .build(|_: serde_json::Value, done: Data<Arc<AtomicUsize>>| async move {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        Ok::<(), BoxDynError>(())
+                    })
             })
             .run_with_signal(async move {
                 shutdown.cancelled().await;
@@ -315,11 +247,7 @@ async fn noop_jobs(
     stream::iter(0..n)
         .map(|i| {
             let queue = queue.clone();
-            async move {
-                queue
-                    .enqueue(&json!({ "op": "session", "session_id": format!("s{i}") }))
-                    .await
-            }
+            async move { queue.enqueue(&json!({ "op": "session", "session_id": format!("s{i}") })).await }
         })
         .buffer_unordered(producers)
         .for_each(|r| {
@@ -338,9 +266,7 @@ async fn noop_jobs(
 
 fn session(i: usize, tag: &str) -> JobSpec {
     JobSpec {
-        job: CleanupJob::Session {
-            session_id: SessionId::parse(&format!("{tag}-{i}")).expect("valid id"),
-        },
+        job: CleanupJob::Session { session_id: SessionId::parse(&format!("{tag}-{i}")).expect("valid id") },
         dry_run: false,
     }
 }
@@ -373,22 +299,13 @@ async fn start_worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     std::fs::create_dir_all(ctx.root.path().join("photos"))?;
-    let engine = Engine::new(
-        ctx.db.pool.clone(),
-        ctx.root.path(),
-        EngineSettings::default(),
-    );
+    let engine = Engine::new(ctx.db.pool.clone(), ctx.root.path(), EngineSettings::default());
     let settings = WorkerSettings {
         session_concurrency: concurrency,
         bulk_concurrency: 1,
         ..WorkerSettings::new(Layout::new(&ctx.prefix))
     };
-    Ok(tokio::spawn(worker::run(
-        engine,
-        ctx.redis.clone(),
-        settings,
-        shutdown,
-    )))
+    Ok(tokio::spawn(worker::run(engine, ctx.redis.clone(), settings, shutdown)))
 }
 
 /// Waits until `total` jobs have completed; returns the rate since the call.
@@ -400,10 +317,9 @@ async fn drain(ctx: &Ctx, total: usize) -> anyhow::Result<f64> {
 
 async fn wait_completed(ctx: &Ctx, total: usize) -> anyhow::Result<()> {
     loop {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status = 'completed'")
-                .fetch_one(&ctx.db.pool)
-                .await?;
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status = 'completed'")
+            .fetch_one(&ctx.db.pool)
+            .await?;
         if done as usize >= total {
             return Ok(());
         }
@@ -412,15 +328,8 @@ async fn wait_completed(ctx: &Ctx, total: usize) -> anyhow::Result<()> {
 }
 
 /// Producers enqueue one by one while the worker runs them.
-async fn end_to_end(
-    ctx: &Ctx,
-    producer: &Producer,
-    n: usize,
-    producers: usize,
-) -> anyhow::Result<f64> {
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results")
-        .fetch_one(&ctx.db.pool)
-        .await?;
+async fn end_to_end(ctx: &Ctx, producer: &Producer, n: usize, producers: usize) -> anyhow::Result<f64> {
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results").fetch_one(&ctx.db.pool).await?;
     let started = Instant::now();
     let results: Vec<_> = stream::iter(0..n)
         .map(|i| async move { producer.enqueue(&session(i, "e2e"), Some("bench")).await })
@@ -436,20 +345,10 @@ async fn end_to_end(
 
 /// Logouts (one image each) timed from enqueue to finished row while an
 /// orphan sweep of `scan_files` files runs in the bulk lane.
-async fn logout_latency(
-    ctx: &Ctx,
-    producer: &Producer,
-    args: &QueueBench,
-) -> anyhow::Result<(f64, f64)> {
+async fn logout_latency(ctx: &Ctx, producer: &Producer, args: &QueueBench) -> anyhow::Result<(f64, f64)> {
     seed_orphan_files(ctx.root.path(), args.scan_files)?;
     let sweep = producer
-        .enqueue(
-            &JobSpec {
-                job: CleanupJob::Orphaned { min_age_secs: 0 },
-                dry_run: true,
-            },
-            Some("bench"),
-        )
+        .enqueue(&JobSpec { job: CleanupJob::Orphaned { min_age_secs: 0 }, dry_run: true }, Some("bench"))
         .await?;
     let mut samples = Vec::with_capacity(args.latency_samples);
     let listener = Arc::new(producer.clone());
@@ -461,26 +360,18 @@ async fn logout_latency(
             .execute(&ctx.db.pool)
             .await?;
         let started = Instant::now();
-        let job = listener
-            .enqueue(&session(i, "logout"), Some("bench"))
-            .await?;
+        let job = listener.enqueue(&session(i, "logout"), Some("bench")).await?;
         listener.wait(job.job_id, Duration::from_secs(30)).await?;
         samples.push(started.elapsed());
     }
-    let sweep_state: String =
-        sqlx::query_scalar("SELECT status FROM job_results WHERE job_id = $1")
-            .bind(sweep.job_id)
-            .fetch_one(&ctx.db.pool)
-            .await?;
+    let sweep_state: String = sqlx::query_scalar("SELECT status FROM job_results WHERE job_id = $1")
+        .bind(sweep.job_id)
+        .fetch_one(&ctx.db.pool)
+        .await?;
     if sweep_state != "running" {
-        eprintln!(
-            "note: the orphan sweep was {sweep_state} before the last logout; raise --scan-files"
-        );
+        eprintln!("note: the orphan sweep was {sweep_state} before the last logout; raise --scan-files");
     }
-    Ok((
-        quantile_ms(&mut samples, 0.5),
-        quantile_ms(&mut samples, 0.99),
-    ))
+    Ok((quantile_ms(&mut samples, 0.5), quantile_ms(&mut samples, 0.99)))
 }
 
 fn seed_orphan_files(root: &std::path::Path, count: usize) -> anyhow::Result<()> {

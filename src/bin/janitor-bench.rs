@@ -6,17 +6,10 @@ use clap::{Parser, Subcommand};
 use janitor::bench::queue::QueueBench;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "janitor-bench",
-    about = "janitor benchmarks, each against a baseline"
-)]
+#[command(name = "janitor-bench", about = "janitor benchmarks, each against a baseline")]
 struct Cli {
     /// The Postgres server; the benchmark makes (and drops) its own database.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
+    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     database_url: String,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
@@ -35,8 +28,6 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     janitor::telemetry::init("text");
     match &cli.bench {
-        Bench::Queue(args) => {
-            janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await
-        }
+        Bench::Queue(args) => janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
     }
 }

@@ -1,10 +1,12 @@
 //! One function per command. Each returns the process's exit code; errors
 //! that reach `main` exit with 1.
 
+mod audit;
 mod enqueue;
 mod results;
 mod run;
 mod schedules;
+mod serve;
 mod worker;
 
 use std::process::ExitCode;
@@ -42,6 +44,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => worker::work(&cli.settings, args).await,
         Command::Scheduler { catch_up } => schedules::scheduler(&cli.settings, catch_up).await,
         Command::Schedules { json } => schedules::list(&cli.settings, json).await,
+        Command::Serve(args) => serve::serve(&cli.settings, args).await,
+        Command::Audit { since, limit, json } => audit::show(&cli.settings, since, limit, json).await,
     }
 }
 
@@ -57,19 +61,14 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
         eprintln!("created database {}", redact(url));
     }
     let pool = settings.pool().await?;
-    janitor_workers::MIGRATOR
-        .run(&pool)
-        .await
-        .context("applying migrations failed")?;
+    janitor_workers::MIGRATOR.run(&pool).await.context("applying migrations failed")?;
     eprintln!("migrations applied");
     Ok(ExitCode::from(exit::OK))
 }
 
 async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let pool = settings.pool().await?;
-    let stats = janitor_workers::jobs::stats::collect(&pool)
-        .await
-        .map_err(crate::commands::schema_hint)?;
+    let stats = janitor_workers::jobs::stats::collect(&pool).await.map_err(crate::commands::schema_hint)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&stats)?);
     } else {
@@ -82,9 +81,7 @@ async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
 pub fn schema_hint(err: sqlx::Error) -> anyhow::Error {
     if let sqlx::Error::Database(db) = &err {
         if db.code().as_deref() == Some("42P01") {
-            return anyhow::anyhow!(
-                "{db}: the database is not migrated; run `janitor migrate` first"
-            );
+            return anyhow::anyhow!("{db}: the database is not migrated; run `janitor migrate` first");
         }
     }
     anyhow::Error::new(err).context("database query failed")

@@ -13,17 +13,11 @@ use crate::settings::Settings;
 pub async fn show(settings: &Settings, args: ResultsArgs) -> anyhow::Result<ExitCode> {
     let pool = settings.pool().await?;
     if let Some(job_id) = args.job_id {
-        let Some(record) = results::get(&pool, job_id)
-            .await
-            .map_err(super::schema_hint)?
-        else {
+        let Some(record) = results::get(&pool, job_id).await.map_err(super::schema_hint)? else {
             eprintln!("no job {job_id} is recorded");
             return Ok(ExitCode::from(exit::FAILED));
         };
-        let result = record
-            .result
-            .clone()
-            .unwrap_or_else(|| result_json(&record));
+        let result = record.result.clone().unwrap_or_else(|| result_json(&record));
         if args.json {
             println!("{}", serde_json::to_string_pretty(&result)?);
         } else {
@@ -31,19 +25,10 @@ pub async fn show(settings: &Settings, args: ResultsArgs) -> anyhow::Result<Exit
         }
         return Ok(ExitCode::from(exit::OK));
     }
-    let filter = ListFilter {
-        operation: args.operation,
-        status: args.status,
-        before: None,
-        limit: args.limit,
-    };
-    let records = results::list(&pool, &filter)
-        .await
-        .map_err(super::schema_hint)?;
-    let results: Vec<_> = records
-        .iter()
-        .map(|record| record.result.clone().unwrap_or_else(|| result_json(record)))
-        .collect();
+    let filter = ListFilter { operation: args.operation, status: args.status, before: None, limit: args.limit };
+    let records = results::list(&pool, &filter).await.map_err(super::schema_hint)?;
+    let results: Vec<_> =
+        records.iter().map(|record| record.result.clone().unwrap_or_else(|| result_json(record))).collect();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     } else {

@@ -13,16 +13,10 @@ use crate::output;
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = JobSpec {
-        job: args.operation.job(),
-        dry_run: args.dry_run,
-    };
+    let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run };
     let engine = settings.engine().await?;
     let job_id = args.job_id.unwrap_or_else(Uuid::new_v4);
-    let control = RunControl {
-        worker: format!("cli:{}:{}", hostname(), std::process::id()),
-        ..RunControl::default()
-    };
+    let control = RunControl { worker: format!("cli:{}:{}", hostname(), std::process::id()), ..RunControl::default() };
     // Ctrl-C or SIGTERM: finish the batch under way, then stop resumably.
     let cancel = control.cancel.clone();
     tokio::spawn(async move {
@@ -33,19 +27,21 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     let outcome = engine.run(job_id, &spec, &control).await;
     let record = match outcome {
         Ok(RunOutcome::Finished(record)) => record,
+        Ok(RunOutcome::Duplicate) => {
+            eprintln!("job {job_id} is being run by another process; see janitor results {job_id}");
+            return Ok(ExitCode::from(exit::FAILED));
+        }
         Ok(RunOutcome::Interrupted) => {
             eprintln!("interrupted; resume with: janitor run <same operation> --job-id {job_id}");
             return Ok(ExitCode::from(exit::INTERRUPTED));
         }
         Err(EngineError::Store(janitor_workers::results::StoreError::Database(err))) => {
-            return Err(super::schema_hint(err).context(format!(
-                "job {job_id} stopped; rerun with --job-id {job_id} to resume"
-            )));
+            return Err(super::schema_hint(err)
+                .context(format!("job {job_id} stopped; rerun with --job-id {job_id} to resume")));
         }
         Err(err) => {
-            return Err(anyhow::Error::new(err).context(format!(
-                "job {job_id} stopped; rerun with --job-id {job_id} to resume"
-            )))
+            return Err(anyhow::Error::new(err)
+                .context(format!("job {job_id} stopped; rerun with --job-id {job_id} to resume")))
         }
     };
     print(&record, args.json)
@@ -53,10 +49,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
 
 /// Prints a finished job's result and returns the exit code it implies.
 pub fn print(record: &janitor_workers::JobRecord, json: bool) -> anyhow::Result<ExitCode> {
-    let result = record
-        .result
-        .clone()
-        .unwrap_or_else(|| janitor_workers::report::result_json(record));
+    let result = record.result.clone().unwrap_or_else(|| janitor_workers::report::result_json(record));
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

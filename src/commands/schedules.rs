@@ -35,10 +35,7 @@ pub async fn scheduler(settings: &Settings, catch_up: Duration) -> anyhow::Resul
         crate::shutdown_signal().await;
         signal.cancel();
     });
-    let scheduler_settings = SchedulerSettings {
-        catch_up,
-        ..SchedulerSettings::default()
-    };
+    let scheduler_settings = SchedulerSettings { catch_up, ..SchedulerSettings::default() };
     scheduler::run(pool, producer, schedules, scheduler_settings, shutdown).await?;
     Ok(ExitCode::from(exit::OK))
 }
@@ -52,11 +49,7 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
     let mut rows = Vec::new();
     for schedule in &schedules {
-        rows.push(
-            describe(&pool, schedule, now)
-                .await
-                .map_err(super::schema_hint)?,
-        );
+        rows.push(describe(&pool, schedule, now).await.map_err(super::schema_hint)?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -68,15 +61,7 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-type Tick = (
-    DateTime<Utc>,
-    Uuid,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<i64>,
-);
+type Tick = (DateTime<Utc>, Uuid, String, Option<String>, Option<String>, Option<i64>, Option<i64>);
 
 async fn describe(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>) -> sqlx::Result<Value> {
     // The last tick (run or skipped), and the last tick that ran.
@@ -84,16 +69,8 @@ async fn describe(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>) -> sql
          FROM schedule_ticks t LEFT JOIN job_results r ON r.job_id = t.job_id
          WHERE t.schedule = $1 AND ($2 OR t.outcome = 'enqueued')
          ORDER BY t.scheduled_at DESC LIMIT 1";
-    let last_tick: Option<Tick> = sqlx::query_as(query)
-        .bind(&schedule.name)
-        .bind(true)
-        .fetch_optional(pool)
-        .await?;
-    let last_run: Option<Tick> = sqlx::query_as(query)
-        .bind(&schedule.name)
-        .bind(false)
-        .fetch_optional(pool)
-        .await?;
+    let last_tick: Option<Tick> = sqlx::query_as(query).bind(&schedule.name).bind(true).fetch_optional(pool).await?;
+    let last_run: Option<Tick> = sqlx::query_as(query).bind(&schedule.name).bind(false).fetch_optional(pool).await?;
     let tick_json = |tick: Option<Tick>| {
         tick.map(|(at, job_id, outcome, reason, status, deleted, errors)| {
             json!({ "scheduled_at": at, "job_id": job_id, "outcome": outcome, "reason": reason,
@@ -115,13 +92,7 @@ async fn describe(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>) -> sql
 
 fn print_row(row: &Value) {
     let text = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
-    println!(
-        "{} ({} {}): {}",
-        text(&row["name"]),
-        text(&row["cron"]),
-        text(&row["timezone"]),
-        text(&row["operation"])
-    );
+    println!("{} ({} {}): {}", text(&row["name"]), text(&row["cron"]), text(&row["timezone"]), text(&row["operation"]));
     println!("  next fire: {}", text(&row["next_fire"]));
     match row["last_run"].as_object() {
         Some(run) => println!(
@@ -134,14 +105,7 @@ fn print_row(row: &Value) {
         ),
         None => println!("  last run:  never"),
     }
-    if let Some(tick) = row["last_tick"]
-        .as_object()
-        .filter(|t| t["outcome"] == "skipped")
-    {
-        println!(
-            "  last tick: {} skipped ({})",
-            text(&tick["scheduled_at"]),
-            text(&tick["reason"])
-        );
+    if let Some(tick) = row["last_tick"].as_object().filter(|t| t["outcome"] == "skipped") {
+        println!("  last tick: {} skipped ({})", text(&tick["scheduled_at"]), text(&tick["reason"]));
     }
 }

@@ -14,17 +14,10 @@ async fn jobs_are_processed_exactly_once() {
     }
     let probe = Probe::default();
     let worker = RunningWorker::start(&tq.queue, &probe, 4);
-    wait_until("40 jobs finish", Duration::from_secs(10), || async {
-        probe.finished() == 40
-    })
-    .await;
+    wait_until("40 jobs finish", Duration::from_secs(10), || async { probe.finished() == 40 }).await;
     worker.stop().await;
 
-    assert!(
-        probe.per_job().values().all(|&n| n == 1),
-        "a job ran twice: {:?}",
-        probe.per_job()
-    );
+    assert!(probe.per_job().values().all(|&n| n == 1), "a job ran twice: {:?}", probe.per_job());
     for run in probe.runs() {
         // TaskId is the stream entry id; attempt is the 1-based delivery count.
         assert_eq!(run.task_id, ids[&run.job_id]);
@@ -33,10 +26,7 @@ async fn jobs_are_processed_exactly_once() {
     }
     assert_eq!(tq.stream_len().await, 0, "acknowledged entries are deleted");
     assert_eq!(tq.queue.pending_count().await.unwrap(), 0);
-    assert!(
-        tq.consumers().await.is_empty(),
-        "consumer left the group on shutdown"
-    );
+    assert!(tq.consumers().await.is_empty(), "consumer left the group on shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,24 +53,15 @@ async fn entries_of_a_dead_consumer_are_rescued() {
 
     let probe = Probe::default();
     let worker = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until("rescued jobs finish", Duration::from_secs(10), || async {
-        probe.finished() == 3
-    })
-    .await;
+    wait_until("rescued jobs finish", Duration::from_secs(10), || async { probe.finished() == 3 }).await;
     let rescued_after = read_at.elapsed();
     worker.stop().await;
 
-    assert!(
-        rescued_after >= Duration::from_secs(1),
-        "rescued before the lease expired"
-    );
+    assert!(rescued_after >= Duration::from_secs(1), "rescued before the lease expired");
     for job in &jobs {
         let runs = probe.runs_of(job);
         assert_eq!(runs.len(), 1);
-        assert_eq!(
-            runs[0].attempt, 2,
-            "the ghost's delivery counts as attempt 1"
-        );
+        assert_eq!(runs[0].attempt, 2, "the ghost's delivery counts as attempt 1");
     }
     assert_eq!(tq.queue.pending_count().await.unwrap(), 0);
     assert_eq!(tq.consumers().await, vec![("ghost".to_owned(), 0)]);
@@ -94,15 +75,9 @@ async fn heartbeat_keeps_a_long_job_from_being_rescued() {
     tq.queue.enqueue(&job).await.unwrap();
     let probe = Probe::default();
     let first = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until("job starts", Duration::from_secs(5), || async {
-        !probe.runs().is_empty()
-    })
-    .await;
+    wait_until("job starts", Duration::from_secs(5), || async { !probe.runs().is_empty() }).await;
     let second = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until("job finishes", Duration::from_secs(10), || async {
-        probe.finished() == 1
-    })
-    .await;
+    wait_until("job finishes", Duration::from_secs(10), || async { probe.finished() == 1 }).await;
     first.stop().await;
     second.stop().await;
 
@@ -118,10 +93,7 @@ async fn worker_survives_redis_errors() {
     let worker = RunningWorker::start(&tq.queue, &probe, 2);
     let before = Job::new("ok");
     tq.queue.enqueue(&before).await.unwrap();
-    wait_until("first job runs", Duration::from_secs(5), || async {
-        probe.finished() == 1
-    })
-    .await;
+    wait_until("first job runs", Duration::from_secs(5), || async { probe.finished() == 1 }).await;
 
     // Destroying the group fails the blocked read (UNBLOCKED) and the next ones
     // (NOGROUP). An error escaping `poll_next` would kill the worker; instead
@@ -135,12 +107,7 @@ async fn worker_survives_redis_errors() {
         .unwrap();
     let after = Job::new("ok");
     tq.queue.enqueue(&after).await.unwrap();
-    wait_until(
-        "job after the error runs",
-        Duration::from_secs(10),
-        || async { probe.finished() == 2 },
-    )
-    .await;
+    wait_until("job after the error runs", Duration::from_secs(10), || async { probe.finished() == 2 }).await;
     worker.stop().await;
     assert_eq!(probe.runs_of(&after).len(), 1);
 }

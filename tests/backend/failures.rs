@@ -28,11 +28,7 @@ async fn failing_job_is_retried_then_dead_lettered() {
     let dead = &tq.queue.dead_letters(10).await.unwrap()[0];
     assert_eq!(dead.source_id, entry_id);
     assert_eq!(dead.attempts, 3);
-    assert!(
-        dead.reason.contains("failed 3 times") && dead.reason.contains("simulated failure"),
-        "{}",
-        dead.reason
-    );
+    assert!(dead.reason.contains("failed 3 times") && dead.reason.contains("simulated failure"), "{}", dead.reason);
     assert_eq!(serde_json::from_str::<Job>(&dead.job).unwrap(), failing);
     assert_eq!(tq.queue.pending_count().await.unwrap(), 0);
     assert_eq!(tq.stream_len().await, 0);
@@ -48,30 +44,16 @@ async fn aborted_and_panicking_jobs_are_dead_lettered_at_once() {
 
     let probe = Probe::default();
     let worker = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until(
-        "both are dead-lettered",
-        Duration::from_secs(10),
-        || async { tq.queue.dead_letters(10).await.unwrap().len() == 2 },
-    )
+    wait_until("both are dead-lettered", Duration::from_secs(10), || async {
+        tq.queue.dead_letters(10).await.unwrap().len() == 2
+    })
     .await;
     worker.stop().await;
 
-    assert_eq!(
-        probe.runs_of(&aborting).len(),
-        1,
-        "AbortError is never retried"
-    );
-    assert_eq!(
-        probe.runs_of(&panicking).len(),
-        1,
-        "catch_panic turns a panic into AbortError"
-    );
+    assert_eq!(probe.runs_of(&aborting).len(), 1, "AbortError is never retried");
+    assert_eq!(probe.runs_of(&panicking).len(), 1, "catch_panic turns a panic into AbortError");
     for dead in tq.queue.dead_letters(10).await.unwrap() {
-        assert!(
-            dead.reason.starts_with("aborted on attempt 1"),
-            "{}",
-            dead.reason
-        );
+        assert!(dead.reason.starts_with("aborted on attempt 1"), "{}", dead.reason);
     }
 }
 
@@ -80,45 +62,24 @@ async fn undecodable_entries_are_dead_lettered_and_work_goes_on() {
     let tq = TestQueue::new(|_| {}).await;
     let stream = tq.queue.keys().stream.clone();
     let mut conn = tq.conn().await;
-    let _: String = conn
-        .xadd(&stream, "*", &[("job", "{not json")])
-        .await
-        .unwrap();
+    let _: String = conn.xadd(&stream, "*", &[("job", "{not json")]).await.unwrap();
     let _: String = conn.xadd(&stream, "*", &[("other", "x")]).await.unwrap();
-    let _: String = conn
-        .xadd(&stream, "*", &[("job", r#"{"job_id":"nope"}"#)])
-        .await
-        .unwrap();
+    let _: String = conn.xadd(&stream, "*", &[("job", r#"{"job_id":"nope"}"#)]).await.unwrap();
     let good = Job::new("ok");
     tq.queue.enqueue(&good).await.unwrap();
 
     let probe = Probe::default();
     let worker = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until(
-        "good job runs and bad ones are dead",
-        Duration::from_secs(10),
-        || async { probe.finished() == 1 && tq.queue.dead_letters(10).await.unwrap().len() == 3 },
-    )
+    wait_until("good job runs and bad ones are dead", Duration::from_secs(10), || async {
+        probe.finished() == 1 && tq.queue.dead_letters(10).await.unwrap().len() == 3
+    })
     .await;
     worker.stop().await;
 
-    let reasons: Vec<String> = tq
-        .queue
-        .dead_letters(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|d| d.reason)
-        .collect();
-    assert!(
-        reasons[0].starts_with("job payload is not valid"),
-        "{reasons:?}"
-    );
+    let reasons: Vec<String> = tq.queue.dead_letters(10).await.unwrap().into_iter().map(|d| d.reason).collect();
+    assert!(reasons[0].starts_with("job payload is not valid"), "{reasons:?}");
     assert_eq!(reasons[1], "entry has no `job` field");
-    assert!(
-        reasons[2].starts_with("job payload is not valid"),
-        "{reasons:?}"
-    );
+    assert!(reasons[2].starts_with("job payload is not valid"), "{reasons:?}");
     assert_eq!(probe.runs_of(&good).len(), 1);
     assert_eq!(tq.queue.pending_count().await.unwrap(), 0);
 }

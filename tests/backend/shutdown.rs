@@ -21,31 +21,17 @@ async fn shutdown_drains_running_jobs_and_leaves_the_rest_ready() {
     }
     let probe = Probe::default();
     let first = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until("two jobs start", Duration::from_secs(5), || async {
-        probe.runs().len() == 2
-    })
-    .await;
+    wait_until("two jobs start", Duration::from_secs(5), || async { probe.runs().len() == 2 }).await;
     first.stop().await;
 
     assert_eq!(probe.runs().len(), 2, "no new job starts after the signal");
-    assert_eq!(
-        probe.finished(),
-        2,
-        "running jobs finish before the worker exits"
-    );
-    assert_eq!(
-        tq.queue.pending_count().await.unwrap(),
-        0,
-        "nothing stranded"
-    );
+    assert_eq!(probe.finished(), 2, "running jobs finish before the worker exits");
+    assert_eq!(tq.queue.pending_count().await.unwrap(), 0, "nothing stranded");
     assert!(tq.consumers().await.is_empty(), "consumer left the group");
 
     let started = Instant::now();
     let second = RunningWorker::start(&tq.queue, &probe, 4);
-    wait_until("the rest run", Duration::from_secs(10), || async {
-        probe.finished() == 6
-    })
-    .await;
+    wait_until("the rest run", Duration::from_secs(10), || async { probe.finished() == 6 }).await;
     second.stop().await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(probe.runs().iter().all(|r| r.attempt == 1));
@@ -62,10 +48,7 @@ async fn unstarted_entries_are_handed_back_on_close() {
     let me = backend.consumer_name().to_owned();
     let worker = WorkerContext::new("manual");
     // One fetch of three free slots; the worker takes the first task only.
-    let first = poll_fn(|cx| backend.poll_next(cx, &worker))
-        .await
-        .unwrap()
-        .unwrap();
+    let first = poll_fn(|cx| backend.poll_next(cx, &worker)).await.unwrap().unwrap();
     poll_fn(|cx| backend.poll_close(cx, &worker)).await.unwrap();
 
     let pending: StreamPendingCountReply = redis::cmd("XPENDING")
@@ -77,19 +60,9 @@ async fn unstarted_entries_are_handed_back_on_close() {
         .query_async(&mut tq.conn().await)
         .await
         .unwrap();
-    let owners: Vec<(&str, usize)> = pending
-        .ids
-        .iter()
-        .map(|p| (p.consumer.as_str(), p.times_delivered))
-        .collect();
+    let owners: Vec<(&str, usize)> = pending.ids.iter().map(|p| (p.consumer.as_str(), p.times_delivered)).collect();
     let first_id = first.task_id().unwrap().to_string();
-    assert!(
-        pending
-            .ids
-            .iter()
-            .any(|p| p.id == first_id && p.consumer == me),
-        "{owners:?}"
-    );
+    assert!(pending.ids.iter().any(|p| p.id == first_id && p.consumer == me), "{owners:?}");
     // The two never started: parked on `handoff`, delivery count rolled back.
     let handed: Vec<_> = owners.iter().filter(|(c, _)| *c == "handoff").collect();
     assert_eq!(handed.len(), 2, "{owners:?}");
@@ -98,14 +71,7 @@ async fn unstarted_entries_are_handed_back_on_close() {
     // A live worker picks them up at once, as first attempts.
     let probe = Probe::default();
     let running = RunningWorker::start(&tq.queue, &probe, 2);
-    wait_until("handed-back jobs run", Duration::from_secs(5), || async {
-        probe.finished() == 2
-    })
-    .await;
+    wait_until("handed-back jobs run", Duration::from_secs(5), || async { probe.finished() == 2 }).await;
     running.stop().await;
-    assert!(
-        probe.runs().iter().all(|r| r.attempt == 1),
-        "{:?}",
-        probe.runs()
-    );
+    assert!(probe.runs().iter().all(|r| r.attempt == 1), "{:?}", probe.runs());
 }

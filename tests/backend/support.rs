@@ -21,10 +21,7 @@ pub fn redis_url() -> String {
 /// Logs go to stderr when `TEST_LOG` is set, e.g. `TEST_LOG=janitor_workers=debug`.
 pub fn init_tracing() {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     }
 }
 
@@ -54,10 +51,7 @@ impl Job {
     }
 
     pub fn sleeping(ms: u64) -> Self {
-        Self {
-            sleep_ms: ms,
-            ..Self::new("sleep")
-        }
+        Self { sleep_ms: ms, ..Self::new("sleep") }
     }
 }
 
@@ -81,10 +75,7 @@ impl Probe {
     }
 
     pub fn runs_of(&self, job: &Job) -> Vec<Run> {
-        self.runs()
-            .into_iter()
-            .filter(|r| r.job_id == job.job_id)
-            .collect()
+        self.runs().into_iter().filter(|r| r.job_id == job.job_id).collect()
     }
 
     pub fn finished(&self) -> usize {
@@ -159,25 +150,16 @@ impl TestQueue {
         let mut config = fast_config(&prefix);
         tweak(&mut config);
         let client = redis::Client::open(redis_url()).expect("valid redis url");
-        let queue = StreamQueue::connect(client.clone(), config)
-            .await
-            .expect("redis reachable");
+        let queue = StreamQueue::connect(client.clone(), config).await.expect("redis reachable");
         Self { queue, client }
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        self.client
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        self.client.get_multiplexed_async_connection().await.unwrap()
     }
 
     pub async fn stream_len(&self) -> usize {
-        redis::cmd("XLEN")
-            .arg(&self.queue.keys().stream)
-            .query_async(&mut self.conn().await)
-            .await
-            .unwrap()
+        redis::cmd("XLEN").arg(&self.queue.keys().stream).query_async(&mut self.conn().await).await.unwrap()
     }
 
     /// `(name, pending)` for every consumer in the group.
@@ -189,11 +171,7 @@ impl TestQueue {
             .query_async(&mut self.conn().await)
             .await
             .unwrap();
-        reply
-            .consumers
-            .into_iter()
-            .map(|c| (c.name, c.pending))
-            .collect()
+        reply.consumers.into_iter().map(|c| (c.name, c.pending)).collect()
     }
 }
 
@@ -202,10 +180,7 @@ impl Drop for TestQueue {
         // Only this test's keys: the Redis instance is shared.
         let keys = self.queue.keys();
         if let Ok(mut conn) = self.client.get_connection() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL")
-                .arg(&keys.stream)
-                .arg(&keys.dead)
-                .query(&mut conn);
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&keys.stream).arg(&keys.dead).query(&mut conn);
         }
     }
 }
@@ -257,10 +232,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

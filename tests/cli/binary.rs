@@ -31,10 +31,7 @@ impl Janitor {
 
     /// The binary against any database URL (a missing or unreachable one).
     pub fn at(database_url: &str, storage_root: &Path) -> Self {
-        Self {
-            database_url: database_url.to_owned(),
-            storage_root: storage_root.to_owned(),
-        }
+        Self { database_url: database_url.to_owned(), storage_root: storage_root.to_owned() }
     }
 
     /// Runs `janitor <args>` to its end. Settings come only from what this
@@ -42,12 +39,9 @@ impl Janitor {
     /// removed so that it cannot change the outcome.
     pub async fn run(&self, args: &[&str]) -> Output {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_janitor"));
-        for name in [
-            "JANITOR_BATCH_SIZE",
-            "JANITOR_UNLINK_CONCURRENCY",
-            "JANITOR_MAX_DELETES_PER_SEC",
-            "JANITOR_LOG_FORMAT",
-        ] {
+        for name in
+            ["JANITOR_BATCH_SIZE", "JANITOR_UNLINK_CONCURRENCY", "JANITOR_MAX_DELETES_PER_SEC", "JANITOR_LOG_FORMAT"]
+        {
             command.env_remove(name);
         }
         let output = command
@@ -74,11 +68,7 @@ impl Janitor {
 impl Output {
     /// Fails the test, showing both streams, unless the exit code is `code`.
     pub fn expect_code(self, code: i32) -> Self {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code\n--- stdout:\n{}\n--- stderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "unexpected exit code\n--- stdout:\n{}\n--- stderr:\n{}", self.stdout, self.stderr);
         self
     }
 
@@ -96,18 +86,13 @@ impl Output {
 
 /// How many jobs `job_results` records.
 pub async fn count_jobs(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM job_results")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM job_results").fetch_one(pool).await.unwrap()
 }
 
 /// A timestamp field of a result, parsed; fails the test if it is missing
 /// or not RFC 3339.
 pub fn timestamp(value: &Value, key: &str) -> chrono::DateTime<chrono::Utc> {
-    let raw = value[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("{key} is a string in {value}"));
+    let raw = value[key].as_str().unwrap_or_else(|| panic!("{key} is a string in {value}"));
     chrono::DateTime::parse_from_rfc3339(raw)
         .unwrap_or_else(|err| panic!("{key} {raw:?} is not RFC 3339: {err}"))
         .to_utc()

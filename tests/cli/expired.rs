@@ -18,16 +18,11 @@ async fn expired_prints_the_seed_result_and_deletes_rows_and_files(pool: PgPool)
         gone.push(insert_image(&pool, Some(&store), &Image::expired(path, HALF_MB)).await);
     }
     let in_use = insert_image(&pool, Some(&store), &Image::expired("photos/used.jpg", 7)).await;
-    let images = TaskImages {
-        husband: Some(in_use),
-        ..TaskImages::default()
-    };
+    let images = TaskImages { husband: Some(in_use), ..TaskImages::default() };
     insert_task(&pool, "pending", images, None).await;
     let fresh = insert_image(&pool, Some(&store), &Image::fresh("photos/fresh.jpg", 7)).await;
 
-    let result = Janitor::new(&pool, &store)
-        .json(&["run", "expired", "--json"], 0)
-        .await;
+    let result = Janitor::new(&pool, &store).json(&["run", "expired", "--json"], 0).await;
 
     assert_eq!(result["operation"], "cleanup_expired_images");
     assert_eq!(result["status"], "completed");
@@ -64,9 +59,7 @@ async fn an_item_that_cannot_be_deleted_exits_with_3_and_is_listed(pool: PgPool)
     let stuck = insert_image(&pool, None, &Image::expired("photos/dir.jpg", 20)).await;
     std::fs::create_dir_all(store.path("photos/dir.jpg")).unwrap();
 
-    let result = Janitor::new(&pool, &store)
-        .json(&["run", "expired", "--json"], 3)
-        .await;
+    let result = Janitor::new(&pool, &store).json(&["run", "expired", "--json"], 3).await;
 
     assert_eq!(result["status"], "completed");
     assert_eq!(result["deleted_count"], 1);
@@ -77,10 +70,7 @@ async fn an_item_that_cannot_be_deleted_exits_with_3_and_is_listed(pool: PgPool)
     assert_eq!(errors[0]["image_id"], stuck);
     assert_eq!(errors[0]["path"], "photos/dir.jpg");
     assert_eq!(errors[0]["error"], "is a directory");
-    assert!(
-        image_exists(&pool, stuck).await,
-        "the failed item keeps its row"
-    );
+    assert!(image_exists(&pool, stuck).await, "the failed item keeps its row");
     assert!(store.path("photos/dir.jpg").is_dir());
     assert!(!store.exists("photos/ok.jpg"));
 }
@@ -105,12 +95,7 @@ async fn dry_run_reports_what_it_would_delete_and_changes_nothing(pool: PgPool) 
     for id in ids {
         assert!(image_exists(&pool, id).await, "image {id} stays");
     }
-    for path in [
-        "photos/0.jpg",
-        "photos/1.jpg",
-        "photos/2.jpg",
-        "photos/fresh.jpg",
-    ] {
+    for path in ["photos/0.jpg", "photos/1.jpg", "photos/2.jpg", "photos/fresh.jpg"] {
         assert!(store.exists(path), "{path} stays");
     }
     let job_id: uuid::Uuid = serde_json::from_value(result["job_id"].clone()).expect("job id");
@@ -128,10 +113,7 @@ async fn human_output_of_a_dry_run_says_what_would_be_deleted(pool: PgPool) {
     insert_image(&pool, Some(&store), &Image::expired("photos/a.jpg", 10)).await;
     insert_image(&pool, Some(&store), &Image::expired("photos/b.jpg", 10)).await;
 
-    let output = Janitor::new(&pool, &store)
-        .run(&["run", "expired", "--dry-run"])
-        .await
-        .expect_code(0);
+    let output = Janitor::new(&pool, &store).run(&["run", "expired", "--dry-run"]).await.expect_code(0);
 
     let text = &output.stdout;
     assert!(text.contains("cleanup_expired_images completed"), "{text}");

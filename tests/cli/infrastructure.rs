@@ -15,47 +15,21 @@ const UNREACHABLE: &str = "postgres://janitor:s3cret-pw@127.0.0.1:1/janitor";
 #[tokio::test]
 async fn run_against_an_unreachable_database_fails_without_leaking_the_password() {
     let store = Store::new();
-    let output = Janitor::at(UNREACHABLE, store.root())
-        .run(&["run", "expired", "--json"])
-        .await
-        .expect_code(1);
+    let output = Janitor::at(UNREACHABLE, store.root()).run(&["run", "expired", "--json"]).await.expect_code(1);
 
-    assert!(
-        output.stderr.contains("cannot connect to the database"),
-        "stderr names the database:\n{}",
-        output.stderr
-    );
+    assert!(output.stderr.contains("cannot connect to the database"), "stderr names the database:\n{}", output.stderr);
     assert!(output.stderr.contains("127.0.0.1:1"), "{}", output.stderr);
-    assert!(
-        !output.all().contains("s3cret-pw"),
-        "password leaked:\n{}",
-        output.all()
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "no result is printed: {}",
-        output.stdout
-    );
+    assert!(!output.all().contains("s3cret-pw"), "password leaked:\n{}", output.all());
+    assert!(output.stdout.is_empty(), "no result is printed: {}", output.stdout);
 }
 
 #[tokio::test]
 async fn migrate_against_an_unreachable_server_fails_without_leaking_the_password() {
     let store = Store::new();
-    let output = Janitor::at(UNREACHABLE, store.root())
-        .run(&["migrate"])
-        .await
-        .expect_code(1);
+    let output = Janitor::at(UNREACHABLE, store.root()).run(&["migrate"]).await.expect_code(1);
 
-    assert!(
-        output.stderr.contains("cannot connect to the database"),
-        "stderr names the database:\n{}",
-        output.stderr
-    );
-    assert!(
-        !output.all().contains("s3cret-pw"),
-        "password leaked:\n{}",
-        output.all()
-    );
+    assert!(output.stderr.contains("cannot connect to the database"), "stderr names the database:\n{}", output.stderr);
+    assert!(!output.all().contains("s3cret-pw"), "password leaked:\n{}", output.all());
 }
 
 /// The URL of a database named `name` on the test server.
@@ -103,29 +77,16 @@ async fn check_migrate(pool: &PgPool, name: &str, url: &str) {
     let store = Store::new();
     let janitor = Janitor::at(url, store.root());
     let first = janitor.run(&["migrate"]).await.expect_code(0);
-    assert!(
-        first.stderr.contains("created database"),
-        "{}",
-        first.stderr
-    );
+    assert!(first.stderr.contains("created database"), "{}", first.stderr);
     assert!(database_exists(pool, name).await, "migrate created {name}");
 
     let second = janitor.run(&["migrate"]).await.expect_code(0);
-    assert!(
-        !second.stderr.contains("created database"),
-        "{}",
-        second.stderr
-    );
+    assert!(!second.stderr.contains("created database"), "{}", second.stderr);
 
-    let migrated = PgPool::connect(url)
-        .await
-        .expect("connect to the new database");
+    let migrated = PgPool::connect(url).await.expect("connect to the new database");
     for table in ["job_results", "images", "face_swap_tasks"] {
-        let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-            .bind(table)
-            .fetch_one(&migrated)
-            .await
-            .unwrap();
+        let present: bool =
+            sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(table).fetch_one(&migrated).await.unwrap();
         assert!(present, "{table} exists after migrate");
     }
     migrated.close().await;
@@ -135,18 +96,7 @@ async fn check_migrate(pool: &PgPool, name: &str, url: &str) {
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn migrate_on_a_migrated_database_is_a_no_op(pool: PgPool) {
     let store = Store::new();
-    let output = Janitor::new(&pool, &store)
-        .run(&["migrate"])
-        .await
-        .expect_code(0);
-    assert!(
-        output.stderr.contains("migrations applied"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        !output.stderr.contains("created database"),
-        "{}",
-        output.stderr
-    );
+    let output = Janitor::new(&pool, &store).run(&["migrate"]).await.expect_code(0);
+    assert!(output.stderr.contains("migrations applied"), "{}", output.stderr);
+    assert!(!output.stderr.contains("created database"), "{}", output.stderr);
 }

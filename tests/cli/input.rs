@@ -11,32 +11,16 @@ use crate::support::{count_images, insert_image, insert_task, Image, Store, Task
 /// that the run was refused with `message` and touched nothing.
 async fn assert_refused(pool: &PgPool, args: &[&str], message: &str) {
     let store = Store::new();
-    insert_image(
-        pool,
-        Some(&store),
-        &Image::expired("photos/expired.jpg", 10).session("s1"),
-    )
-    .await;
+    insert_image(pool, Some(&store), &Image::expired("photos/expired.jpg", 10).session("s1")).await;
     let result = insert_image(pool, Some(&store), &Image::permanent("results/old.jpg", 10)).await;
-    let images = TaskImages {
-        result: Some(result),
-        ..TaskImages::default()
-    };
+    let images = TaskImages { result: Some(result), ..TaskImages::default() };
     insert_task(pool, "completed", images, Some(400)).await;
     store.write_old("photos/orphan.jpg", 10);
 
     let output = Janitor::new(pool, &store).run(args).await.expect_code(2);
 
-    assert!(
-        output.stderr.contains(message),
-        "stderr should contain {message:?}:\n{}",
-        output.stderr
-    );
-    assert!(
-        output.stdout.is_empty(),
-        "nothing on stdout: {}",
-        output.stdout
-    );
+    assert!(output.stderr.contains(message), "stderr should contain {message:?}:\n{}", output.stderr);
+    assert!(output.stdout.is_empty(), "nothing on stdout: {}", output.stdout);
     assert_eq!(count_jobs(pool).await, 0, "no job was recorded");
     assert_eq!(count_images(pool).await, 2, "no row was deleted");
     for path in ["photos/expired.jpg", "results/old.jpg", "photos/orphan.jpg"] {
@@ -48,22 +32,12 @@ const DAYS_OLD_RANGE: &str = "days_old must be an integer from 1 to 36500";
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn empty_session_id_is_refused(pool: PgPool) {
-    assert_refused(
-        &pool,
-        &["run", "session", ""],
-        "session id must not be empty",
-    )
-    .await;
+    assert_refused(&pool, &["run", "session", ""], "session id must not be empty").await;
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn zero_days_old_is_refused(pool: PgPool) {
-    assert_refused(
-        &pool,
-        &["run", "old-results", "--days-old", "0"],
-        DAYS_OLD_RANGE,
-    )
-    .await;
+    assert_refused(&pool, &["run", "old-results", "--days-old", "0"], DAYS_OLD_RANGE).await;
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -75,23 +49,13 @@ async fn negative_days_old_is_refused(pool: PgPool) {
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn non_numeric_days_old_is_refused(pool: PgPool) {
     let message = format!("{DAYS_OLD_RANGE}, got \"abc\"");
-    assert_refused(
-        &pool,
-        &["run", "old-results", "--days-old", "abc"],
-        &message,
-    )
-    .await;
+    assert_refused(&pool, &["run", "old-results", "--days-old", "abc"], &message).await;
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn days_old_past_a_hundred_years_is_refused(pool: PgPool) {
     let message = format!("{DAYS_OLD_RANGE}, got 36501");
-    assert_refused(
-        &pool,
-        &["run", "old-results", "--days-old", "36501"],
-        &message,
-    )
-    .await;
+    assert_refused(&pool, &["run", "old-results", "--days-old", "36501"], &message).await;
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -107,10 +71,5 @@ async fn unparseable_min_age_is_refused(pool: PgPool) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn unknown_operation_is_refused(pool: PgPool) {
-    assert_refused(
-        &pool,
-        &["run", "explode"],
-        "unrecognized subcommand 'explode'",
-    )
-    .await;
+    assert_refused(&pool, &["run", "explode"], "unrecognized subcommand 'explode'").await;
 }

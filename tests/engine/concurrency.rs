@@ -55,10 +55,7 @@ async fn tasks_created_during_cleanup_keep_their_images(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    assert!(
-        broken.is_empty(),
-        "pending tasks lost their images: {broken:?}"
-    );
+    assert!(broken.is_empty(), "pending tasks lost their images: {broken:?}");
     let paths: Vec<String> = sqlx::query_scalar(
         "SELECT i.storage_path FROM face_swap_tasks t JOIN images i ON i.id = t.husband_photo_id WHERE t.status = 'pending'",
     )
@@ -67,10 +64,7 @@ async fn tasks_created_during_cleanup_keep_their_images(pool: PgPool) {
     .unwrap();
     assert_eq!(paths.len() as i64, created);
     for path in paths {
-        assert!(
-            store.exists(&path),
-            "file of an in-use image was deleted: {path}"
-        );
+        assert!(store.exists(&path), "file of an in-use image was deleted: {path}");
     }
     assert_eq!(count_images(&pool).await, 600 - record.deleted_count);
 }

@@ -3,28 +3,19 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use janitor_workers::{
-    CleanupJob, Engine, EngineSettings, JobRecord, JobSpec, RunControl, RunOutcome,
-};
+use janitor_workers::{CleanupJob, Engine, EngineSettings, JobRecord, JobSpec, RunControl, RunOutcome};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::support::Store;
 
 pub fn engine(pool: &PgPool, store: &Store, batch_size: usize) -> Engine {
-    let settings = EngineSettings {
-        batch_size,
-        unlink_concurrency: 4,
-        ..EngineSettings::default()
-    };
+    let settings = EngineSettings { batch_size, unlink_concurrency: 4, ..EngineSettings::default() };
     Engine::new(pool.clone(), store.root(), settings)
 }
 
 pub fn spec(job: CleanupJob) -> JobSpec {
-    JobSpec {
-        job,
-        dry_run: false,
-    }
+    JobSpec { job, dry_run: false }
 }
 
 pub fn dry(job: CleanupJob) -> JobSpec {
@@ -37,13 +28,11 @@ pub async fn run(engine: &Engine, spec: &JobSpec) -> JobRecord {
 }
 
 pub async fn run_as(engine: &Engine, job_id: Uuid, spec: &JobSpec) -> JobRecord {
-    let control = RunControl {
-        worker: "test".into(),
-        ..RunControl::default()
-    };
+    let control = RunControl { worker: "test".into(), ..RunControl::default() };
     match engine.run(job_id, spec, &control).await.expect("job runs") {
         RunOutcome::Finished(record) => *record,
         RunOutcome::Interrupted => panic!("job was interrupted"),
+        RunOutcome::Duplicate => panic!("job was refused as a duplicate"),
     }
 }
 
@@ -51,10 +40,7 @@ pub async fn run_as(engine: &Engine, job_id: Uuid, spec: &JobSpec) -> JobRecord 
 /// crash right after a commit would.
 pub async fn run_until(engine: &Engine, job_id: Uuid, spec: &JobSpec, batches: u64) -> RunOutcome {
     let seen = Arc::new(AtomicU64::new(0));
-    let control = RunControl {
-        worker: "test-crashing".into(),
-        ..RunControl::default()
-    };
+    let control = RunControl { worker: "test-crashing".into(), ..RunControl::default() };
     let cancel = control.cancel.clone();
     let counter = Arc::clone(&seen);
     let control = RunControl {

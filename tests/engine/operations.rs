@@ -5,21 +5,14 @@ use janitor_workers::{CleanupJob, DaysOld, SessionId};
 use sqlx::PgPool;
 
 use crate::harness::{dry, engine, run, spec};
-use crate::support::{
-    count_images, image_exists, insert_image, insert_task, Image, Store, TaskImages,
-};
+use crate::support::{count_images, image_exists, insert_image, insert_task, Image, Store, TaskImages};
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn expired_deletes_only_expired_temporary_images(pool: PgPool) {
     let store = Store::new();
     let gone = [
         insert_image(&pool, Some(&store), &Image::expired("photos/a.jpg", 100)).await,
-        insert_image(
-            &pool,
-            Some(&store),
-            &Image::expired("preprocessed/b.jpg", 50),
-        )
-        .await,
+        insert_image(&pool, Some(&store), &Image::expired("preprocessed/b.jpg", 50)).await,
     ];
     let kept = [
         insert_image(&pool, Some(&store), &Image::fresh("photos/fresh.jpg", 7)).await,
@@ -47,28 +40,11 @@ async fn expired_deletes_only_expired_temporary_images(pool: PgPool) {
 async fn session_deletes_all_of_a_sessions_images_and_nothing_else(pool: PgPool) {
     let store = Store::new();
     let mine = [
-        insert_image(
-            &pool,
-            Some(&store),
-            &Image::fresh("photos/s1/a.jpg", 10).session("s1"),
-        )
-        .await,
-        insert_image(
-            &pool,
-            Some(&store),
-            &Image::permanent("results/s1.jpg", 20).session("s1"),
-        )
-        .await,
+        insert_image(&pool, Some(&store), &Image::fresh("photos/s1/a.jpg", 10).session("s1")).await,
+        insert_image(&pool, Some(&store), &Image::permanent("results/s1.jpg", 20).session("s1")).await,
     ];
-    let other = insert_image(
-        &pool,
-        Some(&store),
-        &Image::fresh("photos/s2/a.jpg", 10).session("s2"),
-    )
-    .await;
-    let job = CleanupJob::Session {
-        session_id: SessionId::parse("s1").unwrap(),
-    };
+    let other = insert_image(&pool, Some(&store), &Image::fresh("photos/s2/a.jpg", 10).session("s2")).await;
+    let job = CleanupJob::Session { session_id: SessionId::parse("s1").unwrap() };
     let record = run(&engine(&pool, &store, 1000), &spec(job)).await;
 
     assert_eq!((record.deleted_count, record.deleted_bytes), (2, 30));
@@ -83,46 +59,22 @@ async fn session_deletes_all_of_a_sessions_images_and_nothing_else(pool: PgPool)
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn old_results_delete_result_images_and_keep_the_tasks(pool: PgPool) {
     let store = Store::new();
-    let old = insert_image(
-        &pool,
-        Some(&store),
-        &Image::permanent("results/old.jpg", 40),
-    )
-    .await;
-    let old_failed = insert_image(
-        &pool,
-        Some(&store),
-        &Image::permanent("results/oldf.jpg", 2),
-    )
-    .await;
-    let recent = insert_image(
-        &pool,
-        Some(&store),
-        &Image::permanent("results/new.jpg", 40),
-    )
-    .await;
+    let old = insert_image(&pool, Some(&store), &Image::permanent("results/old.jpg", 40)).await;
+    let old_failed = insert_image(&pool, Some(&store), &Image::permanent("results/oldf.jpg", 2)).await;
+    let recent = insert_image(&pool, Some(&store), &Image::permanent("results/new.jpg", 40)).await;
     let input = insert_image(&pool, Some(&store), &Image::permanent("photos/in.jpg", 40)).await;
-    let with = |result| TaskImages {
-        husband: Some(input),
-        result: Some(result),
-        ..TaskImages::default()
-    };
+    let with = |result| TaskImages { husband: Some(input), result: Some(result), ..TaskImages::default() };
     let old_task = insert_task(&pool, "completed", with(old), Some(45)).await;
     insert_task(&pool, "failed", with(old_failed), Some(31)).await;
     insert_task(&pool, "completed", with(recent), Some(5)).await;
 
-    let job = CleanupJob::OldResults {
-        days_old: DaysOld::new(30).unwrap(),
-    };
+    let job = CleanupJob::OldResults { days_old: DaysOld::new(30).unwrap() };
     let record = run(&engine(&pool, &store, 1000), &spec(job)).await;
 
     assert_eq!((record.deleted_count, record.deleted_bytes), (2, 42));
     assert!(!image_exists(&pool, old).await && !store.exists("results/old.jpg"));
     assert!(image_exists(&pool, recent).await && store.exists("results/new.jpg"));
-    assert!(
-        image_exists(&pool, input).await,
-        "inputs of old tasks are not results"
-    );
+    assert!(image_exists(&pool, input).await, "inputs of old tasks are not results");
     let (tasks, result_id): (i64, Option<i64>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM face_swap_tasks), result_image_id FROM face_swap_tasks WHERE id = $1",
     )
@@ -130,11 +82,7 @@ async fn old_results_delete_result_images_and_keep_the_tasks(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(
-        (tasks, result_id),
-        (3, None),
-        "task rows stay, with result_image_id cleared"
-    );
+    assert_eq!((tasks, result_id), (3, None), "task rows stay, with result_image_id cleared");
     let result = record.result.unwrap();
     assert_eq!(result["days_old"], 30);
     assert!(result["cutoff_date"].is_string());
@@ -156,14 +104,8 @@ async fn orphaned_deletes_unreferenced_old_files_only(pool: PgPool) {
     assert_eq!((record.deleted_count, record.deleted_bytes), (2, 15));
     assert!(!store.exists("photos/deep/er/orphan.jpg") && !store.exists("templates/orphan.png"));
     assert!(store.exists("photos/known.jpg"), "referenced");
-    assert!(
-        store.exists("results/just-written.jpg"),
-        "inside the grace period"
-    );
-    assert!(
-        store.exists("stray-at-root.jpg"),
-        "outside the category folders"
-    );
+    assert!(store.exists("results/just-written.jpg"), "inside the grace period");
+    assert!(store.exists("stray-at-root.jpg"), "outside the category folders");
     assert_eq!(record.result.unwrap()["files_scanned"], 4);
 }
 
@@ -171,23 +113,10 @@ async fn orphaned_deletes_unreferenced_old_files_only(pool: PgPool) {
 async fn all_runs_every_phase_and_nests_their_results(pool: PgPool) {
     let store = Store::new();
     insert_image(&pool, Some(&store), &Image::expired("photos/e.jpg", 1)).await;
-    let result_image =
-        insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 10)).await;
-    insert_task(
-        &pool,
-        "completed",
-        TaskImages {
-            result: Some(result_image),
-            ..TaskImages::default()
-        },
-        Some(40),
-    )
-    .await;
+    let result_image = insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 10)).await;
+    insert_task(&pool, "completed", TaskImages { result: Some(result_image), ..TaskImages::default() }, Some(40)).await;
     store.write_old("photos/orphan.jpg", 100);
-    let job = CleanupJob::All {
-        days_old: DaysOld::new(30).unwrap(),
-        min_age_secs: 60,
-    };
+    let job = CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 60 };
     let record = run(&engine(&pool, &store, 1000), &spec(job)).await;
 
     assert_eq!((record.deleted_count, record.deleted_bytes), (3, 111));
@@ -202,44 +131,18 @@ async fn all_runs_every_phase_and_nests_their_results(pool: PgPool) {
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn dry_runs_change_nothing_but_report_and_record(pool: PgPool) {
     let store = Store::new();
-    let expired = insert_image(
-        &pool,
-        Some(&store),
-        &Image::expired("photos/e.jpg", 9).session("s"),
-    )
-    .await;
-    let result_image =
-        insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 10)).await;
-    insert_task(
-        &pool,
-        "completed",
-        TaskImages {
-            result: Some(result_image),
-            ..TaskImages::default()
-        },
-        Some(40),
-    )
-    .await;
+    let expired = insert_image(&pool, Some(&store), &Image::expired("photos/e.jpg", 9).session("s")).await;
+    let result_image = insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 10)).await;
+    insert_task(&pool, "completed", TaskImages { result: Some(result_image), ..TaskImages::default() }, Some(40)).await;
     store.write_old("photos/orphan.jpg", 100);
     let engine = engine(&pool, &store, 1000);
     let days_old = DaysOld::new(30).unwrap();
     let jobs = [
         (CleanupJob::Expired, 1),
-        (
-            CleanupJob::Session {
-                session_id: SessionId::parse("s").unwrap(),
-            },
-            1,
-        ),
+        (CleanupJob::Session { session_id: SessionId::parse("s").unwrap() }, 1),
         (CleanupJob::OldResults { days_old }, 1),
         (CleanupJob::Orphaned { min_age_secs: 60 }, 1),
-        (
-            CleanupJob::All {
-                days_old,
-                min_age_secs: 60,
-            },
-            3,
-        ),
+        (CleanupJob::All { days_old, min_age_secs: 60 }, 3),
     ];
     for (job, would_delete) in jobs {
         let record = run(&engine, &dry(job.clone())).await;
@@ -247,15 +150,9 @@ async fn dry_runs_change_nothing_but_report_and_record(pool: PgPool) {
         assert!(record.dry_run && record.status == "completed");
     }
     assert!(image_exists(&pool, expired).await && image_exists(&pool, result_image).await);
-    assert!(
-        store.exists("photos/e.jpg")
-            && store.exists("results/r.jpg")
-            && store.exists("photos/orphan.jpg")
-    );
-    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE dry_run")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    assert!(store.exists("photos/e.jpg") && store.exists("results/r.jpg") && store.exists("photos/orphan.jpg"));
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM job_results WHERE dry_run").fetch_one(&pool).await.unwrap();
     assert_eq!(recorded, 5);
 }
 
@@ -265,38 +162,14 @@ async fn stats_count_what_could_be_cleaned(pool: PgPool) {
     let used = insert_image(&pool, None, &Image::expired("photos/e2.jpg", 50)).await;
     insert_image(&pool, None, &Image::fresh("photos/f.jpg", 1)).await;
     let result_image = insert_image(&pool, None, &Image::permanent("results/r.jpg", 10)).await;
-    insert_task(
-        &pool,
-        "completed",
-        TaskImages {
-            result: Some(result_image),
-            ..TaskImages::default()
-        },
-        Some(40),
-    )
-    .await;
-    insert_task(
-        &pool,
-        "pending",
-        TaskImages {
-            wife: Some(used),
-            ..TaskImages::default()
-        },
-        None,
-    )
-    .await;
+    insert_task(&pool, "completed", TaskImages { result: Some(result_image), ..TaskImages::default() }, Some(40)).await;
+    insert_task(&pool, "pending", TaskImages { wife: Some(used), ..TaskImages::default() }, None).await;
 
     let stats = janitor_workers::jobs::stats::collect(&pool).await.unwrap();
     assert_eq!((stats.expired_images, stats.expired_images_bytes), (2, 150));
     assert_eq!(stats.expired_images_in_use, 1);
-    assert_eq!(
-        (stats.temporary_images, stats.temporary_images_bytes),
-        (3, 151)
-    );
-    assert_eq!(
-        (stats.old_task_results_30d, stats.old_task_results_30d_bytes),
-        (1, 10)
-    );
+    assert_eq!((stats.temporary_images, stats.temporary_images_bytes), (3, 151));
+    assert_eq!((stats.old_task_results_30d, stats.old_task_results_30d_bytes), (1, 10));
     assert_eq!(stats.total_images, 4);
     assert_eq!(stats.reclaimable_bytes, 160);
 }

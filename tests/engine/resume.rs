@@ -8,9 +8,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::harness::{engine, run_as, run_until, spec};
-use crate::support::{
-    count_images, insert_image, insert_task, seed_expired, Image, Store, TaskImages,
-};
+use crate::support::{count_images, insert_image, insert_task, seed_expired, Image, Store, TaskImages};
 
 async fn status_and_count(pool: &PgPool, job_id: Uuid) -> (String, i64) {
     sqlx::query_as("SELECT status, deleted_count FROM job_results WHERE job_id = $1")
@@ -28,14 +26,8 @@ async fn a_stopped_job_resumes_from_its_checkpoint_with_exact_counts(pool: PgPoo
     let job_id = Uuid::new_v4();
     let job = spec(CleanupJob::Expired);
 
-    assert!(matches!(
-        run_until(&engine, job_id, &job, 2).await,
-        RunOutcome::Interrupted
-    ));
-    assert_eq!(
-        status_and_count(&pool, job_id).await,
-        ("running".into(), 20)
-    );
+    assert!(matches!(run_until(&engine, job_id, &job, 2).await, RunOutcome::Interrupted));
+    assert_eq!(status_and_count(&pool, job_id).await, ("running".into(), 20));
     assert_eq!(count_images(&pool).await, 35);
 
     let record = run_as(&engine, job_id, &job).await;
@@ -54,26 +46,18 @@ async fn a_crash_between_unlink_and_commit_is_healed_by_the_rerun(pool: PgPool) 
     run_until(&engine, job_id, &job, 1).await;
     // What a worker that died after unlinking the second batch's files, but
     // before committing it, leaves behind: rows whose files are gone.
-    let paths: Vec<String> = sqlx::query_scalar(
-        "SELECT storage_path FROM images WHERE id = ANY($1) ORDER BY id LIMIT 10",
-    )
-    .bind(&ids)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    let paths: Vec<String> =
+        sqlx::query_scalar("SELECT storage_path FROM images WHERE id = ANY($1) ORDER BY id LIMIT 10")
+            .bind(&ids)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     for path in &paths {
         std::fs::remove_file(store.path(path)).unwrap();
     }
 
     let record = run_as(&engine, job_id, &job).await;
-    assert_eq!(
-        (
-            record.deleted_count,
-            record.deleted_bytes,
-            record.error_count
-        ),
-        (30, 300, 0)
-    );
+    assert_eq!((record.deleted_count, record.deleted_bytes, record.error_count), (30, 300, 0));
     assert_eq!(count_images(&pool).await, 0);
     let left = walkdir::WalkDir::new(store.path("photos"))
         .into_iter()
@@ -87,36 +71,16 @@ async fn all_resumes_in_the_phase_it_stopped_in(pool: PgPool) {
     let store = Store::new();
     seed_expired(&pool, &store, 20, 1).await;
     for i in 0..20 {
-        let image = insert_image(
-            &pool,
-            Some(&store),
-            &Image::permanent(&format!("results/{i}.jpg"), 2),
-        )
-        .await;
-        insert_task(
-            &pool,
-            "completed",
-            TaskImages {
-                result: Some(image),
-                ..TaskImages::default()
-            },
-            Some(60),
-        )
-        .await;
+        let image = insert_image(&pool, Some(&store), &Image::permanent(&format!("results/{i}.jpg"), 2)).await;
+        insert_task(&pool, "completed", TaskImages { result: Some(image), ..TaskImages::default() }, Some(60)).await;
         store.write_old(&format!("templates/orphans/{i}.png"), 3);
     }
     let engine = engine(&pool, &store, 10);
     let job_id = Uuid::new_v4();
-    let job = spec(CleanupJob::All {
-        days_old: DaysOld::new(30).unwrap(),
-        min_age_secs: 60,
-    });
+    let job = spec(CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 60 });
     // Two batches finish the expired phase; the third is old results' first.
     run_until(&engine, job_id, &job, 3).await;
-    assert_eq!(
-        status_and_count(&pool, job_id).await,
-        ("running".into(), 30)
-    );
+    assert_eq!(status_and_count(&pool, job_id).await, ("running".into(), 30));
 
     let record = run_as(&engine, job_id, &job).await;
     let result = record.result.unwrap();
@@ -136,10 +100,7 @@ async fn the_orphan_sweep_resumes_after_its_last_path(pool: PgPool) {
     let job_id = Uuid::new_v4();
     let job = spec(CleanupJob::Orphaned { min_age_secs: 60 });
     run_until(&engine, job_id, &job, 1).await;
-    assert_eq!(
-        status_and_count(&pool, job_id).await,
-        ("running".into(), 10)
-    );
+    assert_eq!(status_and_count(&pool, job_id).await, ("running".into(), 10));
 
     let record = run_as(&engine, job_id, &job).await;
     assert_eq!((record.deleted_count, record.deleted_bytes), (25, 100));
@@ -156,25 +117,18 @@ async fn a_finished_job_run_again_does_nothing(pool: PgPool) {
     seed_expired(&pool, &store, 2, 1).await;
 
     let again = run_as(&engine, job_id, &spec(CleanupJob::Expired)).await;
-    assert_eq!(
-        (again.deleted_count, again.attempts),
-        (first.deleted_count, 1)
-    );
-    assert_eq!(
-        count_images(&pool).await,
-        2,
-        "a duplicate delivery deletes nothing more"
-    );
+    assert_eq!((again.deleted_count, again.attempts), (first.deleted_count, 1));
+    assert_eq!(count_images(&pool).await, 2, "a duplicate delivery deletes nothing more");
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_superseded_lease_cannot_commit(pool: PgPool) {
     let job = spec(CleanupJob::Expired);
     let job_id = Uuid::new_v4();
-    let Start::Run(old, _, _) = results::start(&pool, job_id, &job, "a").await.unwrap() else {
+    let Start::Run(old, _, _) = results::start(&pool, job_id, &job, "a", None).await.unwrap() else {
         panic!("fresh job")
     };
-    let Start::Run(new, _, now) = results::start(&pool, job_id, &job, "b").await.unwrap() else {
+    let Start::Run(new, _, now) = results::start(&pool, job_id, &job, "b", None).await.unwrap() else {
         panic!("running job")
     };
     assert!(new.epoch > old.epoch);
@@ -183,9 +137,7 @@ async fn a_superseded_lease_cannot_commit(pool: PgPool) {
     let mut conn = pool.acquire().await.unwrap();
     let stale = results::save_progress(&mut conn, old, &progress).await;
     assert!(matches!(stale, Err(StoreError::LeaseLost(id)) if id == job_id));
-    results::save_progress(&mut conn, new, &progress)
-        .await
-        .unwrap();
+    results::save_progress(&mut conn, new, &progress).await.unwrap();
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -195,9 +147,34 @@ async fn a_job_id_cannot_be_reused_for_another_operation(pool: PgPool) {
     let job_id = Uuid::new_v4();
     run_as(&engine, job_id, &spec(CleanupJob::Expired)).await;
     let other = spec(CleanupJob::Orphaned { min_age_secs: 1 });
-    let err = engine
-        .run(job_id, &other, &Default::default())
-        .await
-        .unwrap_err();
+    let err = engine.run(job_id, &other, &Default::default()).await.unwrap_err();
     assert!(err.to_string().contains("already recorded"), "{err}");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_second_entry_of_a_live_job_is_a_duplicate_but_a_rescue_takes_over(pool: PgPool) {
+    let job = spec(CleanupJob::Expired);
+    let job_id = Uuid::new_v4();
+    let lease = std::time::Duration::from_secs(30);
+    let first = results::Claim { entry_id: "1-0", lease };
+    let Start::Run(held, _, _) = results::start(&pool, job_id, &job, "a", Some(&first)).await.unwrap() else {
+        panic!("fresh job")
+    };
+    // Another entry of the same job, while the holder is alive: refused.
+    let other = results::Claim { entry_id: "2-0", lease };
+    let busy = results::start(&pool, job_id, &job, "b", Some(&other)).await.unwrap();
+    assert!(matches!(busy, Start::Busy(_)));
+    // The same entry, rescued after the lease: takes over.
+    let Start::Run(rescued, _, _) = results::start(&pool, job_id, &job, "c", Some(&first)).await.unwrap() else {
+        panic!("a rescue of the same entry takes over")
+    };
+    assert!(rescued.epoch > held.epoch);
+    // Any entry, once the holder has been quiet for longer than the lease.
+    sqlx::query("UPDATE job_results SET updated_at = now() - interval '1 minute' WHERE job_id = $1")
+        .bind(job_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let stale = results::start(&pool, job_id, &job, "b", Some(&other)).await.unwrap();
+    assert!(matches!(stale, Start::Run(..)));
 }

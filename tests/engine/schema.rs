@@ -4,11 +4,7 @@ use janitor_workers::MIGRATOR;
 use sqlx::PgPool;
 
 async fn table_exists(pool: &PgPool, name: &str) -> bool {
-    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
-        .bind(name)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL").bind(name).fetch_one(pool).await.unwrap()
 }
 
 #[sqlx::test(migrations = false)]
@@ -45,10 +41,7 @@ async fn the_apps_own_tables_are_left_alone(pool: PgPool) {
     .unwrap();
     assert!(has_note, "the app's table must not be replaced");
     MIGRATOR.undo(&pool, 0).await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM images")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM images").fetch_one(&pool).await.unwrap();
     assert_eq!(rows, 1, "reverting must not drop the app's table");
     assert!(!table_exists(&pool, "janitor_images_session").await);
 }

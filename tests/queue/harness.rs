@@ -55,10 +55,7 @@ impl Env {
             .env("REDIS_URL", &self.redis_url)
             .env("JANITOR_QUEUE", &self.prefix)
             .env("JANITOR_STORAGE_ROOT", self.store.root())
-            .env(
-                "RUST_LOG",
-                std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .kill_on_drop(true);
         command
     }
@@ -71,13 +68,8 @@ impl Env {
     /// Starts a long-running `janitor <args>` process.
     pub fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Worker {
         let mut command = self.command(args);
-        command
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        Worker {
-            child: command.spawn().expect("janitor starts"),
-        }
+        command.envs(env.iter().copied()).stdout(Stdio::null()).stderr(Stdio::inherit());
+        Worker { child: command.spawn().expect("janitor starts") }
     }
 
     /// Runs the CLI to its end; returns (exit code, stdout, stderr).
@@ -92,9 +84,7 @@ impl Env {
 
     /// `janitor enqueue <args> --json`; returns the job id.
     pub async fn enqueue(&self, args: &[&str]) -> Uuid {
-        let (code, stdout, stderr) = self
-            .janitor(&[&["enqueue"], args, &["--json"]].concat())
-            .await;
+        let (code, stdout, stderr) = self.janitor(&[&["enqueue"], args, &["--json"]].concat()).await;
         assert_eq!(code, 0, "enqueue failed: {stderr}");
         let reply: Value = serde_json::from_str(&stdout).expect("enqueue prints JSON");
         reply["job_id"].as_str().unwrap().parse().unwrap()
@@ -113,17 +103,10 @@ impl Env {
     pub async fn finished(&self, job_id: Uuid, timeout: Duration) -> JobRow {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(row) = self
-                .job(job_id)
-                .await
-                .filter(|row| row.0 == "completed" || row.0 == "failed")
-            {
+            if let Some(row) = self.job(job_id).await.filter(|row| row.0 == "completed" || row.0 == "failed") {
                 return row;
             }
-            assert!(
-                Instant::now() < deadline,
-                "job {job_id} did not finish within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "job {job_id} did not finish within {timeout:?}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -144,14 +127,10 @@ impl Env {
         let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
             return;
         };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut conn).await.unwrap_or_default();
         if !keys.is_empty() {
-            let _: redis::RedisResult<()> =
-                redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
         }
     }
 }
@@ -170,12 +149,7 @@ impl Worker {
     }
 
     pub async fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .await
-            .unwrap();
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().await.unwrap();
         assert!(status.success(), "kill -{name} failed");
     }
 
@@ -202,10 +176,7 @@ where
 {
     let deadline = Instant::now() + timeout;
     while !condition().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -220,16 +191,8 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self {
-            port,
-            child: None,
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut redis = Self { port, child: None, dir: tempfile::tempdir().unwrap() };
         redis.spawn().await;
         redis
     }
@@ -240,16 +203,7 @@ impl PrivateRedis {
 
     async fn spawn(&mut self) {
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -257,10 +211,7 @@ impl PrivateRedis {
             .expect("redis-server is installed");
         self.child = Some(child);
         let url = self.url();
-        wait_until("the private redis answers", Duration::from_secs(10), || {
-            ping(&url)
-        })
-        .await;
+        wait_until("the private redis answers", Duration::from_secs(10), || ping(&url)).await;
     }
 
     /// Kills the server (its data is gone) and starts a new one on the same port.
@@ -290,17 +241,10 @@ async fn ping(url: &str) -> bool {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return false;
     };
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
-        .await
-        .is_ok()
+    redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
 }
 
 /// The number of files under a folder, recursively.
 pub fn files_under(path: &Path) -> usize {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_file())
-        .count()
+    walkdir::WalkDir::new(path).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
 }

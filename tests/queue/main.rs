@@ -7,4 +7,8 @@ mod support;
 
 mod harness;
 
+mod crash;
+mod delivery;
+mod recovery;
+mod signals;
 mod smoke;

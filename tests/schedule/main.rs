@@ -47,17 +47,12 @@ pub fn scheduler(env: &Env, config: &Config, extra: &[(&str, &str)]) -> Worker {
 
 /// (scheduled_at, job_id, outcome, reason) of every recorded tick, in order.
 pub async fn ticks(pool: &PgPool) -> Vec<(DateTime<Utc>, Uuid, String, Option<String>)> {
-    sqlx::query_as(
-        "SELECT scheduled_at, job_id, outcome, reason FROM schedule_ticks ORDER BY scheduled_at",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap()
+    sqlx::query_as("SELECT scheduled_at, job_id, outcome, reason FROM schedule_ticks ORDER BY scheduled_at")
+        .fetch_all(pool)
+        .await
+        .unwrap()
 }
 
 pub async fn db_now(pool: &PgPool) -> DateTime<Utc> {
-    sqlx::query_scalar("SELECT now()")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT now()").fetch_one(pool).await.unwrap()
 }

@@ -23,12 +23,7 @@ async fn three_schedulers_give_each_tick_one_job(pool: PgPool) {
     let worker = env.worker(&[], &[]);
     let schedulers: Vec<_> = (0..3).map(|_| scheduler(&env, &config, &[])).collect();
     wait_until("four ticks have run", Duration::from_secs(30), || async {
-        job_rows(&env.pool)
-            .await
-            .iter()
-            .filter(|(_, s)| s == "completed")
-            .count()
-            >= 4
+        job_rows(&env.pool).await.iter().filter(|(_, s)| s == "completed").count() >= 4
     })
     .await;
     for scheduler in schedulers {
@@ -43,10 +38,7 @@ async fn three_schedulers_give_each_tick_one_job(pool: PgPool) {
     assert_eq!(jobs.len(), ticks.len(), "one job row per tick: {ticks:?}");
     let tick_jobs: HashSet<_> = ticks.iter().map(|t| t.1).collect();
     assert!(jobs.iter().all(|(id, _)| tick_jobs.contains(id)));
-    let gaps: Vec<_> = ticks
-        .windows(2)
-        .map(|w| (w[1].0 - w[0].0).num_seconds())
-        .collect();
+    let gaps: Vec<_> = ticks.windows(2).map(|w| (w[1].0 - w[0].0).num_seconds()).collect();
     assert!(gaps.iter().all(|g| *g == 2), "no tick was missed: {gaps:?}");
     env.cleanup_keys().await;
 }
@@ -57,39 +49,24 @@ async fn a_scheduler_killed_just_before_a_tick_changes_nothing(pool: PgPool) {
     let config = Config::every(3, "expired");
     let worker = env.worker(&[], &[]);
     let mut schedulers: Vec<_> = (0..3).map(|_| scheduler(&env, &config, &[])).collect();
-    wait_until("a first tick", Duration::from_secs(20), || async {
-        !ticks(&env.pool).await.is_empty()
-    })
-    .await;
+    wait_until("a first tick", Duration::from_secs(20), || async { !ticks(&env.pool).await.is_empty() }).await;
     let first = ticks(&env.pool).await[0].0;
     let next = first + chrono::Duration::seconds(3);
     // Just before the next tick, one replica dies without a word.
-    wait_until(
-        "just before the next tick",
-        Duration::from_secs(10),
-        || async { db_now(&env.pool).await >= next - chrono::Duration::milliseconds(200) },
-    )
+    wait_until("just before the next tick", Duration::from_secs(10), || async {
+        db_now(&env.pool).await >= next - chrono::Duration::milliseconds(200)
+    })
     .await;
     schedulers.pop().unwrap().kill9().await;
-    wait_until(
-        "the next tick's job completes",
-        Duration::from_secs(20),
-        || async {
-            let ticks = ticks(&env.pool).await;
-            let Some(tick) = ticks.iter().find(|t| t.0 == next) else {
-                return false;
-            };
-            env.job(tick.1)
-                .await
-                .is_some_and(|row| row.0 == "completed")
-        },
-    )
+    wait_until("the next tick's job completes", Duration::from_secs(20), || async {
+        let ticks = ticks(&env.pool).await;
+        let Some(tick) = ticks.iter().find(|t| t.0 == next) else {
+            return false;
+        };
+        env.job(tick.1).await.is_some_and(|row| row.0 == "completed")
+    })
     .await;
-    let at_next: Vec<_> = ticks(&env.pool)
-        .await
-        .into_iter()
-        .filter(|t| t.0 == next)
-        .collect();
+    let at_next: Vec<_> = ticks(&env.pool).await.into_iter().filter(|t| t.0 == next).collect();
     assert_eq!(at_next.len(), 1);
     assert_eq!(at_next[0].2, "enqueued");
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE job_id = $1")
@@ -111,48 +88,30 @@ async fn missed_ticks_run_once_when_a_scheduler_comes_back(pool: PgPool) {
     let config = Config::every(1, "expired");
     let worker = env.worker(&[], &[]);
     let first = scheduler(&env, &config, &[]);
-    wait_until("a first tick", Duration::from_secs(10), || async {
-        !ticks(&env.pool).await.is_empty()
-    })
-    .await;
+    wait_until("a first tick", Duration::from_secs(10), || async { !ticks(&env.pool).await.is_empty() }).await;
     first.kill9().await;
     let last_seen = ticks(&env.pool).await.last().unwrap().0;
     // Every scheduler is down across several ticks.
-    wait_until(
-        "three ticks pass unseen",
-        Duration::from_secs(10),
-        || async { db_now(&env.pool).await >= last_seen + chrono::Duration::milliseconds(3500) },
-    )
+    wait_until("three ticks pass unseen", Duration::from_secs(10), || async {
+        db_now(&env.pool).await >= last_seen + chrono::Duration::milliseconds(3500)
+    })
     .await;
     let back = scheduler(&env, &config, &[]);
-    wait_until(
-        "the missed ticks are recorded",
-        Duration::from_secs(10),
-        || async { ticks(&env.pool).await.len() >= 4 },
-    )
+    wait_until("the missed ticks are recorded", Duration::from_secs(10), || async {
+        ticks(&env.pool).await.len() >= 4
+    })
     .await;
     back.signal("TERM").await;
     worker.signal("TERM").await;
 
     let recorded = ticks(&env.pool).await;
-    let missed: Vec<_> = recorded
-        .iter()
-        .filter(|t| t.0 > last_seen && t.0 <= last_seen + chrono::Duration::seconds(3))
-        .collect();
-    assert_eq!(
-        missed.len(),
-        3,
-        "every missed tick is recorded: {recorded:?}"
-    );
+    let missed: Vec<_> =
+        recorded.iter().filter(|t| t.0 > last_seen && t.0 <= last_seen + chrono::Duration::seconds(3)).collect();
+    assert_eq!(missed.len(), 3, "every missed tick is recorded: {recorded:?}");
     let ran: Vec<_> = missed.iter().filter(|t| t.2 == "enqueued").collect();
     assert_eq!(ran.len(), 1, "the catch-up runs once: {missed:?}");
-    assert_eq!(
-        ran[0].0, missed[2].0,
-        "the newest missed tick is the one that runs"
-    );
-    assert!(missed[..2]
-        .iter()
-        .all(|t| t.3.as_deref().is_some_and(|r| r.starts_with("coalesced"))));
+    assert_eq!(ran[0].0, missed[2].0, "the newest missed tick is the one that runs");
+    assert!(missed[..2].iter().all(|t| t.3.as_deref().is_some_and(|r| r.starts_with("coalesced"))));
     env.cleanup_keys().await;
 }
 
@@ -161,10 +120,7 @@ async fn ticks_older_than_the_window_are_recorded_as_skipped(pool: PgPool) {
     let env = Env::new(pool);
     let config = Config::every(1, "expired");
     let first = scheduler(&env, &config, &[("JANITOR_CATCH_UP", "500ms")]);
-    wait_until("a first tick", Duration::from_secs(10), || async {
-        !ticks(&env.pool).await.is_empty()
-    })
-    .await;
+    wait_until("a first tick", Duration::from_secs(10), || async { !ticks(&env.pool).await.is_empty() }).await;
     first.kill9().await;
     let last_seen = ticks(&env.pool).await.last().unwrap().0;
     wait_until("two ticks pass unseen", Duration::from_secs(10), || async {
@@ -172,16 +128,9 @@ async fn ticks_older_than_the_window_are_recorded_as_skipped(pool: PgPool) {
     })
     .await;
     let back = scheduler(&env, &config, &[("JANITOR_CATCH_UP", "500ms")]);
-    wait_until(
-        "the missed ticks are recorded",
-        Duration::from_secs(10),
-        || async {
-            ticks(&env.pool)
-                .await
-                .iter()
-                .any(|t| t.0 >= last_seen + chrono::Duration::seconds(2))
-        },
-    )
+    wait_until("the missed ticks are recorded", Duration::from_secs(10), || async {
+        ticks(&env.pool).await.iter().any(|t| t.0 >= last_seen + chrono::Duration::seconds(2))
+    })
     .await;
     back.signal("TERM").await;
 
@@ -195,11 +144,10 @@ async fn ticks_older_than_the_window_are_recorded_as_skipped(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!(skipped.len(), 2, "missed ticks have result rows");
-    assert!(skipped.iter().all(|(status, reason)| status == "skipped"
-        && reason.as_deref().is_some_and(|r| r.starts_with("missed"))));
-    let (code, stdout, _) = env
-        .janitor(&["results", "--status", "skipped", "--json"])
-        .await;
+    assert!(skipped
+        .iter()
+        .all(|(status, reason)| status == "skipped" && reason.as_deref().is_some_and(|r| r.starts_with("missed"))));
+    let (code, stdout, _) = env.janitor(&["results", "--status", "skipped", "--json"]).await;
     assert_eq!(code, 0);
     assert!(stdout.contains("missed"), "janitor results shows them");
     env.cleanup_keys().await;
@@ -209,30 +157,18 @@ async fn ticks_older_than_the_window_are_recorded_as_skipped(pool: PgPool) {
 async fn a_tick_during_a_running_job_of_the_same_operation_is_skipped(pool: PgPool) {
     let env = Env::new(pool);
     seed_expired(&env.pool, &env.store, 600, 1).await;
-    let pacing = [
-        ("JANITOR_BATCH_SIZE", "20"),
-        ("JANITOR_MAX_DELETES_PER_SEC", "100"),
-    ];
+    let pacing = [("JANITOR_BATCH_SIZE", "20"), ("JANITOR_MAX_DELETES_PER_SEC", "100")];
     let worker = env.worker(&[], &pacing);
     let config = Config::every(1, "expired");
     let scheduler = scheduler(&env, &config, &[]);
-    wait_until(
-        "a tick is skipped for overlap",
-        Duration::from_secs(20),
-        || async {
-            ticks(&env.pool)
-                .await
-                .iter()
-                .any(|t| t.3.as_deref().is_some_and(|r| r.starts_with("overlap")))
-        },
-    )
+    wait_until("a tick is skipped for overlap", Duration::from_secs(20), || async {
+        ticks(&env.pool).await.iter().any(|t| t.3.as_deref().is_some_and(|r| r.starts_with("overlap")))
+    })
     .await;
-    let running: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM job_results WHERE status IN ('queued', 'running')",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let running: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status IN ('queued', 'running')")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
     assert_eq!(running, 1, "never two copies at once");
     scheduler.signal("TERM").await;
     worker.signal("TERM").await;
@@ -245,29 +181,28 @@ async fn a_bad_configuration_stops_start_up_and_enqueues_nothing(pool: PgPool) {
     let cases = [
         ("[[schedule]]\nname = \"x\"\ncron = \"every night\"\noperation = \"all\"\n", "invalid cron expression"),
         ("[[schedule]]\nname = \"x\"\ncron = \"0 0 2 * * *\"\noperation = \"nuke\"\n", "unknown operation"),
-        ("[[schedule]]\nname = \"x\"\ncron = \"0 0 2 * * *\"\noperation = \"all\"\ntimezone = \"Nowhere\"\n", "unknown timezone"),
-        ("[[schedule]]\nname = \"x\"\ncron = \"0 0 2 * * *\"\noperation = \"all\"\ncolour = \"red\"\n", "unknown field"),
+        (
+            "[[schedule]]\nname = \"x\"\ncron = \"0 0 2 * * *\"\noperation = \"all\"\ntimezone = \"Nowhere\"\n",
+            "unknown timezone",
+        ),
+        (
+            "[[schedule]]\nname = \"x\"\ncron = \"0 0 2 * * *\"\noperation = \"all\"\ncolour = \"red\"\n",
+            "unknown field",
+        ),
     ];
     for (text, message) in cases {
         let config = Config::new(text);
-        let (code, _, stderr) = env
-            .janitor(&["--config", config.path.to_str().unwrap(), "scheduler"])
-            .await;
+        let (code, _, stderr) = env.janitor(&["--config", config.path.to_str().unwrap(), "scheduler"]).await;
         assert_eq!(code, 2, "{text}: {stderr}");
         assert!(stderr.contains(message), "{text}: {stderr}");
     }
-    let recorded: i64 = sqlx::query_scalar(
-        "SELECT (SELECT count(*) FROM job_results) + (SELECT count(*) FROM schedule_ticks)",
-    )
-    .fetch_one(&env.pool)
-    .await
-    .unwrap();
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT (SELECT count(*) FROM job_results) + (SELECT count(*) FROM schedule_ticks)")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
     assert_eq!(recorded, 0);
     let mut redis = env.redis().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", env.prefix))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", env.prefix)).query_async(&mut redis).await.unwrap();
     assert!(keys.is_empty(), "nothing enqueued: {keys:?}");
 }

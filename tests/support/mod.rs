@@ -43,12 +43,7 @@ impl Store {
     pub fn write_old(&self, relative: &str, size: usize) {
         self.write(relative, size);
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
-        fs::File::options()
-            .write(true)
-            .open(self.path(relative))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
+        fs::File::options().write(true).open(self.path(relative)).unwrap().set_modified(old).unwrap();
     }
 
     pub fn exists(&self, relative: &str) -> bool {
@@ -69,28 +64,15 @@ pub struct Image {
 
 impl Image {
     pub fn expired(path: &str, size: i64) -> Self {
-        Self {
-            path: path.to_owned(),
-            storage_type: "temporary",
-            session_id: None,
-            size,
-            expires_in_hours: Some(-1),
-        }
+        Self { path: path.to_owned(), storage_type: "temporary", session_id: None, size, expires_in_hours: Some(-1) }
     }
 
     pub fn fresh(path: &str, size: i64) -> Self {
-        Self {
-            expires_in_hours: Some(24),
-            ..Self::expired(path, size)
-        }
+        Self { expires_in_hours: Some(24), ..Self::expired(path, size) }
     }
 
     pub fn permanent(path: &str, size: i64) -> Self {
-        Self {
-            storage_type: "permanent",
-            expires_in_hours: None,
-            ..Self::expired(path, size)
-        }
+        Self { storage_type: "permanent", expires_in_hours: None, ..Self::expired(path, size) }
     }
 
     pub fn session(mut self, session_id: &str) -> Self {
@@ -142,12 +124,7 @@ pub struct TaskImages {
 }
 
 /// Inserts a task; `completed_days_ago` sets `completed_at`.
-pub async fn insert_task(
-    pool: &PgPool,
-    status: &str,
-    images: TaskImages,
-    completed_days_ago: Option<i64>,
-) -> i64 {
+pub async fn insert_task(pool: &PgPool, status: &str, images: TaskImages, completed_days_ago: Option<i64>) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO face_swap_tasks (husband_photo_id, wife_photo_id, template_id, result_image_id, status, completed_at)
          VALUES ($1, $2, $3, $4, $5, now() - make_interval(days => $6::int))
@@ -165,18 +142,11 @@ pub async fn insert_task(
 }
 
 pub async fn image_exists(pool: &PgPool, id: i64) -> bool {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM images WHERE id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM images WHERE id = $1)").bind(id).fetch_one(pool).await.unwrap()
 }
 
 pub async fn count_images(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM images")
-        .fetch_one(pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT count(*) FROM images").fetch_one(pool).await.unwrap()
 }
 
 /// The database URL of a `#[sqlx::test]` pool, for running the binary
@@ -185,10 +155,6 @@ pub fn database_url(pool: &PgPool) -> String {
     let options = pool.connect_options();
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for the tests");
     let mut url = url::Url::parse(&base).expect("DATABASE_URL parses");
-    url.set_path(
-        options
-            .get_database()
-            .expect("test pool names its database"),
-    );
+    url.set_path(options.get_database().expect("test pool names its database"));
     url.to_string()
 }

@@ -50,13 +50,7 @@ pub(crate) async fn enqueue_once<C: ConnectionLike>(
     job_id: Uuid,
     payload: &str,
 ) -> RedisResult<Option<String>> {
-    Script::new(ENQUEUE_ONCE)
-        .key(stream)
-        .key(ids)
-        .arg(job_id.to_string())
-        .arg(payload)
-        .invoke_async(conn)
-        .await
+    Script::new(ENQUEUE_ONCE).key(stream).key(ids).arg(job_id.to_string()).arg(payload).invoke_async(conn).await
 }
 
 pub(crate) async fn claim<C: ConnectionLike>(
@@ -65,12 +59,8 @@ pub(crate) async fn claim<C: ConnectionLike>(
     job_id: Uuid,
     ttl: Duration,
 ) -> RedisResult<Uuid> {
-    let holder: String = Script::new(CLAIM)
-        .key(key)
-        .arg(job_id.to_string())
-        .arg(ttl.as_millis() as u64)
-        .invoke_async(conn)
-        .await?;
+    let holder: String =
+        Script::new(CLAIM).key(key).arg(job_id.to_string()).arg(ttl.as_millis() as u64).invoke_async(conn).await?;
     Ok(holder.parse().unwrap_or(job_id))
 }
 
@@ -91,15 +81,7 @@ pub(crate) async fn replace<C: ConnectionLike>(
     Ok(holder.parse().unwrap_or(job_id))
 }
 
-pub(crate) async fn release<C: ConnectionLike>(
-    conn: &mut C,
-    key: &str,
-    job_id: Uuid,
-) -> RedisResult<()> {
-    let _: i64 = Script::new(RELEASE)
-        .key(key)
-        .arg(job_id.to_string())
-        .invoke_async(conn)
-        .await?;
+pub(crate) async fn release<C: ConnectionLike>(conn: &mut C, key: &str, job_id: Uuid) -> RedisResult<()> {
+    let _: i64 = Script::new(RELEASE).key(key).arg(job_id.to_string()).invoke_async(conn).await?;
     Ok(())
 }

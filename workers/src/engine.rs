@@ -32,12 +32,7 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            batch_size: 1000,
-            unlink_concurrency: 8,
-            error_cap: 100,
-            max_deletes_per_sec: None,
-        }
+        Self { batch_size: 1000, unlink_concurrency: 8, error_cap: 100, max_deletes_per_sec: None }
     }
 }
 
@@ -71,6 +66,10 @@ pub struct RunControl {
     /// Recorded as the job's `worker`.
     pub worker: String,
     pub on_batch: Option<ProgressHook>,
+    /// The queue entry and lease of a queued run (`None` for `janitor run`,
+    /// which always takes the job over).
+    pub entry_id: Option<String>,
+    pub lease: std::time::Duration,
 }
 
 /// How a run ended.
@@ -80,6 +79,8 @@ pub enum RunOutcome {
     Finished(Box<JobRecord>),
     /// Stopped on request; the row stays `running` with its checkpoint.
     Interrupted,
+    /// Another entry of the same job is running it; nothing was done.
+    Duplicate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +90,19 @@ pub enum EngineError {
     /// Infrastructure trouble (database, a thread); the job may be retried
     /// and will resume from its checkpoint.
     #[error("{0:#}")]
-    Transient(#[from] anyhow::Error),
+    Transient(anyhow::Error),
+}
+
+impl From<anyhow::Error> for EngineError {
+    /// Keeps a store error (above all a lost lease) typed when a phase
+    /// returns it through `anyhow`, so callers can tell "another worker took
+    /// over" from trouble worth retrying.
+    fn from(err: anyhow::Error) -> Self {
+        match err.downcast::<StoreError>() {
+            Ok(store) => EngineError::Store(store),
+            Err(other) => EngineError::Transient(other),
+        }
+    }
 }
 
 /// What a phase sees while it runs.
@@ -104,11 +117,7 @@ pub(crate) struct RunContext<'a> {
 
 impl Engine {
     pub fn new(pool: PgPool, storage_root: impl Into<PathBuf>, settings: EngineSettings) -> Self {
-        Self {
-            pool,
-            storage_root: storage_root.into(),
-            settings,
-        }
+        Self { pool, storage_root: storage_root.into(), settings }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -119,18 +128,17 @@ impl Engine {
     /// job again returns its record and does nothing, so a duplicate
     /// delivery never counts twice.
     #[tracing::instrument(skip_all, fields(job_id = %job_id, operation = spec.job.operation(), dry_run = spec.dry_run))]
-    pub async fn run(
-        &self,
-        job_id: Uuid,
-        spec: &JobSpec,
-        control: &RunControl,
-    ) -> Result<RunOutcome, EngineError> {
-        let (lease, resumed, now) = match results::start(&self.pool, job_id, spec, &control.worker)
-            .await?
-        {
+    pub async fn run(&self, job_id: Uuid, spec: &JobSpec, control: &RunControl) -> Result<RunOutcome, EngineError> {
+        let claim = control.entry_id.as_deref().map(|entry_id| results::Claim { entry_id, lease: control.lease });
+        let started = results::start(&self.pool, job_id, spec, &control.worker, claim.as_ref()).await?;
+        let (lease, resumed, now) = match started {
             Start::Finished(record) => {
                 tracing::info!(status = %record.status, "job already finished; not running it again");
                 return Ok(RunOutcome::Finished(record));
+            }
+            Start::Busy(record) => {
+                tracing::info!(worker = ?record.worker, "another delivery of this job is running it; this one is a duplicate");
+                return Ok(RunOutcome::Duplicate);
             }
             Start::Run(lease, resumed, now) => (lease, resumed, now),
         };
@@ -143,11 +151,7 @@ impl Engine {
                 progress.errors = errors;
                 progress
             }
-            None => Progress::new(
-                now,
-                jobs::phases(&spec.job, now).len(),
-                self.settings.error_cap,
-            ),
+            None => Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap),
         };
         let storage = match Storage::open(&self.storage_root) {
             Ok(storage) => storage,
@@ -165,17 +169,12 @@ impl Engine {
         while let Some(phase) = phases.get(progress.checkpoint.phase) {
             let end = match phase {
                 Phase::Rows(selector) => jobs::rows::run(&ctx, selector, &mut progress).await?,
-                Phase::Orphans { min_age } => {
-                    jobs::orphaned::run(&ctx, *min_age, &mut progress).await?
-                }
+                Phase::Orphans { min_age } => jobs::orphaned::run(&ctx, *min_age, &mut progress).await?,
             };
             match end {
                 PhaseEnd::Done => {}
                 PhaseEnd::Interrupted => {
-                    tracing::info!(
-                        batches = progress.batches,
-                        "interrupted; the job can resume from its checkpoint"
-                    );
+                    tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
                     return Ok(RunOutcome::Interrupted);
                 }
                 PhaseEnd::Refused(reason) => return self.end(lease, Err(reason)).await,
@@ -189,11 +188,7 @@ impl Engine {
         self.end(lease, Ok(())).await
     }
 
-    async fn end(
-        &self,
-        lease: Lease,
-        outcome: Result<(), String>,
-    ) -> Result<RunOutcome, EngineError> {
+    async fn end(&self, lease: Lease, outcome: Result<(), String>) -> Result<RunOutcome, EngineError> {
         let record = match &outcome {
             Ok(()) => results::finish(&self.pool, lease, "completed", None).await?,
             Err(reason) => {
@@ -255,11 +250,7 @@ struct Pacer {
 
 impl Pacer {
     fn new(per_sec: Option<u32>) -> Self {
-        Self {
-            per_sec,
-            started: Instant::now(),
-            reserved: 0,
-        }
+        Self { per_sec, started: Instant::now(), reserved: 0 }
     }
 
     /// Reserves `count` deletions; returns how long to wait before doing them.

@@ -74,11 +74,7 @@ pub struct QueuedJob {
 
 impl JobSpec {
     /// Rebuilds a job from its `job_results` row (operation, params, dry run).
-    pub fn from_record(
-        operation: &str,
-        params: &serde_json::Value,
-        dry_run: bool,
-    ) -> Result<Self, serde_json::Error> {
+    pub fn from_record(operation: &str, params: &serde_json::Value, dry_run: bool) -> Result<Self, serde_json::Error> {
         let op = match operation {
             "cleanup_expired_images" => "expired",
             "cleanup_session" => "session",
@@ -118,10 +114,7 @@ impl CleanupJob {
             CleanupJob::Orphaned { min_age_secs } => {
                 serde_json::json!({ "min_age_secs": min_age_secs })
             }
-            CleanupJob::All {
-                days_old,
-                min_age_secs,
-            } => {
+            CleanupJob::All { days_old, min_age_secs } => {
                 serde_json::json!({ "days_old": days_old, "min_age_secs": min_age_secs })
             }
         }
@@ -236,14 +229,8 @@ mod tests {
     fn session_ids_are_validated() {
         assert!(SessionId::parse("abc-123").is_ok());
         assert_eq!(SessionId::parse(""), Err(InputError::EmptySessionId));
-        assert_eq!(
-            SessionId::parse("a\u{7}b"),
-            Err(InputError::SessionIdControl)
-        );
-        assert_eq!(
-            SessionId::parse(&"x".repeat(256)),
-            Err(InputError::SessionIdTooLong)
-        );
+        assert_eq!(SessionId::parse("a\u{7}b"), Err(InputError::SessionIdControl));
+        assert_eq!(SessionId::parse(&"x".repeat(256)), Err(InputError::SessionIdTooLong));
         assert!(SessionId::parse(&"x".repeat(255)).is_ok());
     }
 
@@ -251,17 +238,10 @@ mod tests {
     fn jobs_rebuild_from_their_records() {
         let jobs = [
             CleanupJob::Expired,
-            CleanupJob::Session {
-                session_id: SessionId::parse("s").unwrap(),
-            },
-            CleanupJob::OldResults {
-                days_old: DaysOld::new(7).unwrap(),
-            },
+            CleanupJob::Session { session_id: SessionId::parse("s").unwrap() },
+            CleanupJob::OldResults { days_old: DaysOld::new(7).unwrap() },
             CleanupJob::Orphaned { min_age_secs: 5 },
-            CleanupJob::All {
-                days_old: DaysOld::new(9).unwrap(),
-                min_age_secs: 60,
-            },
+            CleanupJob::All { days_old: DaysOld::new(9).unwrap(), min_age_secs: 60 },
         ];
         for job in jobs {
             let rebuilt = JobSpec::from_record(job.operation(), &job.params(), true).unwrap();
@@ -279,28 +259,18 @@ mod tests {
 
     #[test]
     fn wire_format_round_trips_and_validates() {
-        let spec: JobSpec =
-            serde_json::from_str(r#"{"op":"session","session_id":"s1","dry_run":true}"#).unwrap();
-        assert_eq!(
-            spec.job,
-            CleanupJob::Session {
-                session_id: SessionId::parse("s1").unwrap()
-            }
-        );
+        let spec: JobSpec = serde_json::from_str(r#"{"op":"session","session_id":"s1","dry_run":true}"#).unwrap();
+        assert_eq!(spec.job, CleanupJob::Session { session_id: SessionId::parse("s1").unwrap() });
         assert!(spec.dry_run);
         let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
 
         let defaults: JobSpec = serde_json::from_str(r#"{"op":"all"}"#).unwrap();
-        assert_eq!(
-            defaults.job,
-            CleanupJob::All {
-                days_old: DaysOld::default(),
-                min_age_secs: 3600
-            }
-        );
-        let queued: QueuedJob =
-            serde_json::from_str(r#"{"job_id":"6f1c3a8e-0000-4000-8000-000000000001","op":"expired","requested_by":"app"}"#).unwrap();
+        assert_eq!(defaults.job, CleanupJob::All { days_old: DaysOld::default(), min_age_secs: 3600 });
+        let queued: QueuedJob = serde_json::from_str(
+            r#"{"job_id":"6f1c3a8e-0000-4000-8000-000000000001","op":"expired","requested_by":"app"}"#,
+        )
+        .unwrap();
         assert_eq!(queued.spec.job, CleanupJob::Expired);
         assert_eq!(queued.requested_by.as_deref(), Some("app"));
         for bad in [

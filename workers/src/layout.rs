@@ -53,9 +53,7 @@ pub struct Layout {
 
 impl Layout {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self {
-            prefix: prefix.into(),
-        }
+        Self { prefix: prefix.into() }
     }
 
     pub fn prefix(&self) -> &str {
@@ -92,10 +90,7 @@ impl Layout {
     /// The job id of an entry enqueued without one: stable for the entry, so
     /// every redelivery is the same job.
     pub fn derived_job_id(&self, entry_id: &str) -> Uuid {
-        Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("{}/{entry_id}", self.prefix).as_bytes(),
-        )
+        Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}/{entry_id}", self.prefix).as_bytes())
     }
 }
 
@@ -109,21 +104,11 @@ mod tests {
         let layout = Layout::new("janitor:t1");
         assert_eq!(layout.stream(Lane::Session), "janitor:t1:session:jobs");
         assert_eq!(layout.dead(Lane::Bulk), "janitor:t1:bulk:dead");
-        let spec = JobSpec {
-            job: CleanupJob::Session {
-                session_id: SessionId::parse("abc").unwrap(),
-            },
-            dry_run: false,
-        };
-        assert_eq!(
-            layout.dedup(&spec).as_deref(),
-            Some("janitor:t1:dedup:live:abc")
-        );
+        let spec =
+            JobSpec { job: CleanupJob::Session { session_id: SessionId::parse("abc").unwrap() }, dry_run: false };
+        assert_eq!(layout.dedup(&spec).as_deref(), Some("janitor:t1:dedup:live:abc"));
         assert_eq!(Lane::of(&spec), Lane::Session);
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));
-        assert_ne!(
-            layout.derived_job_id("1-0"),
-            Layout::new("other").derived_job_id("1-0")
-        );
+        assert_ne!(layout.derived_job_id("1-0"), Layout::new("other").derived_job_id("1-0"));
     }
 }

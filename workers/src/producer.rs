@@ -34,11 +34,7 @@ pub enum ProducerError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("job {job_id} did not finish within {timeout:?} (it is {status})")]
-    Timeout {
-        job_id: Uuid,
-        timeout: Duration,
-        status: String,
-    },
+    Timeout { job_id: Uuid, timeout: Duration, status: String },
     #[error("no job {0} is recorded")]
     NotFound(Uuid),
 }
@@ -63,22 +59,13 @@ pub struct Producer {
 
 impl Producer {
     /// Connects to Redis (failing fast if it is down).
-    pub async fn connect(
-        pool: PgPool,
-        redis: redis::Client,
-        layout: Layout,
-    ) -> Result<Self, ProducerError> {
+    pub async fn connect(pool: PgPool, redis: redis::Client, layout: Layout) -> Result<Self, ProducerError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
         let redis = ConnectionManager::new_with_config(redis, config).await?;
-        Ok(Self {
-            pool,
-            redis,
-            layout,
-            dedup_ttl: DEFAULT_DEDUP_TTL,
-        })
+        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL })
     }
 
     pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
@@ -91,28 +78,16 @@ impl Producer {
     }
 
     /// Enqueues one job (deduplicating session jobs).
-    pub async fn enqueue(
-        &self,
-        spec: &JobSpec,
-        requested_by: Option<&str>,
-    ) -> Result<Enqueued, ProducerError> {
+    pub async fn enqueue(&self, spec: &JobSpec, requested_by: Option<&str>) -> Result<Enqueued, ProducerError> {
         let job_id = Uuid::new_v4();
         let mut redis = self.redis.clone();
         let dedup_key = self.layout.dedup(spec);
         if let Some(key) = &dedup_key {
             if let Some(existing) = self.dedup(key, job_id).await? {
-                return Ok(Enqueued {
-                    job_id: existing,
-                    deduplicated: true,
-                });
+                return Ok(Enqueued { job_id: existing, deduplicated: true });
             }
         }
-        let new = NewJob {
-            job_id,
-            spec,
-            requested_by,
-            queue: self.layout.prefix(),
-        };
+        let new = NewJob { job_id, spec, requested_by, queue: self.layout.prefix() };
         results::insert_queued(&self.pool, &[new]).await?;
         if let Err(err) = self.push(&mut redis, job_id, spec, requested_by).await {
             // Undo, so a failed enqueue leaves nothing behind.
@@ -123,10 +98,7 @@ impl Producer {
             return Err(err.into());
         }
         tracing::info!(job_id = %job_id, operation = spec.job.operation(), "job enqueued");
-        Ok(Enqueued {
-            job_id,
-            deduplicated: false,
-        })
+        Ok(Enqueued { job_id, deduplicated: false })
     }
 
     /// Enqueues many jobs at once: one insert, one pipelined round trip.
@@ -140,12 +112,7 @@ impl Producer {
         let new: Vec<NewJob<'_>> = ids
             .iter()
             .zip(specs)
-            .map(|(job_id, spec)| NewJob {
-                job_id: *job_id,
-                spec,
-                requested_by,
-                queue: self.layout.prefix(),
-            })
+            .map(|(job_id, spec)| NewJob { job_id: *job_id, spec, requested_by, queue: self.layout.prefix() })
             .collect();
         results::insert_queued(&self.pool, &new).await?;
         let mut pipe = redis::pipe();
@@ -172,19 +139,13 @@ impl Producer {
         listener.listen("janitor_job_finished").await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let record = results::get(&self.pool, job_id)
-                .await?
-                .ok_or(ProducerError::NotFound(job_id))?;
+            let record = results::get(&self.pool, job_id).await?.ok_or(ProducerError::NotFound(job_id))?;
             if record.is_finished() {
                 return Ok(record);
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
-                return Err(ProducerError::Timeout {
-                    job_id,
-                    timeout,
-                    status: record.status,
-                });
+                return Err(ProducerError::Timeout { job_id, timeout, status: record.status });
             }
             // Wake on any finish notification, or re-check every second.
             let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), listener.recv()).await;
@@ -197,9 +158,7 @@ impl Producer {
         let mut redis = self.redis.clone();
         let mut holder = dedup::claim(&mut redis, key, job_id, self.dedup_ttl).await?;
         while holder != job_id {
-            let live = results::get(&self.pool, holder)
-                .await?
-                .is_some_and(|r| !r.is_finished());
+            let live = results::get(&self.pool, holder).await?.is_some_and(|r| !r.is_finished());
             if live {
                 return Ok(Some(holder));
             }
@@ -237,10 +196,6 @@ impl Producer {
 
 /// The wire payload of a job.
 pub fn payload(job_id: Uuid, spec: &JobSpec, requested_by: Option<&str>) -> String {
-    let message = QueuedJob {
-        job_id: Some(job_id),
-        spec: spec.clone(),
-        requested_by: requested_by.map(str::to_owned),
-    };
+    let message = QueuedJob { job_id: Some(job_id), spec: spec.clone(), requested_by: requested_by.map(str::to_owned) };
     serde_json::to_string(&message).expect("a job serializes")
 }

@@ -50,7 +50,7 @@ pub enum Cursor {
 }
 
 /// Everything needed to resume a job where its last committed batch ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// The job's reference time, fixed at its first start, so that a resumed
     /// run selects the same candidates (expiry and retention cutoffs, the
@@ -75,7 +75,16 @@ pub struct Checkpoint {
     /// later run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recheck: Vec<i64>,
+    /// Batch durations: counts per [`BATCH_BUCKETS`] bucket (the last one is
+    /// `+Inf`), and their sum in seconds. `/metrics` adds them up over jobs.
+    #[serde(default)]
+    pub batch_seconds: Vec<u64>,
+    #[serde(default)]
+    pub batch_seconds_sum: f64,
 }
+
+/// Upper bounds (seconds) of the batch-duration histogram's buckets.
+pub const BATCH_BUCKETS: [f64; 9] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 /// The most candidate rows a phase keeps for its end-of-phase recheck.
 pub const RECHECK_CAP: usize = 10_000;
@@ -113,6 +122,8 @@ impl Progress {
                 files_scanned: 0,
                 pending: None,
                 recheck: Vec::new(),
+                batch_seconds: Vec::new(),
+                batch_seconds_sum: 0.0,
             },
             errors: Vec::new(),
             error_cap,
@@ -150,6 +161,16 @@ impl Progress {
         self.checkpoint.recheck.clear();
     }
 
+    /// Adds one batch's duration to the histogram.
+    pub fn observe(&mut self, elapsed: std::time::Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let histogram = &mut self.checkpoint.batch_seconds;
+        histogram.resize(BATCH_BUCKETS.len() + 1, 0);
+        let bucket = BATCH_BUCKETS.iter().position(|le| seconds <= *le).unwrap_or(BATCH_BUCKETS.len());
+        histogram[bucket] += 1;
+        self.checkpoint.batch_seconds_sum += seconds;
+    }
+
     /// Remembers rows to try again at the end of the phase, up to the cap.
     pub fn defer(&mut self, ids: impl IntoIterator<Item = i64>) {
         let room = RECHECK_CAP.saturating_sub(self.checkpoint.recheck.len());
@@ -175,10 +196,7 @@ mod tests {
             error: "boom".into(),
             operation: "cleanup_expired_images".into(),
         };
-        let delta = Counters {
-            errors: 3,
-            ..Counters::default()
-        };
+        let delta = Counters { errors: 3, ..Counters::default() };
         progress.record(delta, vec![item(1), item(2), item(3)], Cursor::AfterId(3));
         assert_eq!(progress.errors.len(), 2);
         assert_eq!(progress.totals().errors, 3);

@@ -39,9 +39,7 @@ pub(crate) async fn run(ctx: WorkerContext, queues: [StreamQueue; 2]) {
             _ = ticker.tick() => {}
         }
         for queue in &queues {
-            let cursor = cursors
-                .entry(queue.keys().dead.clone())
-                .or_insert_with(|| "-".to_owned());
+            let cursor = cursors.entry(queue.keys().dead.clone()).or_insert_with(|| "-".to_owned());
             if let Err(err) = fail_dead(&ctx, &queue.keys().dead, cursor).await {
                 tracing::warn!(error = %err, "reconciler could not read dead letters");
             }
@@ -57,11 +55,7 @@ pub(crate) async fn run(ctx: WorkerContext, queues: [StreamQueue; 2]) {
 /// Fails the unfinished jobs of new dead letters, with the dead letter's reason.
 async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyhow::Result<()> {
     let mut redis = ctx.redis.clone();
-    let start = if cursor == "-" {
-        "-".to_owned()
-    } else {
-        format!("({cursor}")
-    };
+    let start = if cursor == "-" { "-".to_owned() } else { format!("({cursor}") };
     let reply: StreamRangeReply = redis.xrange_count(dead, &start, "+", DEAD_BATCH).await?;
     let Some(last) = reply.ids.last() else {
         return Ok(());
@@ -78,23 +72,14 @@ async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyh
         letters.push((job_id, text("reason"), message.map(|m| m.spec)));
     }
     let ids: Vec<Uuid> = letters.iter().map(|(id, _, _)| *id).collect();
-    let unfinished: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT job_id FROM job_results WHERE job_id = ANY($1) AND status IN ('queued', 'running')",
-    )
-    .bind(&ids)
-    .fetch_all(ctx.engine.pool())
-    .await?;
-    for (job_id, reason, spec) in letters
-        .into_iter()
-        .filter(|(id, _, _)| unfinished.contains(id))
-    {
+    let unfinished: Vec<Uuid> =
+        sqlx::query_scalar("SELECT job_id FROM job_results WHERE job_id = ANY($1) AND status IN ('queued', 'running')")
+            .bind(&ids)
+            .fetch_all(ctx.engine.pool())
+            .await?;
+    for (job_id, reason, spec) in letters.into_iter().filter(|(id, _, _)| unfinished.contains(id)) {
         tracing::error!(job_id = %job_id, %reason, "job dead-lettered; marking it failed");
-        results::fail(
-            ctx.engine.pool(),
-            job_id,
-            &format!("dead-lettered: {reason}"),
-        )
-        .await?;
+        results::fail(ctx.engine.pool(), job_id, &format!("dead-lettered: {reason}")).await?;
         if let Some(spec) = spec {
             forget(ctx, job_id, &spec).await;
         }
@@ -122,11 +107,7 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
     }
     let mut redis = ctx.redis.clone();
     let ids: Vec<String> = rows.iter().map(|row| row.0.to_string()).collect();
-    let known: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(layout.ids())
-        .arg(&ids)
-        .query_async(&mut redis)
-        .await?;
+    let known: Vec<Option<String>> = redis::cmd("HMGET").arg(layout.ids()).arg(&ids).query_async(&mut redis).await?;
     let mut requeued = Vec::new();
     for ((job_id, operation, params, dry_run, requested_by), known) in rows.into_iter().zip(known) {
         if known.is_some() {
@@ -135,24 +116,12 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
         let spec = match JobSpec::from_record(&operation, &params, dry_run) {
             Ok(spec) => spec,
             Err(err) => {
-                results::fail(
-                    ctx.engine.pool(),
-                    job_id,
-                    &format!("cannot rebuild job from its row: {err}"),
-                )
-                .await?;
+                results::fail(ctx.engine.pool(), job_id, &format!("cannot rebuild job from its row: {err}")).await?;
                 continue;
             }
         };
         let payload = crate::producer::payload(job_id, &spec, requested_by.as_deref());
-        dedup::enqueue_once(
-            &mut redis,
-            &layout.stream(Lane::of(&spec)),
-            &layout.ids(),
-            job_id,
-            &payload,
-        )
-        .await?;
+        dedup::enqueue_once(&mut redis, &layout.stream(Lane::of(&spec)), &layout.ids(), job_id, &payload).await?;
         tracing::info!(job_id = %job_id, "re-enqueued a job Redis did not have");
         requeued.push(job_id);
     }
@@ -167,11 +136,7 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
 /// there is one, in which case this job is recorded as its duplicate and not
 /// run. Otherwise this job takes the session's dedup key. This is what
 /// deduplicates session jobs that were enqueued with a raw `XADD`.
-pub(crate) async fn coalesce(
-    ctx: &WorkerContext,
-    job_id: Uuid,
-    spec: &JobSpec,
-) -> anyhow::Result<Option<Uuid>> {
+pub(crate) async fn coalesce(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) -> anyhow::Result<Option<Uuid>> {
     let Some(key) = ctx.settings.layout.dedup(spec) else {
         return Ok(None);
     };
@@ -179,18 +144,9 @@ pub(crate) async fn coalesce(
     let ttl = ctx.settings.dedup_ttl;
     let mut holder = dedup::claim(&mut redis, &key, job_id, ttl).await?;
     while holder != job_id {
-        let live = results::get(ctx.engine.pool(), holder)
-            .await?
-            .is_some_and(|r| !r.is_finished());
+        let live = results::get(ctx.engine.pool(), holder).await?.is_some_and(|r| !r.is_finished());
         if live {
-            results::complete_as_duplicate(
-                ctx.engine.pool(),
-                job_id,
-                spec,
-                &ctx.settings.name,
-                holder,
-            )
-            .await?;
+            results::complete_as_duplicate(ctx.engine.pool(), job_id, spec, &ctx.settings.name, holder).await?;
             return Ok(Some(holder));
         }
         holder = dedup::replace(&mut redis, &key, holder, job_id, ttl).await?;

@@ -12,10 +12,7 @@ use crate::results::JobRecord;
 
 /// The seed-compatible result object for one job.
 pub fn result_json(record: &JobRecord) -> Value {
-    let checkpoint: Option<Checkpoint> = record
-        .checkpoint
-        .clone()
-        .and_then(|value| serde_json::from_value(value).ok());
+    let checkpoint: Option<Checkpoint> = record.checkpoint.clone().and_then(|value| serde_json::from_value(value).ok());
     let errors: Vec<ErrorItem> = serde_json::from_value(record.errors.clone()).unwrap_or_default();
     let totals = Counters {
         deleted: record.deleted_count,
@@ -56,39 +53,25 @@ fn add_checkpoint_fields(
     errors: &[ErrorItem],
 ) {
     if let Some(days) = record.params.get("days_old").and_then(Value::as_i64) {
-        out.insert(
-            "cutoff_date".into(),
-            json!(rfc3339(checkpoint.as_of - Duration::days(days))),
-        );
+        out.insert("cutoff_date".into(), json!(rfc3339(checkpoint.as_of - Duration::days(days))));
     }
     if record.operation == "cleanup_orphaned_files" || record.operation == "cleanup_all" {
         out.insert("files_scanned".into(), json!(checkpoint.files_scanned));
     }
-    out.insert(
-        "checkpoint".into(),
-        serde_json::to_value(checkpoint).unwrap_or(Value::Null),
-    );
+    out.insert("checkpoint".into(), serde_json::to_value(checkpoint).unwrap_or(Value::Null));
     if record.operation != "cleanup_all" {
         return;
     }
     // `cleanup_all` nests each phase's own result, plus the totals.
     let names = ["expired_images", "old_task_results", "orphaned_files"];
-    for ((name, operation), counters) in names.iter().zip(PHASE_OPERATIONS).zip(&checkpoint.phases)
-    {
+    for ((name, operation), counters) in names.iter().zip(PHASE_OPERATIONS).zip(&checkpoint.phases) {
         let mut phase = Map::new();
         phase.insert("operation".into(), json!(operation));
         phase.insert("dry_run".into(), json!(record.dry_run));
-        let own: Vec<ErrorItem> = errors
-            .iter()
-            .filter(|e| e.operation == operation)
-            .cloned()
-            .collect();
+        let own: Vec<ErrorItem> = errors.iter().filter(|e| e.operation == operation).cloned().collect();
         counters_into(&mut phase, *counters, &own);
         if operation == "cleanup_old_results" {
-            phase.insert(
-                "cutoff_date".into(),
-                out.get("cutoff_date").cloned().unwrap_or(Value::Null),
-            );
+            phase.insert("cutoff_date".into(), out.get("cutoff_date").cloned().unwrap_or(Value::Null));
         }
         if operation == "cleanup_orphaned_files" {
             phase.insert("files_scanned".into(), json!(checkpoint.files_scanned));
@@ -118,4 +101,9 @@ fn counters_into(out: &mut Map<String, Value>, counters: Counters, errors: &[Err
 
 pub fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Microsecond precision, as Postgres stores it (for paging cursors).
+pub fn rfc3339_micros(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }

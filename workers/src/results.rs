@@ -34,6 +34,7 @@ pub struct JobRecord {
     pub worker: Option<String>,
     pub requested_by: Option<String>,
     pub queue: Option<String>,
+    pub entry_id: Option<String>,
     pub last_error: Option<String>,
     pub result: Option<Value>,
     pub created_at: DateTime<Utc>,
@@ -61,11 +62,7 @@ pub enum StoreError {
     #[error("lease on job {0} was taken over by another worker")]
     LeaseLost(Uuid),
     #[error("job {job_id} is already recorded as {recorded}, not {requested}")]
-    Mismatch {
-        job_id: Uuid,
-        recorded: String,
-        requested: String,
-    },
+    Mismatch { job_id: Uuid, recorded: String, requested: String },
     #[error("job {0} has an unreadable checkpoint: {1}")]
     BadCheckpoint(Uuid, serde_json::Error),
     #[error(transparent)]
@@ -78,18 +75,26 @@ pub enum Start {
     /// The job is ours to run, from its last committed checkpoint if it has
     /// one. The time is the database's `now()`: cutoffs never depend on a
     /// worker's clock.
-    Run(
-        Lease,
-        Option<Box<(Checkpoint, Vec<ErrorItem>)>>,
-        DateTime<Utc>,
-    ),
+    Run(Lease, Option<Box<(Checkpoint, Vec<ErrorItem>)>>, DateTime<Utc>),
     /// The job already ended; running it again would count twice.
     Finished(Box<JobRecord>),
+    /// Another queue entry of the same job is running it, and its worker is
+    /// alive (it updated the row within the lease): this entry is a
+    /// duplicate.
+    Busy(Box<JobRecord>),
+}
+
+/// Where a queued run comes from: its stream entry, and the lease after
+/// which a quiet holder may be taken over.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub entry_id: &'a str,
+    pub lease: std::time::Duration,
 }
 
 const COLUMNS: &str = "job_id, operation, params, dry_run, status, deleted_count, deleted_bytes, \
     skipped_count, error_count, errors, checkpoint, attempts, lease_epoch, worker, requested_by, \
-    queue, last_error, result, created_at, started_at, updated_at, finished_at";
+    queue, entry_id, last_error, result, created_at, started_at, updated_at, finished_at";
 
 /// A job about to be put on a queue.
 #[derive(Debug, Clone)]
@@ -103,10 +108,7 @@ pub struct NewJob<'a> {
 
 /// Records jobs as queued (producers do this before enqueueing), in one
 /// statement. A job id that is already recorded is left as it is.
-pub async fn insert_queued(
-    db: impl sqlx::PgExecutor<'_>,
-    jobs: &[NewJob<'_>],
-) -> sqlx::Result<u64> {
+pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
     let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
     let params: Vec<Value> = jobs.iter().map(|j| j.spec.job.params()).collect();
@@ -133,13 +135,9 @@ pub async fn insert_queued(
 
 /// Records a job that will not run (a scheduled tick that was missed or
 /// overlapped), with the reason, as `skipped`.
-pub async fn insert_skipped(
-    conn: &mut PgConnection,
-    job: &NewJob<'_>,
-    reason: &str,
-) -> sqlx::Result<()> {
+pub async fn insert_skipped(conn: &mut PgConnection, job: &NewJob<'_>, reason: &str) -> sqlx::Result<()> {
     let record: JobRecord = sqlx::query_as(&format!(
-        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue, last_error, finished_at)
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue, entry_id, last_error, finished_at)
          VALUES ($1, $2, $3, $4, 'skipped', $5, $6, $7, now())
          RETURNING {COLUMNS}"
     ))
@@ -162,10 +160,7 @@ pub async fn insert_skipped(
 
 /// Forgets a queued job that never reached its queue (the enqueue failed).
 pub async fn delete_queued(pool: &PgPool, job_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM job_results WHERE job_id = $1 AND status = 'queued'")
-        .bind(job_id)
-        .execute(pool)
-        .await?;
+    sqlx::query("DELETE FROM job_results WHERE job_id = $1 AND status = 'queued'").bind(job_id).execute(pool).await?;
     Ok(())
 }
 
@@ -177,23 +172,27 @@ pub async fn start(
     job_id: Uuid,
     spec: &JobSpec,
     worker: &str,
+    claim: Option<&Claim<'_>>,
 ) -> Result<Start, StoreError> {
     let operation = spec.job.operation();
     let row: Option<(i64, Option<Value>, Value, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO job_results
-             (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at)
-         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now())
+             (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at, entry_id)
+         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now(), $6)
          ON CONFLICT (job_id) DO UPDATE SET
              status = 'running',
              attempts = job_results.attempts + 1,
              lease_epoch = job_results.lease_epoch + 1,
              worker = EXCLUDED.worker,
+             entry_id = EXCLUDED.entry_id,
              started_at = coalesce(job_results.started_at, now()),
              updated_at = now()
          WHERE job_results.status IN ('queued', 'running')
            AND job_results.operation = EXCLUDED.operation
            AND job_results.params = EXCLUDED.params
            AND job_results.dry_run = EXCLUDED.dry_run
+           AND (job_results.status = 'queued' OR $6::text IS NULL OR job_results.entry_id IS NULL
+                OR job_results.entry_id = $6 OR job_results.updated_at < now() - make_interval(secs => $7))
          RETURNING lease_epoch, checkpoint, errors, now()",
     )
     .bind(job_id)
@@ -201,6 +200,8 @@ pub async fn start(
     .bind(spec.job.params())
     .bind(spec.dry_run)
     .bind(worker)
+    .bind(claim.map(|c| c.entry_id))
+    .bind(claim.map_or(0.0, |c| c.lease.as_secs_f64()))
     .fetch_optional(pool)
     .await?;
 
@@ -209,25 +210,20 @@ pub async fn start(
         if record.is_finished() && record.operation == operation {
             return Ok(Start::Finished(Box::new(record)));
         }
+        if record.status == "running" && record.operation == operation {
+            return Ok(Start::Busy(Box::new(record)));
+        }
         return Err(StoreError::Mismatch {
             job_id,
-            recorded: format!(
-                "{} {} (dry_run={})",
-                record.operation, record.params, record.dry_run
-            ),
-            requested: format!(
-                "{operation} {} (dry_run={})",
-                spec.job.params(),
-                spec.dry_run
-            ),
+            recorded: format!("{} {} (dry_run={})", record.operation, record.params, record.dry_run),
+            requested: format!("{operation} {} (dry_run={})", spec.job.params(), spec.dry_run),
         });
     };
     let lease = Lease { job_id, epoch };
     let resumed = match checkpoint {
         None => None,
         Some(value) => {
-            let checkpoint =
-                serde_json::from_value(value).map_err(|e| StoreError::BadCheckpoint(job_id, e))?;
+            let checkpoint = serde_json::from_value(value).map_err(|e| StoreError::BadCheckpoint(job_id, e))?;
             let errors = serde_json::from_value(errors).unwrap_or_default();
             Some(Box::new((checkpoint, errors)))
         }
@@ -238,11 +234,7 @@ pub async fn start(
 /// Writes the counters, error items and checkpoint inside the batch's
 /// transaction. Fails with `LeaseLost` (and the caller rolls back) if the
 /// job was taken over.
-pub async fn save_progress(
-    conn: &mut PgConnection,
-    lease: Lease,
-    progress: &Progress,
-) -> Result<(), StoreError> {
+pub async fn save_progress(conn: &mut PgConnection, lease: Lease, progress: &Progress) -> Result<(), StoreError> {
     let totals = progress.totals();
     let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
     let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
@@ -284,11 +276,7 @@ pub async fn finish(
 /// Fails a job that is not finished, whoever holds it: for jobs that ran out
 /// of attempts or were dead-lettered. Returns `None` if there was no such
 /// unfinished job.
-pub async fn fail(
-    pool: &PgPool,
-    job_id: Uuid,
-    reason: &str,
-) -> Result<Option<JobRecord>, StoreError> {
+pub async fn fail(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<Option<JobRecord>, StoreError> {
     end(pool, job_id, None, "failed", Some(reason)).await
 }
 
@@ -339,35 +327,61 @@ pub async fn complete_as_duplicate(
     worker: &str,
     duplicate_of: Uuid,
 ) -> Result<(), StoreError> {
-    let Start::Run(lease, _, _) = start(pool, job_id, spec, worker).await? else {
+    let Start::Run(lease, _, _) = start(pool, job_id, spec, worker, None).await? else {
         return Ok(());
     };
     finish(pool, lease, "completed", None).await?;
-    sqlx::query("UPDATE job_results SET result = result || jsonb_build_object('duplicate_of', $2::text) WHERE job_id = $1")
-        .bind(job_id)
-        .bind(duplicate_of.to_string())
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE job_results SET result = result || jsonb_build_object('duplicate_of', $2::text) WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .bind(duplicate_of.to_string())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
-/// Notes a failed attempt that will be retried.
-pub async fn note_error(pool: &PgPool, job_id: Uuid, error: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE job_results SET last_error = $2, updated_at = now() WHERE job_id = $1")
-        .bind(job_id)
-        .bind(error)
-        .execute(pool)
-        .await?;
+/// Notes a failed attempt that will be retried, if this worker still holds
+/// the job (a worker that lost it must not write on the new holder's row).
+pub async fn note_error(pool: &PgPool, job_id: Uuid, worker: &str, error: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE job_results SET last_error = $3, updated_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'running') AND (worker = $2 OR worker IS NULL)",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .bind(error)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Fails a job that ran out of attempts, if this worker still holds it.
+pub async fn fail_held(
+    pool: &PgPool,
+    job_id: Uuid,
+    worker: &str,
+    reason: &str,
+) -> Result<Option<JobRecord>, StoreError> {
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT lease_epoch FROM job_results
+         WHERE job_id = $1 AND status IN ('queued', 'running') AND (worker = $2 OR worker IS NULL)",
+    )
+    .bind(job_id)
+    .bind(worker)
+    .fetch_optional(pool)
+    .await?;
+    match held {
+        Some(epoch) => end(pool, job_id, Some(epoch), "failed", Some(reason)).await,
+        None => Ok(None),
+    }
 }
 
 pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM job_results WHERE job_id = $1"
-    ))
-    .bind(job_id)
-    .fetch_optional(pool)
-    .await
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM job_results WHERE job_id = $1"))
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Filters for listing jobs, newest first.
@@ -375,24 +389,47 @@ pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>>
 pub struct ListFilter {
     pub operation: Option<String>,
     pub status: Option<String>,
-    /// Only jobs created before this time (for paging).
-    pub before: Option<DateTime<Utc>>,
+    /// Only jobs before this point in (created_at, job_id) order: the last
+    /// job of the previous page. Without an id, jobs created before the time.
+    pub before: Option<(DateTime<Utc>, Option<Uuid>)>,
     pub limit: i64,
 }
 
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Vec<JobRecord>> {
+    let (before_at, before_id) = match filter.before {
+        Some((at, id)) => (Some(at), id),
+        None => (None, None),
+    };
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM job_results
          WHERE ($1::text IS NULL OR operation = $1)
            AND ($2::text IS NULL OR status = $2)
-           AND ($3::timestamptz IS NULL OR created_at < $3)
-         ORDER BY created_at DESC, job_id
+           AND ($3::timestamptz IS NULL
+                OR ($5::uuid IS NULL AND created_at < $3)
+                OR ($5::uuid IS NOT NULL AND (created_at, job_id) < ($3, $5)))
+         ORDER BY created_at DESC, job_id DESC
          LIMIT $4"
     ))
     .bind(filter.operation.as_deref())
     .bind(filter.status.as_deref())
-    .bind(filter.before)
+    .bind(before_at)
     .bind(filter.limit)
+    .bind(before_id)
     .fetch_all(pool)
     .await
+}
+
+/// The paging cursor of a job: `<created_at>~<job_id>`.
+pub fn cursor(record: &JobRecord) -> String {
+    format!("{}~{}", crate::report::rfc3339_micros(record.created_at), record.job_id)
+}
+
+/// Parses a cursor, or a plain RFC 3339 time.
+pub fn parse_cursor(raw: &str) -> Option<(DateTime<Utc>, Option<Uuid>)> {
+    let (time, id) = match raw.split_once('~') {
+        Some((time, id)) => (time, Some(id.parse().ok()?)),
+        None => (raw, None),
+    };
+    let at = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
+    Some((at, id))
 }

@@ -46,11 +46,7 @@ pub enum ScheduleError {
     #[error("schedule {0:?}: name must be 1 to 100 letters, digits, '-' or '_'")]
     BadName(String),
     #[error("schedule {name:?}: invalid cron expression {cron:?} ({reason}); it has six fields, seconds first, e.g. \"0 0 2 * * *\"")]
-    BadCron {
-        name: String,
-        cron: String,
-        reason: String,
-    },
+    BadCron { name: String, cron: String, reason: String },
     #[error("schedule {name:?}: unknown timezone {timezone:?} (use an IANA name such as \"Europe/Berlin\")")]
     BadTimezone { name: String, timezone: String },
     #[error("schedule {name:?}: unknown operation {operation:?} (expected expired, old-results, orphaned or all)")]
@@ -66,9 +62,7 @@ impl Schedule {
         let name = config.name;
         let name_ok = !name.is_empty()
             && name.len() <= 100
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !name_ok {
             return Err(ScheduleError::BadName(name));
         }
@@ -76,29 +70,18 @@ impl Schedule {
             name: name.clone(),
             cron: config.cron.clone(),
             // The parser's message draws a caret under the input; keep its last line.
-            reason: e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
+            reason: e.to_string().lines().last().unwrap_or_default().trim().to_owned(),
         })?;
         let zone = config.timezone.unwrap_or_else(|| "UTC".to_owned());
-        let timezone = chrono_tz::Tz::from_str(&zone).map_err(|_| ScheduleError::BadTimezone {
-            name: name.clone(),
-            timezone: zone.clone(),
-        })?;
+        let timezone = chrono_tz::Tz::from_str(&zone)
+            .map_err(|_| ScheduleError::BadTimezone { name: name.clone(), timezone: zone.clone() })?;
         let job = job(&name, &config.operation, config.days_old)?;
         Ok(Self {
             name,
             cron_text: config.cron,
             cron,
             timezone,
-            spec: JobSpec {
-                job,
-                dry_run: config.dry_run.unwrap_or(false),
-            },
+            spec: JobSpec { job, dry_run: config.dry_run.unwrap_or(false) },
         })
     }
 
@@ -140,9 +123,7 @@ impl Schedule {
 
     /// Ticks strictly after `after`, in order.
     pub fn ticks_after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
-        self.cron
-            .after(&after.with_timezone(&self.timezone))
-            .map(|t| t.with_timezone(&Utc))
+        self.cron.after(&after.with_timezone(&self.timezone)).map(|t| t.with_timezone(&Utc))
     }
 
     /// The job id of a tick: the same for every scheduler.
@@ -155,28 +136,17 @@ impl Schedule {
 fn job(name: &str, operation: &str, days_old: Option<i64>) -> Result<CleanupJob, ScheduleError> {
     let days = |days: Option<i64>| match days {
         None => Ok(DaysOld::default()),
-        Some(d) => DaysOld::new(d).map_err(|e| ScheduleError::BadDaysOld {
-            name: name.to_owned(),
-            reason: e.to_string(),
-        }),
+        Some(d) => {
+            DaysOld::new(d).map_err(|e| ScheduleError::BadDaysOld { name: name.to_owned(), reason: e.to_string() })
+        }
     };
     let min_age_secs = DEFAULT_MIN_AGE.as_secs();
     let job = match operation {
         "expired" => CleanupJob::Expired,
-        "old-results" => CleanupJob::OldResults {
-            days_old: days(days_old)?,
-        },
+        "old-results" => CleanupJob::OldResults { days_old: days(days_old)? },
         "orphaned" => CleanupJob::Orphaned { min_age_secs },
-        "all" => CleanupJob::All {
-            days_old: days(days_old)?,
-            min_age_secs,
-        },
-        other => {
-            return Err(ScheduleError::BadOperation {
-                name: name.to_owned(),
-                operation: other.to_owned(),
-            })
-        }
+        "all" => CleanupJob::All { days_old: days(days_old)?, min_age_secs },
+        other => return Err(ScheduleError::BadOperation { name: name.to_owned(), operation: other.to_owned() }),
     };
     if days_old.is_some() && matches!(job, CleanupJob::Expired | CleanupJob::Orphaned { .. }) {
         return Err(ScheduleError::BadDaysOld {
@@ -199,19 +169,20 @@ pub enum Decision {
 /// into that run; older ones are recorded as missed. So a scheduler that
 /// comes back after every replica was down runs a missed tick once, and no
 /// missed tick is dropped without a trace.
-pub fn plan(
-    due: &[DateTime<Utc>],
-    now: DateTime<Utc>,
-    catch_up: Duration,
-) -> Vec<(DateTime<Utc>, Decision)> {
+pub fn plan(due: &[DateTime<Utc>], now: DateTime<Utc>, catch_up: Duration) -> Vec<(DateTime<Utc>, Decision)> {
     let window = chrono::Duration::from_std(catch_up).unwrap_or(chrono::Duration::MAX);
     let run = due.iter().rev().find(|t| now - **t <= window).copied();
     due.iter()
         .map(|&tick| {
             let decision = match run {
                 Some(r) if r == tick => Decision::Run,
-                Some(r) if now - tick <= window => Decision::Skip(format!("coalesced: a later missed tick ({}) ran instead", r.to_rfc3339())),
-                _ => Decision::Skip(format!("missed: all schedulers were down, and it is older than the catch-up window ({})", humanize(catch_up))),
+                Some(r) if now - tick <= window => {
+                    Decision::Skip(format!("coalesced: a later missed tick ({}) ran instead", r.to_rfc3339()))
+                }
+                _ => Decision::Skip(format!(
+                    "missed: all schedulers were down, and it is older than the catch-up window ({})",
+                    humanize(catch_up)
+                )),
             };
             (tick, decision)
         })
@@ -251,14 +222,8 @@ mod tests {
     fn defaults_parse_and_fire_at_two_and_on_sundays() {
         let defaults = Schedule::defaults();
         let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(); // a Thursday
-        assert_eq!(
-            defaults[0].next_after(at),
-            Some(Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap())
-        );
-        assert_eq!(
-            defaults[1].next_after(at),
-            Some(Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap())
-        );
+        assert_eq!(defaults[0].next_after(at), Some(Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap()));
+        assert_eq!(defaults[1].next_after(at), Some(Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap()));
     }
 
     #[test]
@@ -267,39 +232,21 @@ mod tests {
         berlin.timezone = Some("Europe/Berlin".into());
         let schedule = Schedule::parse(berlin).unwrap();
         let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        assert_eq!(
-            schedule.next_after(at),
-            Some(Utc.with_ymd_and_hms(2026, 11, 27, 1, 0, 0).unwrap())
-        );
+        assert_eq!(schedule.next_after(at), Some(Utc.with_ymd_and_hms(2026, 11, 27, 1, 0, 0).unwrap()));
     }
 
     #[test]
     fn bad_configuration_is_refused_with_the_reason() {
-        assert!(matches!(
-            Schedule::parse(config("every day", "all")),
-            Err(ScheduleError::BadCron { .. })
-        ));
-        assert!(matches!(
-            Schedule::parse(config("0 0 2 * * *", "session")),
-            Err(ScheduleError::BadOperation { .. })
-        ));
+        assert!(matches!(Schedule::parse(config("every day", "all")), Err(ScheduleError::BadCron { .. })));
+        assert!(matches!(Schedule::parse(config("0 0 2 * * *", "session")), Err(ScheduleError::BadOperation { .. })));
         let mut zone = config("0 0 2 * * *", "all");
         zone.timezone = Some("Mars/Olympus".into());
-        assert!(matches!(
-            Schedule::parse(zone),
-            Err(ScheduleError::BadTimezone { .. })
-        ));
+        assert!(matches!(Schedule::parse(zone), Err(ScheduleError::BadTimezone { .. })));
         let mut days = config("0 0 2 * * *", "old-results");
         days.days_old = Some(0);
-        assert!(matches!(
-            Schedule::parse(days),
-            Err(ScheduleError::BadDaysOld { .. })
-        ));
+        assert!(matches!(Schedule::parse(days), Err(ScheduleError::BadDaysOld { .. })));
         let twice = vec![config("0 0 2 * * *", "all"), config("0 0 3 * * *", "all")];
-        assert_eq!(
-            Schedule::parse_all(twice).unwrap_err(),
-            ScheduleError::Duplicate("s".into())
-        );
+        assert_eq!(Schedule::parse_all(twice).unwrap_err(), ScheduleError::Duplicate("s".into()));
     }
 
     #[test]
@@ -321,9 +268,6 @@ mod tests {
         assert!(matches!(&plan[2].1, Decision::Skip(r) if r.starts_with("coalesced")));
         assert_eq!(plan[3], (hours(1), Decision::Run));
         let stale = super::plan(&[hours(7)], now, Duration::from_secs(6 * 3600));
-        assert!(
-            matches!(&stale[0].1, Decision::Skip(_)),
-            "nothing in the window runs"
-        );
+        assert!(matches!(&stale[0].1, Decision::Skip(_)), "nothing in the window runs");
     }
 }

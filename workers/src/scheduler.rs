@@ -49,11 +49,7 @@ impl Default for SchedulerSettings {
         Self {
             catch_up: Duration::from_secs(6 * 3600),
             max_sleep: Duration::from_secs(30),
-            name: format!(
-                "{}-{}",
-                crate::queue::config::host_name(),
-                std::process::id()
-            ),
+            name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
         }
     }
 }
@@ -109,11 +105,8 @@ async fn fire_due(
             .fetch_one(pool)
             .await?;
     let from = last.unwrap_or(started);
-    let mut due: Vec<DateTime<Utc>> = schedule
-        .ticks_after(from)
-        .take_while(|t| *t <= now)
-        .take(MAX_TICKS + 1)
-        .collect();
+    let mut due: Vec<DateTime<Utc>> =
+        schedule.ticks_after(from).take_while(|t| *t <= now).take(MAX_TICKS + 1).collect();
     if due.len() > MAX_TICKS {
         // Far too many missed ticks to list: note the span, keep the newest.
         tracing::warn!(schedule = %schedule.name, since = %from, "more than {MAX_TICKS} ticks missed; recording the newest only");
@@ -143,9 +136,7 @@ async fn record_tick(
     let mut tx = pool.begin().await?;
     if decision == Decision::Run {
         if let Some((other, status)) = running_copy(&mut tx, schedule, &queue, job_id).await? {
-            decision = Decision::Skip(format!(
-                "overlap: job {other} of the same operation is still {status}"
-            ));
+            decision = Decision::Skip(format!("overlap: job {other} of the same operation is still {status}"));
         }
     }
     let (outcome, reason) = match &decision {
@@ -168,29 +159,18 @@ async fn record_tick(
     if won.is_none() {
         return Ok(()); // Another scheduler recorded this tick.
     }
-    let job = NewJob {
-        job_id,
-        spec: &schedule.spec,
-        requested_by: Some(&requested_by),
-        queue: &queue,
-    };
+    let job = NewJob { job_id, spec: &schedule.spec, requested_by: Some(&requested_by), queue: &queue };
     match reason {
-        None => results::insert_queued(&mut *tx, std::slice::from_ref(&job))
-            .await
-            .map(drop)?,
+        None => results::insert_queued(&mut *tx, std::slice::from_ref(&job)).await.map(drop)?,
         Some(reason) => results::insert_skipped(&mut tx, &job, reason).await?,
     }
     tx.commit().await?;
-    let span =
-        tracing::info_span!("tick", schedule = %schedule.name, tick = %tick, job_id = %job_id);
+    let span = tracing::info_span!("tick", schedule = %schedule.name, tick = %tick, job_id = %job_id);
     let enqueue = async {
         match reason {
             Some(reason) => tracing::warn!(%reason, "tick skipped"),
             // If this fails, the queued row is enqueued by the reconciler.
-            None => match producer
-                .push_recorded(job_id, &schedule.spec, Some(&requested_by))
-                .await
-            {
+            None => match producer.push_recorded(job_id, &schedule.spec, Some(&requested_by)).await {
                 Ok(()) => tracing::info!("tick enqueued"),
                 Err(err) => {
                     tracing::warn!(error = %err, "could not enqueue the tick's job; the reconciler will")

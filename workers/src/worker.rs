@@ -66,11 +66,7 @@ impl WorkerSettings {
             reconcile_grace: Duration::from_secs(30),
             dedup_ttl: crate::producer::DEFAULT_DEDUP_TTL,
             shutdown_timeout: Duration::from_secs(30),
-            name: format!(
-                "{}-{}",
-                crate::queue::config::host_name(),
-                std::process::id()
-            ),
+            name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
         }
     }
 
@@ -131,33 +127,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
     let connection = ConnectionManager::new_with_config(redis.clone(), config).await?;
-    let ctx = WorkerContext {
-        engine,
-        redis: connection,
-        settings: Arc::new(settings),
-        shutdown: shutdown.clone(),
-    };
-    let session =
-        StreamQueue::connect(redis.clone(), ctx.settings.queue_config(Lane::Session)).await?;
+    let ctx = WorkerContext { engine, redis: connection, settings: Arc::new(settings), shutdown: shutdown.clone() };
+    let session = StreamQueue::connect(redis.clone(), ctx.settings.queue_config(Lane::Session)).await?;
     let bulk = StreamQueue::connect(redis, ctx.settings.queue_config(Lane::Bulk)).await?;
-    let reconciler = tokio::spawn(crate::reconciler::run(
-        ctx.clone(),
-        [session.clone(), bulk.clone()],
-    ));
+    let reconciler = tokio::spawn(crate::reconciler::run(ctx.clone(), [session.clone(), bulk.clone()]));
 
     let monitor = Monitor::new()
-        .register(lane_worker!(
-            ctx,
-            session,
-            Lane::Session,
-            ctx.settings.session_concurrency
-        ))
-        .register(lane_worker!(
-            ctx,
-            bulk,
-            Lane::Bulk,
-            ctx.settings.bulk_concurrency
-        ));
+        .register(lane_worker!(ctx, session, Lane::Session, ctx.settings.session_concurrency))
+        .register(lane_worker!(ctx, bulk, Lane::Bulk, ctx.settings.bulk_concurrency));
     let signal = {
         let shutdown = shutdown.clone();
         async move {
@@ -181,29 +158,22 @@ pub async fn run(
 }
 
 /// Runs one delivered job.
-async fn handle(
-    message: QueuedJob,
-    delivery: Data<Delivery>,
-    ctx: Data<WorkerContext>,
-) -> Result<(), BoxDynError> {
-    let job_id = message
-        .job_id
-        .unwrap_or_else(|| ctx.settings.layout.derived_job_id(&delivery.entry_id));
+async fn handle(message: QueuedJob, delivery: Data<Delivery>, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
+    let job_id = message.job_id.unwrap_or_else(|| ctx.settings.layout.derived_job_id(&delivery.entry_id));
     let span = tracing::info_span!(
         "job",
         job_id = %job_id,
         operation = message.spec.job.operation(),
         attempt = delivery.delivery_count,
     );
-    run_job(&ctx, job_id, &message.spec, delivery.delivery_count)
-        .instrument(span)
-        .await
+    run_job(&ctx, job_id, &message.spec, &delivery.entry_id, delivery.delivery_count).instrument(span).await
 }
 
 async fn run_job(
     ctx: &WorkerContext,
     job_id: Uuid,
     spec: &JobSpec,
+    entry_id: &str,
     attempt: u64,
 ) -> Result<(), BoxDynError> {
     if let Some(holder) = crate::reconciler::coalesce(ctx, job_id, spec).await? {
@@ -214,18 +184,18 @@ async fn run_job(
         cancel: ctx.shutdown.child_token(),
         worker: ctx.settings.name.clone(),
         on_batch: None,
+        entry_id: Some(entry_id.to_owned()),
+        lease: ctx.settings.lease,
     };
-    let outcome = AssertUnwindSafe(ctx.engine.run(job_id, spec, &control))
-        .catch_unwind()
-        .await;
+    let outcome = AssertUnwindSafe(ctx.engine.run(job_id, spec, &control)).catch_unwind().await;
     let error = match outcome {
         Ok(Ok(RunOutcome::Finished(_))) => {
             crate::reconciler::forget(ctx, job_id, spec).await;
             return Ok(());
         }
-        Ok(Ok(RunOutcome::Interrupted)) => {
-            return Err(HandBack(format!("job {job_id} interrupted by shutdown")).into())
-        }
+        // The live delivery will finish the job; this entry is done.
+        Ok(Ok(RunOutcome::Duplicate)) => return Ok(()),
+        Ok(Ok(RunOutcome::Interrupted)) => return Err(HandBack(format!("job {job_id} interrupted by shutdown")).into()),
         Ok(Err(EngineError::Store(StoreError::LeaseLost(_)))) => {
             tracing::warn!("another worker took this job over; stopping without writing");
             return Err(Relinquish(format!("job {job_id}")).into());
@@ -240,13 +210,13 @@ async fn run_job(
     if attempt >= u64::from(ctx.settings.max_attempts) {
         let reason = format!("failed after {attempt} attempts; last error: {error}");
         tracing::error!(%reason, "job failed for good");
-        results::fail(ctx.engine.pool(), job_id, &reason).await?;
+        results::fail_held(ctx.engine.pool(), job_id, &ctx.settings.name, &reason).await?;
         crate::reconciler::forget(ctx, job_id, spec).await;
         return Err(AbortError::new(reason).into());
     }
     let delay = ctx.settings.backoff(attempt);
     tracing::warn!(%error, retry_in = ?delay, "job attempt failed; will retry");
-    let _ = results::note_error(ctx.engine.pool(), job_id, &error).await;
+    let _ = results::note_error(ctx.engine.pool(), job_id, &ctx.settings.name, &error).await;
     Err(RetryAfterError::new(error, delay).into())
 }
 

@@ -12,18 +12,12 @@ use super::{expired, old_results, orphaned, Phase};
 use crate::job::DaysOld;
 
 /// The phases' operations, in order.
-pub const PHASE_OPERATIONS: [&str; 3] = [
-    expired::OPERATION,
-    old_results::OPERATION,
-    orphaned::OPERATION,
-];
+pub const PHASE_OPERATIONS: [&str; 3] = [expired::OPERATION, old_results::OPERATION, orphaned::OPERATION];
 
 pub(crate) fn phases(as_of: DateTime<Utc>, days_old: DaysOld, min_age_secs: u64) -> Vec<Phase> {
     vec![
         Phase::Rows(expired::selector(as_of)),
         Phase::Rows(old_results::selector(as_of, days_old)),
-        Phase::Orphans {
-            min_age: Duration::from_secs(min_age_secs),
-        },
+        Phase::Orphans { min_age: Duration::from_secs(min_age_secs) },
     ]
 }

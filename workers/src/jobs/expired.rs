@@ -21,10 +21,5 @@ const CLAIM: &str = "SELECT id, storage_path, file_size FROM images
     WHERE id = ANY($1) AND storage_type = 'temporary' AND expires_at < $2";
 
 pub(crate) fn selector(as_of: DateTime<Utc>) -> RowSelector {
-    RowSelector {
-        operation: OPERATION,
-        next_ids: NEXT_IDS,
-        claim: CLAIM,
-        arg: ClaimArg::Time(as_of),
-    }
+    RowSelector { operation: OPERATION, next_ids: NEXT_IDS, claim: CLAIM, arg: ClaimArg::Time(as_of) }
 }

@@ -35,13 +35,8 @@ pub(crate) fn phases(job: &CleanupJob, as_of: DateTime<Utc>) -> Vec<Phase> {
         CleanupJob::OldResults { days_old } => {
             vec![Phase::Rows(old_results::selector(as_of, *days_old))]
         }
-        CleanupJob::Orphaned { min_age_secs } => vec![Phase::Orphans {
-            min_age: Duration::from_secs(*min_age_secs),
-        }],
-        CleanupJob::All {
-            days_old,
-            min_age_secs,
-        } => all::phases(as_of, *days_old, *min_age_secs),
+        CleanupJob::Orphaned { min_age_secs } => vec![Phase::Orphans { min_age: Duration::from_secs(*min_age_secs) }],
+        CleanupJob::All { days_old, min_age_secs } => all::phases(as_of, *days_old, *min_age_secs),
     }
 }
 

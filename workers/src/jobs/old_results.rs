@@ -26,12 +26,7 @@ const CLAIM: &str = "SELECT id, storage_path, file_size FROM images
           AND t.status IN ('completed', 'failed') AND t.completed_at < $2)";
 
 pub(crate) fn selector(as_of: DateTime<Utc>, days_old: DaysOld) -> RowSelector {
-    RowSelector {
-        operation: OPERATION,
-        next_ids: NEXT_IDS,
-        claim: CLAIM,
-        arg: ClaimArg::Time(cutoff(as_of, days_old)),
-    }
+    RowSelector { operation: OPERATION, next_ids: NEXT_IDS, claim: CLAIM, arg: ClaimArg::Time(cutoff(as_of, days_old)) }
 }
 
 pub fn cutoff(as_of: DateTime<Utc>, days_old: DaysOld) -> DateTime<Utc> {

@@ -27,16 +27,12 @@ pub const OPERATION: &str = "cleanup_orphaned_files";
 /// Which of the given paths some row references.
 const REFERENCED: &str = "SELECT storage_path FROM images WHERE storage_path = ANY($1)";
 
-pub(crate) async fn run(
-    ctx: &RunContext<'_>,
-    min_age: Duration,
-    progress: &mut Progress,
-) -> anyhow::Result<PhaseEnd> {
+pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut Progress) -> anyhow::Result<PhaseEnd> {
     if let Some(reason) = unusable_category(ctx) {
         return Ok(PhaseEnd::Refused(reason));
     }
     if let Some(pending) = progress.checkpoint.pending.clone() {
-        finish_pending(ctx, pending, Vec::new(), progress, true).await?;
+        finish_pending(ctx, pending, Vec::new(), progress, true, std::time::Instant::now()).await?;
     }
     let after = match &progress.checkpoint.cursor {
         Cursor::AfterPath(path) => Some(path.clone()),
@@ -51,9 +47,7 @@ pub(crate) async fn run(
         let mut batch = Vec::with_capacity(batch_size);
         for item in scanner.walk(after.as_deref()) {
             batch.push(item);
-            if batch.len() == batch_size
-                && sender.blocking_send(std::mem::take(&mut batch)).is_err()
-            {
+            if batch.len() == batch_size && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return; // The sweep stopped listening.
             }
         }
@@ -73,18 +67,12 @@ pub(crate) async fn run(
         if !ctx.dry_run {
             let mut next = progress.clone();
             let count = scan_errors.len() as i64;
-            next.add(
-                Counters {
-                    errors: count,
-                    ..Counters::default()
-                },
-                std::mem::take(&mut scan_errors),
-            );
+            next.add(Counters { errors: count, ..Counters::default() }, std::mem::take(&mut scan_errors));
             next.checkpoint.pending = Some(pending.clone());
             save(ctx, &next).await?;
             *progress = next;
         }
-        finish_pending(ctx, pending, scan_errors, progress, false).await?;
+        finish_pending(ctx, pending, scan_errors, progress, false, started).await?;
         ctx.batch_done(progress, started.elapsed());
     }
     walker.await?;
@@ -104,21 +92,16 @@ async fn plan(
     for item in items {
         match item {
             ScanItem::Error { path, error } => errors.push(error_item(path, error.clone())),
-            ScanItem::File(file) if file.modified < grace_ends => {
-                match RelativePath::parse(&file.path) {
-                    Ok(_) => old_enough.push((file.path.clone(), file.size)),
-                    Err(err) => errors.push(error_item(&file.path, err.to_string())),
-                }
-            }
+            ScanItem::File(file) if file.modified < grace_ends => match RelativePath::parse(&file.path) {
+                Ok(_) => old_enough.push((file.path.clone(), file.size)),
+                Err(err) => errors.push(error_item(&file.path, err.to_string())),
+            },
             ScanItem::File(_) => {}
         }
     }
     let pending = PendingOrphans {
         files: unreferenced(ctx, old_enough).await?,
-        cursor: items
-            .last()
-            .map(|item| item.path().to_owned())
-            .unwrap_or_default(),
+        cursor: items.last().map(|item| item.path().to_owned()).unwrap_or_default(),
         scanned: items.len() as u64,
     };
     Ok((pending, errors))
@@ -132,6 +115,7 @@ async fn finish_pending(
     mut errors: Vec<ErrorItem>,
     progress: &mut Progress,
     resumed: bool,
+    started: std::time::Instant,
 ) -> anyhow::Result<()> {
     let mut delta = Counters::default();
     if ctx.dry_run {
@@ -148,10 +132,7 @@ async fn finish_pending(
         }
         ctx.pace(files.len()).await;
         let paths = files.iter().map(|(path, _)| path.clone()).collect();
-        let removals = ctx
-            .storage
-            .remove_many(paths, ctx.engine.settings.unlink_concurrency)
-            .await;
+        let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
         for ((path, size), removal) in files.iter().zip(removals) {
             match removal {
                 Removal::Removed => {
@@ -174,6 +155,7 @@ async fn finish_pending(
     next.record(delta, errors, Cursor::AfterPath(pending.cursor));
     next.checkpoint.files_scanned += pending.scanned;
     next.checkpoint.pending = None;
+    next.observe(started.elapsed());
     save(ctx, &next).await?;
     *progress = next;
     Ok(())
@@ -200,24 +182,14 @@ fn unusable_category(ctx: &RunContext<'_>) -> Option<String> {
 }
 
 /// The files among `files` that no row references.
-async fn unreferenced(
-    ctx: &RunContext<'_>,
-    files: Vec<(String, u64)>,
-) -> sqlx::Result<Vec<(String, u64)>> {
+async fn unreferenced(ctx: &RunContext<'_>, files: Vec<(String, u64)>) -> sqlx::Result<Vec<(String, u64)>> {
     if files.is_empty() {
         return Ok(files);
     }
     let paths: Vec<&str> = files.iter().map(|(path, _)| path.as_str()).collect();
-    let referenced: HashSet<String> = sqlx::query_scalar(REFERENCED)
-        .bind(&paths)
-        .fetch_all(&ctx.engine.pool)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(files
-        .into_iter()
-        .filter(|(path, _)| !referenced.contains(path))
-        .collect())
+    let referenced: HashSet<String> =
+        sqlx::query_scalar(REFERENCED).bind(&paths).fetch_all(&ctx.engine.pool).await?.into_iter().collect();
+    Ok(files.into_iter().filter(|(path, _)| !referenced.contains(path)).collect())
 }
 
 async fn save(ctx: &RunContext<'_>, progress: &Progress) -> anyhow::Result<()> {
@@ -227,10 +199,5 @@ async fn save(ctx: &RunContext<'_>, progress: &Progress) -> anyhow::Result<()> {
 }
 
 fn error_item(path: &str, error: String) -> ErrorItem {
-    ErrorItem {
-        image_id: None,
-        path: path.to_owned(),
-        error,
-        operation: OPERATION.to_owned(),
-    }
+    ErrorItem { image_id: None, path: path.to_owned(), error, operation: OPERATION.to_owned() }
 }

@@ -103,6 +103,7 @@ pub(crate) async fn run(
         let done = batch(ctx, &mut tx, selector, &ids).await?;
         next.record(done.delta, done.errors, Cursor::AfterId(last));
         next.defer(done.unclaimed);
+        next.observe(started.elapsed());
         crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
         tx.commit().await?;
         *progress = next;
@@ -116,11 +117,7 @@ pub(crate) async fn run(
 /// another run's batch commits in moments; a paused worker's transaction ends
 /// when it resumes (its commit then fails on its lost lease) or when
 /// Postgres's `idle_in_transaction_session_timeout` ends its session.
-async fn recheck(
-    ctx: &RunContext<'_>,
-    selector: &RowSelector,
-    progress: &mut Progress,
-) -> anyhow::Result<PhaseEnd> {
+async fn recheck(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Progress) -> anyhow::Result<PhaseEnd> {
     let deadline = std::time::Instant::now() + RECHECK_WAIT;
     let mut pause = Duration::from_millis(50);
     while !progress.checkpoint.recheck.is_empty() {
@@ -156,15 +153,8 @@ async fn recheck(
     Ok(PhaseEnd::Done)
 }
 
-async fn next_ids(
-    conn: &mut PgConnection,
-    selector: &RowSelector,
-    after: i64,
-    limit: usize,
-) -> sqlx::Result<Vec<i64>> {
-    let query = sqlx::query_scalar(selector.next_ids)
-        .bind(after)
-        .bind(limit as i64);
+async fn next_ids(conn: &mut PgConnection, selector: &RowSelector, after: i64, limit: usize) -> sqlx::Result<Vec<i64>> {
+    let query = sqlx::query_scalar(selector.next_ids).bind(after).bind(limit as i64);
     match &selector.arg {
         ClaimArg::Time(at) => query.bind(at).fetch_all(conn).await,
         ClaimArg::Text(text) => query.bind(text).fetch_all(conn).await,
@@ -190,11 +180,7 @@ async fn candidates(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = if lock {
-        format!("{} FOR UPDATE SKIP LOCKED", selector.claim)
-    } else {
-        selector.claim.to_owned()
-    };
+    let sql = if lock { format!("{} FOR UPDATE SKIP LOCKED", selector.claim) } else { selector.claim.to_owned() };
     let query = sqlx::query_as::<_, Candidate>(&sql).bind(ids);
     match &selector.arg {
         ClaimArg::Time(at) => query.bind(at).fetch_all(conn).await,
@@ -212,18 +198,11 @@ async fn batch(
     // A dry run takes no locks: it must not hold up the application.
     let candidates = candidates(&mut *conn, selector, ids, !ctx.dry_run).await?;
     let claimed: Vec<i64> = candidates.iter().map(|c| c.id).collect();
-    let in_use: HashSet<i64> = sqlx::query_scalar(IN_USE)
-        .bind(&claimed)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect();
+    let in_use: HashSet<i64> =
+        sqlx::query_scalar(IN_USE).bind(&claimed).fetch_all(&mut *conn).await?.into_iter().collect();
     let unclaimed = {
         let claimed: HashSet<i64> = claimed.iter().copied().collect();
-        ids.iter()
-            .copied()
-            .filter(|id| !claimed.contains(id))
-            .collect()
+        ids.iter().copied().filter(|id| !claimed.contains(id)).collect()
     };
 
     let mut delta = Counters::default();
@@ -252,10 +231,7 @@ async fn batch(
     } else {
         ctx.pace(free.len()).await;
         let paths = free.iter().map(|(_, path)| path.clone()).collect();
-        let removals = ctx
-            .storage
-            .remove_many(paths, ctx.engine.settings.unlink_concurrency)
-            .await;
+        let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
         for ((candidate, _), removal) in free.iter().zip(removals) {
             match removal {
                 Removal::Removed | Removal::Missing => gone.push(*candidate),
@@ -263,17 +239,10 @@ async fn batch(
             }
         }
         let gone_ids: Vec<i64> = gone.iter().map(|c| c.id).collect();
-        sqlx::query("DELETE FROM images WHERE id = ANY($1)")
-            .bind(&gone_ids)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("DELETE FROM images WHERE id = ANY($1)").bind(&gone_ids).execute(&mut *conn).await?;
     }
     delta.deleted = gone.len() as i64;
     delta.bytes = gone.iter().map(|c| c.file_size).sum();
     delta.errors = errors.len() as i64;
-    Ok(BatchDone {
-        delta,
-        errors,
-        unclaimed,
-    })
+    Ok(BatchDone { delta, errors, unclaimed })
 }

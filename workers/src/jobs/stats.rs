@@ -66,8 +66,7 @@ pub async fn collect(pool: &PgPool) -> sqlx::Result<Stats> {
         i64,
         DateTime<Utc>,
     ) = sqlx::query_as(IMAGES).fetch_one(pool).await?;
-    let (old_results, old_results_bytes): (i64, i64) =
-        sqlx::query_as(OLD_RESULTS).fetch_one(pool).await?;
+    let (old_results, old_results_bytes): (i64, i64) = sqlx::query_as(OLD_RESULTS).fetch_one(pool).await?;
     let in_use: i64 = sqlx::query_scalar(EXPIRED_IN_USE).fetch_one(pool).await?;
     let reclaimable = expired_bytes + old_results_bytes;
     Ok(Stats {

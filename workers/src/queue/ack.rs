@@ -51,13 +51,8 @@ impl Outcome {
         if e.downcast_ref::<Relinquish>().is_some() {
             return Self::Relinquish;
         }
-        let delay = e
-            .downcast_ref::<RetryAfterError>()
-            .map_or(default_delay, RetryAfterError::get_duration);
-        Self::Retry {
-            delay,
-            error: e.to_string(),
-        }
+        let delay = e.downcast_ref::<RetryAfterError>().map_or(default_delay, RetryAfterError::get_duration);
+        Self::Retry { delay, error: e.to_string() }
     }
 }
 
@@ -109,9 +104,7 @@ impl StreamAcker {
         let reason = match outcome {
             Outcome::Done => {
                 let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .xack(&keys.stream, &config.group, &[id])
-                    .ignore();
+                pipe.atomic().xack(&keys.stream, &config.group, &[id]).ignore();
                 if config.delete_on_ack {
                     pipe.xdel(&keys.stream, &[id]).ignore();
                 }
@@ -120,27 +113,12 @@ impl StreamAcker {
                 return Ok(());
             }
             Outcome::Relinquish => {
-                debug!(
-                    entry_id = id,
-                    "lease lost; leaving the entry to its new owner"
-                );
+                debug!(entry_id = id, "lease lost; leaving the entry to its new owner");
                 return Ok(());
             }
             Outcome::HandBack => {
-                let how = Release {
-                    to: HANDOFF_CONSUMER,
-                    idle: HANDOFF_IDLE,
-                    count_delta: -1,
-                };
-                scripts::release(
-                    &mut conn,
-                    keys,
-                    &config.group,
-                    &self.consumer.name,
-                    how,
-                    &[id.to_owned()],
-                )
-                .await?;
+                let how = Release { to: HANDOFF_CONSUMER, idle: HANDOFF_IDLE, count_delta: -1 };
+                scripts::release(&mut conn, keys, &config.group, &self.consumer.name, how, &[id.to_owned()]).await?;
                 debug!(entry_id = id, "handed back an interrupted job");
                 return Ok(());
             }
@@ -152,20 +130,8 @@ impl StreamAcker {
                 // Keep the entry pending but backdate its idle time, so any
                 // consumer's next `XAUTOCLAIM` picks it up after `delay`.
                 let delay = (*delay).min(config.min_idle);
-                let how = Release {
-                    to: &self.consumer.name,
-                    idle: config.min_idle - delay,
-                    count_delta: 0,
-                };
-                scripts::release(
-                    &mut conn,
-                    keys,
-                    &config.group,
-                    &self.consumer.name,
-                    how,
-                    &[id.to_owned()],
-                )
-                .await?;
+                let how = Release { to: &self.consumer.name, idle: config.min_idle - delay, count_delta: 0 };
+                scripts::release(&mut conn, keys, &config.group, &self.consumer.name, how, &[id.to_owned()]).await?;
                 warn!(entry_id = id, attempt = attempts, retry_in = ?delay, error = %error, "job failed; will retry");
                 return Ok(());
             }
@@ -180,10 +146,7 @@ impl StreamAcker {
         if scripts::dead_letter(&mut conn, keys, &config.group, &self.consumer.name, args).await? {
             warn!(entry_id = id, %reason, "moved entry {id} to the dead-letter stream");
         } else {
-            warn!(
-                entry_id = id,
-                "entry {id} was rescued by another consumer; not dead-lettering it"
-            );
+            warn!(entry_id = id, "entry {id} was rescued by another consumer; not dead-lettering it");
         }
         Ok(())
     }
@@ -211,10 +174,7 @@ mod tests {
 
     #[test]
     fn ok_is_done() {
-        assert_eq!(
-            Outcome::classify(&Ok::<(), BoxDynError>(()), DELAY),
-            Outcome::Done
-        );
+        assert_eq!(Outcome::classify(&Ok::<(), BoxDynError>(()), DELAY), Outcome::Done);
     }
 
     #[test]

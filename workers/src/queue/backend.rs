@@ -119,11 +119,7 @@ where
     type Task = Task<Args>;
     type Error = QueueError;
 
-    fn poll_ready(
-        &mut self,
-        _cx: &mut Context<'_>,
-        _: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         // Start the heartbeat on first use: construction may happen outside a runtime.
         if self.heartbeat.is_none() && !self.closed {
             self.heartbeat = Some(spawn_heartbeat(self.queue.clone(), self.consumer.clone()));
@@ -131,11 +127,7 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn poll_next(
-        &mut self,
-        cx: &mut Context<'_>,
-        _: &WorkerContext,
-    ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
+    fn poll_next(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         loop {
             if let Some(task) = self.buffer.pop_front() {
                 if let Some(delivery) = task.ctx().data().get::<Delivery>() {
@@ -153,11 +145,7 @@ where
         }
     }
 
-    fn poll_close(
-        &mut self,
-        cx: &mut Context<'_>,
-        _: &WorkerContext,
-    ) -> Poll<Result<(), Self::Error>> {
+    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         if self.closed {
             return Poll::Ready(Ok(()));
         }
@@ -199,10 +187,7 @@ where
                 return Poll::Pending; // Unreachable: the fetcher is only away while fetching.
             };
             // Free slots; at least one, since apalis calls us only with a slot free.
-            let want = self
-                .concurrency
-                .saturating_sub(self.consumer.running())
-                .max(1);
+            let want = self.concurrency.saturating_sub(self.consumer.running()).max(1);
             self.fetching = Some(fetcher.next_batch::<Args>(want).boxed());
         }
         let Some(fetching) = self.fetching.as_mut() else {
@@ -228,13 +213,8 @@ async fn close(queue: StreamQueue, consumer: Arc<Consumer>, ids: Vec<String>) {
         let mut conn = queue.connection();
         let group = &queue.config().group;
         if !ids.is_empty() {
-            let how = Release {
-                to: HANDOFF_CONSUMER,
-                idle: HANDOFF_IDLE,
-                count_delta: -1,
-            };
-            match scripts::release(&mut conn, queue.keys(), group, &consumer.name, how, &ids).await
-            {
+            let how = Release { to: HANDOFF_CONSUMER, idle: HANDOFF_IDLE, count_delta: -1 };
+            match scripts::release(&mut conn, queue.keys(), group, &consumer.name, how, &ids).await {
                 Ok(moved) => info!(moved, "handed back unstarted entries"),
                 Err(e) => {
                     warn!(error = %e, "could not hand back entries; they will be rescued after min_idle")

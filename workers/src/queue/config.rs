@@ -79,10 +79,7 @@ impl QueueConfig {
 
     /// The Redis keys derived from `prefix`.
     pub fn keys(&self) -> Keys {
-        Keys {
-            stream: format!("{}:jobs", self.prefix),
-            dead: format!("{}:dead", self.prefix),
-        }
+        Keys { stream: format!("{}:jobs", self.prefix), dead: format!("{}:dead", self.prefix) }
     }
 }
 

@@ -30,11 +30,7 @@ pub(crate) struct Consumer {
 
 impl Consumer {
     pub(crate) fn new() -> Self {
-        Self {
-            name: unique_consumer_name(),
-            in_flight: Mutex::new(HashSet::new()),
-            closing: AtomicBool::new(false),
-        }
+        Self { name: unique_consumer_name(), in_flight: Mutex::new(HashSet::new()), closing: AtomicBool::new(false) }
     }
 
     /// A poisoned lock only means a panic elsewhere; the set itself is still sound.

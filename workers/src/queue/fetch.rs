@@ -13,8 +13,8 @@ use apalis_core::task::{builder::TaskBuilder, task_id::TaskId, Task};
 use redis::{
     aio::ConnectionManager,
     streams::{
-        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
-        StreamReadOptions, StreamReadReply,
+        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions,
+        StreamReadReply,
     },
     AsyncCommands, RedisResult,
 };
@@ -58,10 +58,7 @@ impl Fetcher {
     ///
     /// Never fails: transient errors are logged and retried with backoff,
     /// because an error from `poll_next` would end the apalis worker.
-    pub(crate) async fn next_batch<Args: DeserializeOwned>(
-        mut self,
-        want: usize,
-    ) -> (Self, Vec<Task<Args>>) {
+    pub(crate) async fn next_batch<Args: DeserializeOwned>(mut self, want: usize) -> (Self, Vec<Task<Args>>) {
         while !self.consumer.is_closing() {
             match self.fetch_once(want).await {
                 Ok(tasks) => {
@@ -87,10 +84,7 @@ impl Fetcher {
     }
 
     /// One rescue-or-read round.
-    async fn fetch_once<Args: DeserializeOwned>(
-        &mut self,
-        want: usize,
-    ) -> RedisResult<Vec<Task<Args>>> {
+    async fn fetch_once<Args: DeserializeOwned>(&mut self, want: usize) -> RedisResult<Vec<Task<Args>>> {
         if Instant::now() >= self.next_rescue {
             let rescued = self.rescue(want).await?;
             if !rescued.is_empty() {
@@ -105,15 +99,9 @@ impl Fetcher {
     }
 
     /// `XREADGROUP GROUP <group> <me> COUNT <want> BLOCK <ms> STREAMS <stream> >`.
-    async fn read_new<Args: DeserializeOwned>(
-        &mut self,
-        want: usize,
-        block: Duration,
-    ) -> RedisResult<Vec<Task<Args>>> {
+    async fn read_new<Args: DeserializeOwned>(&mut self, want: usize, block: Duration) -> RedisResult<Vec<Task<Args>>> {
         let config = self.queue.config();
-        let mut options = StreamReadOptions::default()
-            .group(&config.group, &self.consumer.name)
-            .count(want);
+        let mut options = StreamReadOptions::default().group(&config.group, &self.consumer.name).count(want);
         // `BLOCK 0` would wait forever; below 1 ms read without blocking.
         let block_ms = usize::try_from(block.as_millis()).unwrap_or(usize::MAX);
         if block_ms > 0 {
@@ -123,24 +111,15 @@ impl Fetcher {
             Some(reader) => reader,
             None => self.reader.insert(self.queue.reader_connection()?),
         };
-        let reply: StreamReadReply = reader
-            .xread_options(&[&self.queue.keys().stream], &[">"], &options)
-            .await?;
-        let entries: Vec<(StreamId, u64)> = reply
-            .keys
-            .into_iter()
-            .flat_map(|key| key.ids)
-            .map(|entry| (entry, 1))
-            .collect();
+        let reply: StreamReadReply = reader.xread_options(&[&self.queue.keys().stream], &[">"], &options).await?;
+        let entries: Vec<(StreamId, u64)> =
+            reply.keys.into_iter().flat_map(|key| key.ids).map(|entry| (entry, 1)).collect();
         Ok(self.to_tasks(entries).await)
     }
 
     /// Claims up to `want` entries idle longer than `min_idle`, then reads their
     /// delivery counts with `XPENDING` (Redis 7.0's `XAUTOCLAIM` omits them).
-    async fn rescue<Args: DeserializeOwned>(
-        &mut self,
-        want: usize,
-    ) -> RedisResult<Vec<Task<Args>>> {
+    async fn rescue<Args: DeserializeOwned>(&mut self, want: usize) -> RedisResult<Vec<Task<Args>>> {
         let config = self.queue.config();
         let keys = self.queue.keys();
         let mut conn = self.queue.connection();
@@ -164,10 +143,7 @@ impl Fetcher {
             Instant::now()
         };
         if !reply.deleted_ids.is_empty() {
-            debug!(
-                count = reply.deleted_ids.len(),
-                "dropped pending entries deleted from the stream"
-            );
+            debug!(count = reply.deleted_ids.len(), "dropped pending entries deleted from the stream");
         }
         if reply.claimed.is_empty() {
             return Ok(Vec::new());
@@ -205,18 +181,11 @@ impl Fetcher {
                 &self.consumer.name,
             )
             .await?;
-        Ok(reply
-            .ids
-            .into_iter()
-            .map(|p| (p.id, p.times_delivered as u64))
-            .collect())
+        Ok(reply.ids.into_iter().map(|p| (p.id, p.times_delivered as u64)).collect())
     }
 
     /// Turns entries into tasks; dead-letters undecodable and exhausted ones.
-    async fn to_tasks<Args: DeserializeOwned>(
-        &self,
-        entries: Vec<(StreamId, u64)>,
-    ) -> Vec<Task<Args>> {
+    async fn to_tasks<Args: DeserializeOwned>(&self, entries: Vec<(StreamId, u64)>) -> Vec<Task<Args>> {
         let max_attempts = u64::from(self.queue.config().max_attempts);
         let mut tasks = Vec::with_capacity(entries.len());
         for (entry, delivery_count) in entries {
@@ -224,8 +193,7 @@ impl Fetcher {
                 let reason = format!(
                     "abandoned: delivered {delivery_count} times without completing (max_attempts {max_attempts})"
                 );
-                self.dead_letter(&entry.id, &reason, delivery_count - 1)
-                    .await;
+                self.dead_letter(&entry.id, &reason, delivery_count - 1).await;
                 continue;
             }
             match wire::decode::<Args>(&entry) {
@@ -239,27 +207,12 @@ impl Fetcher {
     /// Best effort: on failure the entry stays pending and is retried after `min_idle`.
     async fn dead_letter(&self, entry_id: &str, reason: &str, attempts: u64) {
         let config = self.queue.config();
-        let args = DeadLetterArgs {
-            entry_id,
-            reason,
-            attempts,
-            delete: config.delete_on_ack,
-            max_len: config.dead_max_len,
-        };
+        let args =
+            DeadLetterArgs { entry_id, reason, attempts, delete: config.delete_on_ack, max_len: config.dead_max_len };
         let mut conn = self.queue.connection();
-        let result = scripts::dead_letter(
-            &mut conn,
-            self.queue.keys(),
-            &config.group,
-            &self.consumer.name,
-            args,
-        )
-        .await;
+        let result = scripts::dead_letter(&mut conn, self.queue.keys(), &config.group, &self.consumer.name, args).await;
         match result {
-            Ok(_) => warn!(
-                entry_id,
-                reason, "moved entry {entry_id} to the dead-letter stream"
-            ),
+            Ok(_) => warn!(entry_id, reason, "moved entry {entry_id} to the dead-letter stream"),
             Err(e) => {
                 warn!(entry_id, error = %e, "could not dead-letter entry {entry_id}; it stays pending")
             }
@@ -271,20 +224,12 @@ impl Fetcher {
 ///
 /// The recorded attempt is `delivery_count - 1` because apalis's lifecycle
 /// layer adds one when the task starts, so handlers see the 1-based delivery count.
-fn build_task<Args>(
-    args: Args,
-    entry_id: String,
-    delivery_count: u64,
-    max_attempts: u64,
-) -> Task<Args> {
+fn build_task<Args>(args: Args, entry_id: String, delivery_count: u64, max_attempts: u64) -> Task<Args> {
     let previous = usize::try_from(delivery_count.saturating_sub(1)).unwrap_or(usize::MAX);
     TaskBuilder::new(args)
         .task_id(TaskId::from_string(entry_id.clone()))
         .attempt(previous)
         .max_attempts(usize::try_from(max_attempts).unwrap_or(usize::MAX))
-        .data(Delivery {
-            entry_id,
-            delivery_count,
-        })
+        .data(Delivery { entry_id, delivery_count })
         .build()
 }

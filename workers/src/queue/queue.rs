@@ -37,9 +37,7 @@ struct Inner {
 
 impl std::fmt::Debug for StreamQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamQueue")
-            .field("keys", &self.inner.keys)
-            .finish_non_exhaustive()
+        f.debug_struct("StreamQueue").field("keys", &self.inner.keys).finish_non_exhaustive()
     }
 }
 
@@ -47,18 +45,10 @@ impl StreamQueue {
     /// Validates `config`, connects, and creates the consumer group if missing.
     pub async fn connect(client: Client, config: QueueConfig) -> Result<Self, QueueError> {
         config.validate()?;
-        let manager_config =
-            ConnectionManagerConfig::new().set_response_timeout(Some(config.command_timeout));
+        let manager_config = ConnectionManagerConfig::new().set_response_timeout(Some(config.command_timeout));
         let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
         let keys = config.keys();
-        let queue = Self {
-            inner: Arc::new(Inner {
-                config,
-                keys,
-                client,
-                commands,
-            }),
-        };
+        let queue = Self { inner: Arc::new(Inner { config, keys, client, commands }) };
         queue.ensure_group().await?;
         Ok(queue)
     }
@@ -69,9 +59,8 @@ impl StreamQueue {
     /// existed (or after someone deleted it) are still delivered.
     pub async fn ensure_group(&self) -> Result<(), QueueError> {
         let mut conn = self.connection();
-        let created: redis::RedisResult<()> = conn
-            .xgroup_create_mkstream(&self.inner.keys.stream, &self.inner.config.group, "0")
-            .await;
+        let created: redis::RedisResult<()> =
+            conn.xgroup_create_mkstream(&self.inner.keys.stream, &self.inner.config.group, "0").await;
         match created {
             Ok(()) => info!(stream = %self.inner.keys.stream, "created consumer group"),
             Err(e) if e.code() == Some("BUSYGROUP") => debug!("consumer group already exists"),
@@ -89,9 +78,7 @@ impl StreamQueue {
     /// Enqueues an already-serialised JSON payload, exactly as another language would.
     pub async fn enqueue_json(&self, payload: &str) -> Result<String, QueueError> {
         let mut conn = self.connection();
-        let id: String = conn
-            .xadd(&self.inner.keys.stream, "*", &[(JOB_FIELD, payload)])
-            .await?;
+        let id: String = conn.xadd(&self.inner.keys.stream, "*", &[(JOB_FIELD, payload)]).await?;
         Ok(id)
     }
 
@@ -118,18 +105,15 @@ impl StreamQueue {
     /// Number of entries in the group's pending list (delivered, not acknowledged).
     pub async fn pending_count(&self) -> Result<usize, QueueError> {
         let mut conn = self.connection();
-        let reply: redis::streams::StreamPendingReply = conn
-            .xpending(&self.inner.keys.stream, &self.inner.config.group)
-            .await?;
+        let reply: redis::streams::StreamPendingReply =
+            conn.xpending(&self.inner.keys.stream, &self.inner.config.group).await?;
         Ok(reply.count())
     }
 
     /// Reads up to `count` dead letters, oldest first.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let mut conn = self.connection();
-        let reply: StreamRangeReply = conn
-            .xrange_count(&self.inner.keys.dead, "-", "+", count)
-            .await?;
+        let reply: StreamRangeReply = conn.xrange_count(&self.inner.keys.dead, "-", "+", count).await?;
         Ok(reply.ids.iter().map(DeadLetter::from_entry).collect())
     }
 

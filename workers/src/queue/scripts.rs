@@ -100,13 +100,7 @@ pub(crate) async fn heartbeat<C: ConnectionLike>(
     consumer: &str,
     ids: &[String],
 ) -> RedisResult<Vec<String>> {
-    HEARTBEAT
-        .key(&keys.stream)
-        .arg(group)
-        .arg(consumer)
-        .arg(ids)
-        .invoke_async(conn)
-        .await
+    HEARTBEAT.key(&keys.stream).arg(group).arg(consumer).arg(ids).invoke_async(conn).await
 }
 
 /// How [`release`] re-queues entries.
@@ -180,11 +174,6 @@ pub(crate) async fn delete_idle_consumer<C: ConnectionLike>(
     group: &str,
     consumer: &str,
 ) -> RedisResult<bool> {
-    let done: i64 = DELETE_IDLE_CONSUMER
-        .key(&keys.stream)
-        .arg(group)
-        .arg(consumer)
-        .invoke_async(conn)
-        .await?;
+    let done: i64 = DELETE_IDLE_CONSUMER.key(&keys.stream).arg(group).arg(consumer).invoke_async(conn).await?;
     Ok(done == 1)
 }

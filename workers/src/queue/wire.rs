@@ -34,9 +34,7 @@ pub fn encode<T: Serialize>(args: &T) -> Result<String, serde_json::Error> {
 ///
 /// The error is a human-readable reason, stored in the dead-letter stream.
 pub(crate) fn decode<T: DeserializeOwned>(entry: &StreamId) -> Result<T, String> {
-    let raw: String = entry
-        .get(JOB_FIELD)
-        .ok_or_else(|| format!("entry has no `{JOB_FIELD}` field"))?;
+    let raw: String = entry.get(JOB_FIELD).ok_or_else(|| format!("entry has no `{JOB_FIELD}` field"))?;
     serde_json::from_str(&raw).map_err(|e| format!("job payload is not valid: {e}"))
 }
 
@@ -83,20 +81,9 @@ impl DeadLetter {
 /// Builds a `StreamId` by hand; used by unit tests of the decoder.
 #[cfg(test)]
 fn entry(fields: &[(&str, &str)]) -> StreamId {
-    let map: std::collections::HashMap<String, redis::Value> = fields
-        .iter()
-        .map(|(k, v)| {
-            (
-                (*k).to_owned(),
-                redis::Value::BulkString(v.as_bytes().to_vec()),
-            )
-        })
-        .collect();
-    StreamId {
-        id: "1-0".to_owned(),
-        map,
-        ..Default::default()
-    }
+    let map: std::collections::HashMap<String, redis::Value> =
+        fields.iter().map(|(k, v)| ((*k).to_owned(), redis::Value::BulkString(v.as_bytes().to_vec()))).collect();
+    StreamId { id: "1-0".to_owned(), map, ..Default::default() }
 }
 
 #[cfg(test)]

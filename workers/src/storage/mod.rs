@@ -51,18 +51,9 @@ impl Storage {
     /// Opens the storage root. It must exist and be a directory: a missing
     /// root would make every file look "already deleted".
     pub fn open(root: &Path) -> anyhow::Result<Self> {
-        let root_fd = rustix::fs::open(
-            root,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .with_context(|| format!("cannot open storage root {}", root.display()))?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                root: root.to_owned(),
-                root_fd,
-            }),
-        })
+        let root_fd = rustix::fs::open(root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
+            .with_context(|| format!("cannot open storage root {}", root.display()))?;
+        Ok(Self { inner: Arc::new(Inner { root: root.to_owned(), root_fd }) })
     }
 
     pub fn root(&self) -> &Path {
@@ -98,10 +89,7 @@ impl Storage {
             let paths = Arc::clone(&paths);
             let end = (start + chunk).min(total);
             let handle = tokio::task::spawn_blocking(move || {
-                paths[start..end]
-                    .iter()
-                    .map(|path| storage.remove(path))
-                    .collect::<Vec<_>>()
+                paths[start..end].iter().map(|path| storage.remove(path)).collect::<Vec<_>>()
             });
             handles.push((end - start, handle));
         }
@@ -112,10 +100,7 @@ impl Storage {
                 // A thread that died leaves its files' fate unknown: report
                 // them as failed, so their rows stay and a later run retries.
                 Err(err) => outcomes.extend(
-                    std::iter::repeat_with(|| {
-                        Removal::Failed(format!("unlink thread failed: {err}"))
-                    })
-                    .take(len),
+                    std::iter::repeat_with(|| Removal::Failed(format!("unlink thread failed: {err}"))).take(len),
                 ),
             }
         }
@@ -179,10 +164,7 @@ mod tests {
     fn refuses_directories_and_symlinked_parents() {
         let (dir, storage) = root();
         fs::create_dir(dir.path().join("photos/a/dir.jpg")).unwrap();
-        assert_eq!(
-            storage.remove(&rel("photos/a/dir.jpg")),
-            Removal::Failed("is a directory".into())
-        );
+        assert_eq!(storage.remove(&rel("photos/a/dir.jpg")), Removal::Failed("is a directory".into()));
         let outside = tempfile::tempdir().unwrap();
         fs::write(outside.path().join("x.jpg"), b"keep").unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("photos/link")).unwrap();
@@ -217,11 +199,7 @@ mod tests {
         }
         let outcomes = storage.remove_many(paths, 4).await;
         for (i, outcome) in outcomes.iter().enumerate() {
-            let want = if i % 3 == 0 {
-                Removal::Missing
-            } else {
-                Removal::Removed
-            };
+            let want = if i % 3 == 0 { Removal::Missing } else { Removal::Removed };
             assert_eq!(outcome, &want, "file {i}");
         }
     }

@@ -67,23 +67,12 @@ impl Scanner {
         })
     }
 
-    fn walk_category(
-        &self,
-        category: &str,
-        after: Option<PathBuf>,
-    ) -> Box<dyn Iterator<Item = ScanItem> + '_> {
+    fn walk_category(&self, category: &str, after: Option<PathBuf>) -> Box<dyn Iterator<Item = ScanItem> + '_> {
         let top = self.root.join(category);
         match std::fs::symlink_metadata(&top) {
             Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Box::new(std::iter::once(category_error(
-                    category,
-                    "is not a directory",
-                )))
-            }
-            Err(err) => {
-                return Box::new(std::iter::once(category_error(category, &err.to_string())))
-            }
+            Ok(_) => return Box::new(std::iter::once(category_error(category, "is not a directory"))),
+            Err(err) => return Box::new(std::iter::once(category_error(category, &err.to_string()))),
         }
         let root = self.root.as_path();
         let keep = move |relative: &Path, is_dir: bool| match &after {
@@ -104,14 +93,8 @@ impl Scanner {
             Ok(entry) if entry.file_type().is_dir() => None,
             Ok(entry) => Some(file_item(root, &entry)),
             Err(err) => {
-                let path = err
-                    .path()
-                    .map(|p| relative_lossy(root, p))
-                    .unwrap_or_default();
-                Some(ScanItem::Error {
-                    path,
-                    error: format!("cannot read during scan: {}", io_message(&err)),
-                })
+                let path = err.path().map(|p| relative_lossy(root, p)).unwrap_or_default();
+                Some(ScanItem::Error { path, error: format!("cannot read during scan: {}", io_message(&err)) })
             }
         }))
     }
@@ -132,30 +115,22 @@ fn file_item(root: &Path, entry: &walkdir::DirEntry) -> ScanItem {
             size: meta.len(),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         }),
-        Err(err) => ScanItem::Error {
-            path: path.to_owned(),
-            error: format!("cannot stat during scan: {}", io_message(&err)),
-        },
+        Err(err) => {
+            ScanItem::Error { path: path.to_owned(), error: format!("cannot stat during scan: {}", io_message(&err)) }
+        }
     }
 }
 
 fn category_error(category: &str, error: &str) -> ScanItem {
-    ScanItem::Error {
-        path: category.to_owned(),
-        error: format!("category folder unusable: {error}"),
-    }
+    ScanItem::Error { path: category.to_owned(), error: format!("category folder unusable: {error}") }
 }
 
 fn relative_lossy(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .into_owned()
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().into_owned()
 }
 
 fn io_message(err: &walkdir::Error) -> String {
-    err.io_error()
-        .map_or_else(|| err.to_string(), |io| io.to_string())
+    err.io_error().map_or_else(|| err.to_string(), |io| io.to_string())
 }
 
 #[cfg(test)]
@@ -173,13 +148,7 @@ mod tests {
         for category in CATEGORIES {
             fs::create_dir(dir.path().join(category)).unwrap();
         }
-        for file in [
-            "photos/a/x.jpg",
-            "photos/a.jpg",
-            "photos/b.jpg",
-            "results/r.png",
-            "templates/t.png",
-        ] {
+        for file in ["photos/a/x.jpg", "photos/a.jpg", "photos/b.jpg", "results/r.png", "templates/t.png"] {
             let path = dir.path().join(file);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, b"x").unwrap();
@@ -188,22 +157,9 @@ mod tests {
         let scanner = Scanner::new(dir.path().to_owned());
 
         let all = paths(scanner.walk(None));
-        assert_eq!(
-            all,
-            [
-                "photos/a/x.jpg",
-                "photos/a.jpg",
-                "photos/b.jpg",
-                "results/r.png",
-                "templates/t.png"
-            ]
-        );
+        assert_eq!(all, ["photos/a/x.jpg", "photos/a.jpg", "photos/b.jpg", "results/r.png", "templates/t.png"]);
         for (i, checkpoint) in all.iter().enumerate() {
-            assert_eq!(
-                paths(scanner.walk(Some(checkpoint))),
-                all[i + 1..],
-                "after {checkpoint}"
-            );
+            assert_eq!(paths(scanner.walk(Some(checkpoint))), all[i + 1..], "after {checkpoint}");
         }
     }
 

@@ -1,0 +1,66 @@
+//! `janitor serve`: the admin HTTP API.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::exit;
+use crate::cli::ServeArgs;
+use crate::http::auth::Tokens;
+use crate::http::limits::RateLimiter;
+use crate::http::{self, AppState};
+use crate::settings::Settings;
+
+pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let tokens = match tokens(settings, &args) {
+        Ok(tokens) => tokens,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let limits = match RateLimiter::parse(&args.rate_limits) {
+        Ok(limits) => Arc::new(limits),
+        Err(err) => {
+            eprintln!("error: JANITOR_RATE_LIMITS: {err:#}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
+    let producer = settings.producer().await?;
+    let redis = redis::aio::ConnectionManager::new(settings.redis()?).await.context("cannot connect to Redis")?;
+    let state = AppState { pool: settings.pool().await?, producer, redis, tokens, limits };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "admin API listening");
+    http::serve(listener, state, crate::shutdown_signal()).await?;
+    Ok(ExitCode::from(exit::OK))
+}
+
+/// The configured tokens; refuses to run without any unless explicitly
+/// allowed on a loopback address.
+fn tokens(settings: &Settings, args: &ServeArgs) -> anyhow::Result<Option<Arc<Tokens>>> {
+    let mut all = match settings.config.as_deref() {
+        Some(path) => crate::config::FileConfig::load(path)?.admin_token,
+        None => Vec::new(),
+    };
+    if let Some(raw) = &args.admin_tokens {
+        all.extend(Tokens::parse_env(raw)?);
+    }
+    if all.is_empty() {
+        anyhow::ensure!(
+            args.allow_unauthenticated,
+            "no admin token is configured (JANITOR_ADMIN_TOKENS or [[admin_token]]); refusing to serve the admin API \
+             without authentication (--allow-unauthenticated allows it on a loopback address only)"
+        );
+        anyhow::ensure!(
+            args.listen.ip().is_loopback(),
+            "--allow-unauthenticated is only allowed on a loopback address, not {}",
+            args.listen
+        );
+        tracing::warn!("serving the admin API WITHOUT authentication on loopback");
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(Tokens::new(all)?)))
+}

@@ -1,0 +1,127 @@
+//! `janitor serve`: the admin HTTP API (axum), with the same paths, query
+//! parameters and response fields as the application's original cleanup
+//! endpoints, plus authentication, rate limits, audit and metrics.
+//!
+//! - [`cleanup`]: the endpoints under `/api/v1/admin/cleanup`.
+//! - [`audit`]: the gate in front of them (bearer tokens) and the audit trail.
+//! - [`auth`], [`limits`], [`params`]: tokens, rate limits, query validation.
+//! - [`metrics`]: `/metrics`. [`error`]: `ApiError`, the JSON error bodies.
+
+pub mod audit;
+pub mod auth;
+pub mod cleanup;
+pub mod error;
+pub mod limits;
+pub mod metrics;
+pub mod params;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use janitor_workers::producer::Producer;
+use sqlx::PgPool;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use uuid::Uuid;
+
+use self::auth::Tokens;
+use self::limits::RateLimiter;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub producer: Producer,
+    pub redis: redis::aio::ConnectionManager,
+    /// `None`: explicitly unauthenticated (loopback only).
+    pub tokens: Option<Arc<Tokens>>,
+    pub limits: Arc<RateLimiter>,
+}
+
+/// The token name of an authenticated request (set by [`audit::gate`]).
+#[derive(Debug, Clone)]
+pub struct Actor(pub String);
+
+/// Set on a response that created (or found) a job, for the audit row.
+#[derive(Debug, Clone, Copy)]
+pub struct JobCreated(pub Uuid);
+
+/// Requests may not carry bodies of more than this.
+const BODY_LIMIT: usize = 16 * 1024;
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "janitor admin API", description = "Cleanup of the face-swap application's storage."),
+    paths(cleanup::expired, cleanup::session, cleanup::old_results, cleanup::orphaned, cleanup::all,
+          cleanup::stats, cleanup::job, cleanup::jobs),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let admin = Router::new()
+        .route("/expired", post(cleanup::expired))
+        .route("/session/{session_id}", post(cleanup::session))
+        .route("/old-results", post(cleanup::old_results))
+        .route("/orphaned", post(cleanup::orphaned))
+        .route("/all", post(cleanup::all))
+        .route("/stats", get(cleanup::stats))
+        .route("/jobs", get(cleanup::jobs))
+        .route("/jobs/{job_id}", get(cleanup::job))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::gate));
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
+        let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("-");
+        tracing::info_span!("request", method = %request.method(), route)
+    });
+    Router::new()
+        .nest("/api/v1/admin/cleanup", admin)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Longer than the longest `wait=true`, so a slow client is cut off
+        // and a waiting one is not.
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, params::MAX_WAIT + Duration::from_secs(15)))
+        .layer(trace)
+        .with_state(state)
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let mut redis = state.redis.clone();
+    let redis = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+    let status = if database && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "database": database, "redis": redis })))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}
