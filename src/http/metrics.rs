@@ -40,7 +40,8 @@ async fn jobs(state: &AppState, out: &mut String) -> Result<(), ApiError> {
     )
     .fetch_all(&state.pool)
     .await?;
-    let series: [(&str, &str, fn(&Row) -> i64); 10] = [
+    type Series = (&'static str, &'static str, fn(&Row) -> i64);
+    let series: [Series; 10] = [
         ("janitor_jobs_enqueued_total", "Jobs recorded (queued or started).", |r| r.1),
         ("janitor_jobs_started_total", "Jobs a worker started.", |r| r.2),
         ("janitor_jobs_completed_total", "Jobs completed.", |r| r.3),
