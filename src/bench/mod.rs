@@ -2,7 +2,10 @@
 //! baseline doing the same work by hand. Each run makes its own database,
 //! Redis key prefix and storage root, and removes them at the end.
 
+mod baseline;
+pub mod engine;
 pub mod queue;
+mod seed;
 
 use std::time::Duration;
 
@@ -28,6 +31,10 @@ impl BenchDb {
         let pool = PgPoolOptions::new().max_connections(48).connect_with(options).await?;
         janitor_workers::MIGRATOR.run(&pool).await?;
         Ok(Self { pool, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     pub async fn drop(self) {

@@ -3,6 +3,7 @@
 //! `cargo run --release --bin janitor-bench -- queue` (see the README).
 
 use clap::{Parser, Subcommand};
+use janitor::bench::engine::EngineBench;
 use janitor::bench::queue::QueueBench;
 
 #[derive(Debug, Parser)]
@@ -21,6 +22,9 @@ struct Cli {
 enum Bench {
     /// Enqueue rates, small-job throughput and logout latency vs raw Redis.
     Queue(QueueBench),
+    /// Every operation through a real worker on a seeded store, vs the
+    /// hand-written baseline on an identical store.
+    Engine(EngineBench),
 }
 
 #[tokio::main]
@@ -29,5 +33,6 @@ async fn main() -> anyhow::Result<()> {
     janitor::telemetry::init("text");
     match &cli.bench {
         Bench::Queue(args) => janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Engine(args) => janitor::bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
     }
 }

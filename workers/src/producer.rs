@@ -11,11 +11,13 @@
 //! behind. If the process dies between 2 and 3, the worker's reconciler finds
 //! the queued row missing from Redis and enqueues it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::{broadcast, OnceCell};
 use uuid::Uuid;
 
 use crate::dedup;
@@ -55,6 +57,7 @@ pub struct Producer {
     redis: ConnectionManager,
     layout: Layout,
     dedup_ttl: Duration,
+    finished: Arc<OnceCell<broadcast::Sender<Uuid>>>,
 }
 
 impl Producer {
@@ -65,7 +68,7 @@ impl Producer {
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_number_of_retries(2);
         let redis = ConnectionManager::new_with_config(redis, config).await?;
-        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL })
+        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
     }
 
     pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
@@ -134,22 +137,67 @@ impl Producer {
 
     /// Waits until the job has finished and returns its record.
     pub async fn wait(&self, job_id: Uuid, timeout: Duration) -> Result<JobRecord, ProducerError> {
-        // Listen before looking, so a finish between the two is not missed.
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen("janitor_job_finished").await?;
+        // Subscribe before looking, so a finish between the two is not missed.
+        let mut finished = self.finished().await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let record = results::get(&self.pool, job_id).await?.ok_or(ProducerError::NotFound(job_id))?;
             if record.is_finished() {
                 return Ok(record);
             }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
+            // Re-check when this job is announced, when notices were lost,
+            // and every second regardless (a notice can be missed while the
+            // listener reconnects).
+            let tick = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + Duration::from_secs(1)));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    () = &mut tick => break,
+                    notice = finished.recv() => match notice {
+                        Ok(id) if id != job_id => continue,
+                        _ => break,
+                    },
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let record = results::get(&self.pool, job_id).await?.ok_or(ProducerError::NotFound(job_id))?;
+                if record.is_finished() {
+                    return Ok(record);
+                }
                 return Err(ProducerError::Timeout { job_id, timeout, status: record.status });
             }
-            // Wake on any finish notification, or re-check every second.
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), listener.recv()).await;
         }
+    }
+
+    /// Finish notices (`janitor_job_finished`), from one listener connection
+    /// shared by every wait of this producer.
+    async fn finished(&self) -> Result<broadcast::Receiver<Uuid>, ProducerError> {
+        let sender = self
+            .finished
+            .get_or_try_init(|| async {
+                let mut listener = PgListener::connect_with(&self.pool).await?;
+                listener.listen("janitor_job_finished").await?;
+                let (sender, _) = broadcast::channel(4096);
+                let notices = sender.clone();
+                tokio::spawn(async move {
+                    loop {
+                        match listener.recv().await {
+                            Ok(notice) => {
+                                if let Ok(job_id) = notice.payload().parse() {
+                                    let _ = notices.send(job_id);
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(error = %err, "finish listener failed; reconnecting");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                });
+                Ok::<_, sqlx::Error>(sender)
+            })
+            .await?;
+        Ok(sender.subscribe())
     }
 
     /// Takes the session's dedup key for `job_id`, or returns the job that
@@ -157,13 +205,12 @@ impl Producer {
     async fn dedup(&self, key: &str, job_id: Uuid) -> Result<Option<Uuid>, ProducerError> {
         let mut redis = self.redis.clone();
         let mut holder = dedup::claim(&mut redis, key, job_id, self.dedup_ttl).await?;
-        while holder != job_id {
-            let live = results::get(&self.pool, holder).await?.is_some_and(|r| !r.is_finished());
-            if live {
-                return Ok(Some(holder));
+        while holder.job_id != job_id {
+            if dedup::holds(&self.pool, &holder).await? {
+                return Ok(Some(holder.job_id));
             }
-            // The holder ended (or never got recorded): take its place.
-            holder = dedup::replace(&mut redis, key, holder, job_id, self.dedup_ttl).await?;
+            // The holder ended (or its producer died before recording it).
+            holder = dedup::replace(&mut redis, key, &holder, job_id, self.dedup_ttl).await?;
         }
         Ok(None)
     }

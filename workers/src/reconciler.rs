@@ -143,13 +143,12 @@ pub(crate) async fn coalesce(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) 
     let mut redis = ctx.redis.clone();
     let ttl = ctx.settings.dedup_ttl;
     let mut holder = dedup::claim(&mut redis, &key, job_id, ttl).await?;
-    while holder != job_id {
-        let live = results::get(ctx.engine.pool(), holder).await?.is_some_and(|r| !r.is_finished());
-        if live {
-            results::complete_as_duplicate(ctx.engine.pool(), job_id, spec, &ctx.settings.name, holder).await?;
-            return Ok(Some(holder));
+    while holder.job_id != job_id {
+        if dedup::holds(ctx.engine.pool(), &holder).await? {
+            results::complete_as_duplicate(ctx.engine.pool(), job_id, spec, &ctx.settings.name, holder.job_id).await?;
+            return Ok(Some(holder.job_id));
         }
-        holder = dedup::replace(&mut redis, &key, holder, job_id, ttl).await?;
+        holder = dedup::replace(&mut redis, &key, &holder, job_id, ttl).await?;
     }
     Ok(None)
 }

@@ -137,7 +137,7 @@ pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -
 /// overlapped), with the reason, as `skipped`.
 pub async fn insert_skipped(conn: &mut PgConnection, job: &NewJob<'_>, reason: &str) -> sqlx::Result<()> {
     let record: JobRecord = sqlx::query_as(&format!(
-        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue, entry_id, last_error, finished_at)
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue, last_error, finished_at)
          VALUES ($1, $2, $3, $4, 'skipped', $5, $6, $7, now())
          RETURNING {COLUMNS}"
     ))

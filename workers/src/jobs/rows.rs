@@ -83,33 +83,66 @@ pub(crate) async fn run(
     selector: &RowSelector,
     progress: &mut Progress,
 ) -> anyhow::Result<PhaseEnd> {
+    // Batches are pipelined: while one batch's files are unlinked, the next
+    // batch is paged and claimed in its own transaction, so database work
+    // overlaps file deletion instead of adding to it. Batches still commit
+    // one after the other, in cursor order, so the checkpoint only moves
+    // forward; an uncommitted batch ahead rolls back untouched (none of its
+    // files are unlinked before the batch before it has committed).
+    let mut ahead = None;
     loop {
         if ctx.control.cancel.is_cancelled() {
             return Ok(PhaseEnd::Interrupted);
         }
-        let after = match progress.checkpoint.cursor {
-            Cursor::AfterId(id) => id,
-            _ => 0,
+        let current = match ahead.take() {
+            Some(prepared) => prepared,
+            None => match prepare(ctx, selector, cursor(progress)).await? {
+                Some(prepared) => prepared,
+                None => break,
+            },
         };
-        let started = std::time::Instant::now();
-        // Paging needs no transaction: the claim below re-checks every row.
-        let mut conn = ctx.engine.pool.acquire().await?;
-        let ids = next_ids(&mut conn, selector, after, ctx.engine.settings.batch_size).await?;
-        let Some(&last) = ids.last() else {
-            break;
-        };
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        let mut next = progress.clone();
-        let done = batch(ctx, &mut tx, selector, &ids).await?;
-        next.record(done.delta, done.errors, Cursor::AfterId(last));
-        next.defer(done.unclaimed);
-        next.observe(started.elapsed());
-        crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+        let Prepared { mut tx, last, claimed, started } = current;
+        let (removals, next) = tokio::join!(unlink(ctx, &claimed), prepare(ctx, selector, last));
+        let done = settle(ctx, &mut tx, selector, claimed, removals).await?;
+        let mut next_progress = progress.clone();
+        next_progress.record(done.delta, done.errors, Cursor::AfterId(last));
+        next_progress.defer(done.unclaimed);
+        next_progress.observe(started.elapsed());
+        crate::results::save_progress(&mut tx, ctx.lease, &next_progress).await?;
         tx.commit().await?;
-        *progress = next;
+        *progress = next_progress;
         ctx.batch_done(progress, started.elapsed());
+        ahead = next?;
     }
     recheck(ctx, selector, progress).await
+}
+
+fn cursor(progress: &Progress) -> i64 {
+    match progress.checkpoint.cursor {
+        Cursor::AfterId(id) => id,
+        _ => 0,
+    }
+}
+
+/// A batch claimed in its own open transaction, not yet acted on.
+struct Prepared {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    last: i64,
+    claimed: Claimed,
+    started: std::time::Instant,
+}
+
+/// Steps 1 to 3: the next page after `after`, claimed. `None` at the end.
+async fn prepare(ctx: &RunContext<'_>, selector: &RowSelector, after: i64) -> anyhow::Result<Option<Prepared>> {
+    let started = std::time::Instant::now();
+    let mut tx = ctx.engine.pool.begin().await?;
+    let ids = next_ids(&mut tx, selector, after, ctx.engine.settings.batch_size).await?;
+    let Some(&last) = ids.last() else {
+        tx.rollback().await?;
+        return Ok(None);
+    };
+    let claimed = claim(ctx, &mut tx, selector, &ids).await?;
+    Ok(Some(Prepared { tx, last, claimed, started }))
 }
 
 /// The end-of-phase pass over rows that other transactions held when their
@@ -127,7 +160,9 @@ async fn recheck(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Pr
         let started = std::time::Instant::now();
         let ids = progress.checkpoint.recheck.clone();
         let mut tx = ctx.engine.pool.begin().await?;
-        let done = batch(ctx, &mut tx, selector, &ids).await?;
+        let claimed = claim(ctx, &mut tx, selector, &ids).await?;
+        let removals = unlink(ctx, &claimed).await;
+        let done = settle(ctx, &mut tx, selector, claimed, removals).await?;
         // Of the rows still not claimed, keep those that still qualify.
         let still = candidates(&mut tx, selector, &done.unclaimed, false).await?;
         let mut next = progress.clone();
@@ -170,6 +205,15 @@ struct BatchDone {
     unclaimed: Vec<i64>,
 }
 
+/// A claimed batch, sorted: the free rows with their validated paths, and
+/// what was skipped or refused.
+struct Claimed {
+    free: Vec<(Candidate, RelativePath)>,
+    skipped: i64,
+    errors: Vec<ErrorItem>,
+    unclaimed: Vec<i64>,
+}
+
 /// The candidates among `ids` that still qualify, locked unless in a dry run.
 async fn candidates(
     conn: &mut PgConnection,
@@ -188,61 +232,79 @@ async fn candidates(
     }
 }
 
-/// Steps 2 to 4 for one batch; returns what it did.
-async fn batch(
+fn error_item(selector: &RowSelector, candidate: &Candidate, message: String) -> ErrorItem {
+    ErrorItem {
+        image_id: Some(candidate.id),
+        path: candidate.storage_path.clone(),
+        error: message,
+        operation: selector.operation.to_owned(),
+    }
+}
+
+/// Steps 2 and 3: lock the rows, then find the ones active tasks use.
+async fn claim(
     ctx: &RunContext<'_>,
     conn: &mut PgConnection,
     selector: &RowSelector,
     ids: &[i64],
-) -> anyhow::Result<BatchDone> {
+) -> anyhow::Result<Claimed> {
     // A dry run takes no locks: it must not hold up the application.
     let candidates = candidates(&mut *conn, selector, ids, !ctx.dry_run).await?;
     let claimed: Vec<i64> = candidates.iter().map(|c| c.id).collect();
     let in_use: HashSet<i64> =
         sqlx::query_scalar(IN_USE).bind(&claimed).fetch_all(&mut *conn).await?.into_iter().collect();
-    let unclaimed = {
-        let claimed: HashSet<i64> = claimed.iter().copied().collect();
-        ids.iter().copied().filter(|id| !claimed.contains(id)).collect()
-    };
-
-    let mut delta = Counters::default();
-    let mut errors = Vec::new();
-    let error = |c: &Candidate, message: String| ErrorItem {
-        image_id: Some(c.id),
-        path: c.storage_path.clone(),
-        error: message,
-        operation: selector.operation.to_owned(),
-    };
-    let mut free = Vec::new();
-    for candidate in &candidates {
+    let claimed: HashSet<i64> = claimed.into_iter().collect();
+    let unclaimed = ids.iter().copied().filter(|id| !claimed.contains(id)).collect();
+    let mut sorted = Claimed { free: Vec::new(), skipped: 0, errors: Vec::new(), unclaimed };
+    for candidate in candidates {
         if in_use.contains(&candidate.id) {
-            delta.skipped += 1;
+            sorted.skipped += 1;
             continue;
         }
         match RelativePath::parse(&candidate.storage_path) {
-            Ok(path) => free.push((candidate, path)),
-            Err(err) => errors.push(error(candidate, err.to_string())),
+            Ok(path) => sorted.free.push((candidate, path)),
+            Err(err) => sorted.errors.push(error_item(selector, &candidate, err.to_string())),
         }
     }
+    Ok(sorted)
+}
 
-    let mut gone = Vec::with_capacity(free.len());
+/// Step 4, the files: unlinks the free rows' files (none in a dry run).
+async fn unlink(ctx: &RunContext<'_>, claimed: &Claimed) -> Vec<Removal> {
     if ctx.dry_run {
-        gone.extend(free.iter().map(|(c, _)| *c));
-    } else {
-        ctx.pace(free.len()).await;
-        let paths = free.iter().map(|(_, path)| path.clone()).collect();
-        let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
-        for ((candidate, _), removal) in free.iter().zip(removals) {
-            match removal {
-                Removal::Removed | Removal::Missing => gone.push(*candidate),
-                Removal::Failed(message) => errors.push(error(candidate, message)),
-            }
+        return vec![Removal::Removed; claimed.free.len()];
+    }
+    ctx.pace(claimed.free.len()).await;
+    let paths = claimed.free.iter().map(|(_, path)| path.clone()).collect();
+    ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await
+}
+
+/// Step 4, the rows: deletes those whose file is gone; a file that could not
+/// be unlinked keeps its row and becomes an error item.
+async fn settle(
+    ctx: &RunContext<'_>,
+    conn: &mut PgConnection,
+    selector: &RowSelector,
+    claimed: Claimed,
+    removals: Vec<Removal>,
+) -> anyhow::Result<BatchDone> {
+    let Claimed { free, skipped, mut errors, unclaimed } = claimed;
+    let mut gone = Vec::with_capacity(free.len());
+    for ((candidate, _), removal) in free.into_iter().zip(removals) {
+        match removal {
+            Removal::Removed | Removal::Missing => gone.push(candidate),
+            Removal::Failed(message) => errors.push(error_item(selector, &candidate, message)),
         }
+    }
+    if !ctx.dry_run {
         let gone_ids: Vec<i64> = gone.iter().map(|c| c.id).collect();
         sqlx::query("DELETE FROM images WHERE id = ANY($1)").bind(&gone_ids).execute(&mut *conn).await?;
     }
-    delta.deleted = gone.len() as i64;
-    delta.bytes = gone.iter().map(|c| c.file_size).sum();
-    delta.errors = errors.len() as i64;
+    let delta = Counters {
+        deleted: gone.len() as i64,
+        bytes: gone.iter().map(|c| c.file_size).sum(),
+        skipped,
+        errors: errors.len() as i64,
+    };
     Ok(BatchDone { delta, errors, unclaimed })
 }

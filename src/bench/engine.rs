@@ -1,0 +1,321 @@
+//! The engine benchmark: every operation through the real queue and a real
+//! `janitor worker` process, on a seeded store, next to the hand-written
+//! baseline on an identical, freshly seeded store.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt as _};
+use janitor_workers::layout::Layout;
+use janitor_workers::producer::Producer;
+use janitor_workers::{CleanupJob, DaysOld, JobRecord, JobSpec, SessionId};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{baseline, quantile_ms, rate, seed, BenchDb};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct EngineBench {
+    /// Images in the seeded store (plus 5% orphan files).
+    #[arg(long, default_value_t = 20_000)]
+    pub images: usize,
+    /// The worker's batch size.
+    #[arg(long, default_value_t = 1000)]
+    pub batch_size: usize,
+    /// The worker's (and the baseline's) unlink threads.
+    #[arg(long, default_value_t = 8)]
+    pub unlink_concurrency: usize,
+    /// Where to put the stores (a folder on the file system to measure).
+    #[arg(long, default_value = "target/bench-storage")]
+    pub storage: PathBuf,
+}
+
+/// One seeded store: its own database and storage root.
+struct Store {
+    db: BenchDb,
+    root: tempfile::TempDir,
+}
+
+impl Store {
+    async fn seeded(args: &EngineBench, database_url: &str) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&args.storage)?;
+        let store = Self { db: BenchDb::create(database_url).await?, root: tempfile::tempdir_in(&args.storage)? };
+        let started = Instant::now();
+        seed::seed(&store.db.pool, store.root.path(), args.images, 8).await?;
+        eprintln!("seeded {} images in {:.1} s", args.images, started.elapsed().as_secs_f64());
+        Ok(store)
+    }
+}
+
+/// A `janitor worker` child process on one store.
+struct WorkerProcess {
+    child: tokio::process::Child,
+}
+
+impl WorkerProcess {
+    fn start(args: &EngineBench, store: &Store, redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let janitor = std::env::current_exe()?.with_file_name("janitor");
+        let child = tokio::process::Command::new(janitor)
+            .arg("worker")
+            .env("DATABASE_URL", store.db.url())
+            .env("REDIS_URL", redis_url)
+            .env("JANITOR_QUEUE", prefix)
+            .env("JANITOR_STORAGE_ROOT", store.root.path())
+            .env("JANITOR_BATCH_SIZE", args.batch_size.to_string())
+            .env("JANITOR_UNLINK_CONCURRENCY", args.unlink_concurrency.to_string())
+            .env("JANITOR_CONCURRENCY", "32")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()?;
+        Ok(Self { child })
+    }
+
+    /// Peak resident memory (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let Some(pid) = self.child.id() else { return 0.0 };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(pid) = self.child.id() {
+            tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
+        }
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// One job through the queue: its record, time, and batch durations (from
+/// the row's `updated_at`, which every batch commit sets).
+struct Timed {
+    record: JobRecord,
+    took: Duration,
+    batches: Vec<Duration>,
+}
+
+async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_run: bool) -> anyhow::Result<Timed> {
+    let started = Instant::now();
+    let enqueued = producer.enqueue(&JobSpec { job, dry_run }, Some("bench")).await?;
+    let watch = tokio::spawn(batch_times(pool.clone(), enqueued.job_id));
+    let record = producer.wait(enqueued.job_id, Duration::from_secs(6 * 3600)).await?;
+    let took = started.elapsed();
+    let batches = watch.await??;
+    anyhow::ensure!(
+        record.status == "completed",
+        "{} ended {}: {:?}",
+        record.operation,
+        record.status,
+        record.last_error
+    );
+    Ok(Timed { record, took, batches })
+}
+
+async fn batch_times(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Vec<Duration>> {
+    let mut stamps: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    loop {
+        let row: Option<(String, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT status, updated_at FROM job_results WHERE job_id = $1")
+                .bind(job_id)
+                .fetch_optional(&pool)
+                .await?;
+        match row {
+            Some((status, at)) if status == "running" => {
+                if stamps.last() != Some(&at) {
+                    stamps.push(at);
+                }
+            }
+            Some((status, _)) if status != "queued" => break,
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    // The first stamp is the start; the gaps after it are batches.
+    Ok(stamps.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).collect())
+}
+
+struct Row {
+    what: String,
+    janitor: f64,
+    baseline: Option<f64>,
+    unit: &'static str,
+}
+
+pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> anyhow::Result<()> {
+    let prefix = format!("janitor-bench:{}", Uuid::new_v4().simple());
+    let redis = redis::Client::open(redis_url)?;
+    let outcome = measure(args, database_url, redis_url, &prefix).await;
+    super::delete_keys(&redis, &prefix).await?;
+    let (rows, summary) = outcome?;
+    println!("{:<44} {:>12} {:>12} {:>7}  unit", "measure", "janitor", "baseline", "ratio");
+    for row in &rows {
+        let (baseline, ratio) = match row.baseline {
+            Some(b) => (format!("{b:.1}"), format!("{:.2}", row.janitor / b)),
+            None => ("-".into(), "-".into()),
+        };
+        println!("{:<44} {:>12.1} {:>12} {:>7}  {}", row.what, row.janitor, baseline, ratio, row.unit);
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+async fn measure(
+    args: &EngineBench,
+    database_url: &str,
+    redis_url: &str,
+    prefix: &str,
+) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let n = args.images;
+    let (expired_free, in_use) = seed::expected(n);
+    let mut rows = Vec::new();
+    let a = Store::seeded(args, database_url).await?;
+    let worker = WorkerProcess::start(args, &a, redis_url, &format!("{prefix}:a"))?;
+    let producer =
+        Producer::connect(a.db.pool.clone(), redis::Client::open(redis_url)?, Layout::new(format!("{prefix}:a")))
+            .await?;
+
+    let stats_time = time_stats(&a.db.pool).await?;
+    rows.push(Row { what: "stats".into(), janitor: stats_time * 1000.0, baseline: None, unit: "ms" });
+    let dry = timed(&producer, &a.db.pool, CleanupJob::Expired, true).await?;
+    anyhow::ensure!(dry.record.deleted_count as usize == expired_free, "dry run counted {}", dry.record.deleted_count);
+    rows.push(Row {
+        what: "expired, dry run".into(),
+        janitor: rate(n * 80 / 100, dry.took),
+        baseline: None,
+        unit: "rows/s",
+    });
+
+    let work = tempfile::tempdir_in(&args.storage)?;
+    let (base_orphans, base_scan) = baseline::orphan_scan(&a.db.pool, a.root.path(), work.path()).await?;
+    let scan = timed(&producer, &a.db.pool, CleanupJob::Orphaned { min_age_secs: 0 }, true).await?;
+    anyhow::ensure!(
+        scan.record.deleted_count as usize == base_orphans,
+        "orphans: janitor {} vs comm {base_orphans}",
+        scan.record.deleted_count
+    );
+    rows.push(Row {
+        what: "orphan scan (dry run), time".into(),
+        janitor: scan.took.as_secs_f64(),
+        baseline: Some(base_scan.as_secs_f64()),
+        unit: "s",
+    });
+
+    let expired = timed(&producer, &a.db.pool, CleanupJob::Expired, false).await?;
+    anyhow::ensure!(
+        expired.record.deleted_count as usize == expired_free && expired.record.skipped_count as usize == in_use
+    );
+    let old = timed(&producer, &a.db.pool, CleanupJob::OldResults { days_old: DaysOld::default() }, false).await?;
+    let orphans = timed(&producer, &a.db.pool, CleanupJob::Orphaned { min_age_secs: 0 }, false).await?;
+    let sessions = sessions(&producer, n).await?;
+    rows.push(Row {
+        what: "old results".into(),
+        janitor: rate(old.record.deleted_count as usize, old.took),
+        baseline: None,
+        unit: "images/s",
+    });
+    rows.push(Row {
+        what: "orphans".into(),
+        janitor: rate(orphans.record.deleted_count as usize, orphans.took),
+        baseline: None,
+        unit: "files/s",
+    });
+    rows.push(Row { what: "session jobs (10 images each)".into(), janitor: sessions, baseline: None, unit: "jobs/s" });
+    let rss = worker.peak_rss_mib();
+    worker.stop().await?;
+    a.db.drop().await;
+
+    let b = Store::seeded(args, database_url).await?;
+    let (base_deleted, base_time) = baseline::expired(&b.db.pool, b.root.path(), args.unlink_concurrency).await?;
+    anyhow::ensure!(base_deleted == expired_free, "baseline deleted {base_deleted}");
+    let expired_rate = rate(expired_free, expired.took);
+    rows.insert(
+        2,
+        Row {
+            what: "expired".into(),
+            janitor: expired_rate,
+            baseline: Some(rate(base_deleted, base_time)),
+            unit: "images/s",
+        },
+    );
+    b.db.drop().await;
+
+    let c = Store::seeded(args, database_url).await?;
+    let worker = WorkerProcess::start(args, &c, redis_url, &format!("{prefix}:c"))?;
+    let producer =
+        Producer::connect(c.db.pool.clone(), redis::Client::open(redis_url)?, Layout::new(format!("{prefix}:c")))
+            .await?;
+    let all =
+        timed(&producer, &c.db.pool, CleanupJob::All { days_old: DaysOld::default(), min_age_secs: 0 }, false).await?;
+    let parts = expired.took + old.took + orphans.took;
+    rows.push(Row {
+        what: "all, time (baseline: sum of its parts)".into(),
+        janitor: all.took.as_secs_f64(),
+        baseline: Some(parts.as_secs_f64()),
+        unit: "s",
+    });
+    let rss = rss.max(worker.peak_rss_mib());
+    worker.stop().await?;
+    c.db.drop().await;
+
+    let mut batches = expired.batches.clone();
+    let (p50, p99) = (quantile_ms(&mut batches, 0.5), quantile_ms(&mut batches, 0.99));
+    rows.push(Row { what: "expired batch p50".into(), janitor: p50, baseline: None, unit: "ms" });
+    rows.push(Row { what: "expired batch p99".into(), janitor: p99, baseline: None, unit: "ms" });
+    rows.push(Row { what: "worker peak RSS".into(), janitor: rss, baseline: None, unit: "MiB" });
+    let summary = json!({
+        "benchmark": "engine",
+        "images": n,
+        "settings": { "batch_size": args.batch_size, "unlink_concurrency": args.unlink_concurrency },
+        "expired_per_s": expired_rate, "expired_baseline_per_s": rate(base_deleted, base_time),
+        "expired_ratio": expired_rate / rate(base_deleted, base_time),
+        "expired_dry_run_rows_per_s": rate(n * 80 / 100, dry.took),
+        "orphan_scan_s": scan.took.as_secs_f64(), "orphan_scan_baseline_s": base_scan.as_secs_f64(),
+        "orphan_scan_ratio": scan.took.as_secs_f64() / base_scan.as_secs_f64(),
+        "stats_ms": stats_time * 1000.0,
+        "all_s": all.took.as_secs_f64(), "all_parts_s": parts.as_secs_f64(),
+        "all_ratio": all.took.as_secs_f64() / parts.as_secs_f64(),
+        "session_jobs_per_s": sessions,
+        "batch_p50_ms": p50, "batch_p99_ms": p99, "batch_p99_over_p50": p99 / p50.max(1e-9),
+        "worker_peak_rss_mib": rss,
+    });
+    Ok((rows, summary))
+}
+
+/// The slowest of three `stats` calls, in seconds.
+async fn time_stats(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
+    let mut worst = Duration::ZERO;
+    for _ in 0..3 {
+        let started = Instant::now();
+        janitor_workers::jobs::stats::collect(pool).await?;
+        worst = worst.max(started.elapsed());
+    }
+    Ok(worst.as_secs_f64())
+}
+
+/// Every seeded session cleaned by its own job (the logout path), 32 at a time.
+async fn sessions(producer: &Producer, n: usize) -> anyhow::Result<f64> {
+    let ids: Vec<usize> = (0..n)
+        .filter(|i| seed::kind(*i, n) == seed::Kind::Session)
+        .map(|i| i / 10)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let started = Instant::now();
+    let results: Vec<anyhow::Result<()>> = stream::iter(&ids)
+        .map(|s| async move {
+            let job = CleanupJob::Session { session_id: SessionId::parse(&format!("bench-{s}"))? };
+            let enqueued = producer.enqueue(&JobSpec { job, dry_run: false }, Some("bench")).await?;
+            producer.wait(enqueued.job_id, Duration::from_secs(600)).await?;
+            Ok(())
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<()>>()?;
+    Ok(rate(ids.len(), started.elapsed()))
+}

@@ -1,0 +1,178 @@
+//! An in-process `janitor::http::serve` on a real socket (127.0.0.1:0), with
+//! the test's own database, storage root and Redis prefix (the queue
+//! harness's [`Env`]), plus shortcuts for requests and for what the API
+//! leaves behind (job rows, audit rows, Redis keys).
+//!
+//! The server runs on a runtime of its own, on its own thread, with its own
+//! pool: `#[sqlx::test]` runs the test on a single-threaded runtime, which
+//! would otherwise share one core between the clients and the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use janitor::http::auth::{AdminToken, Tokens};
+use janitor::http::limits::{RateLimiter, DEFAULT_LIMITS};
+use janitor::http::{self, AppState};
+use janitor_workers::layout::Layout;
+use janitor_workers::producer::Producer;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::client::{self, Response};
+use crate::harness::Env;
+use crate::support;
+
+/// The admin API's path prefix.
+pub const BASE: &str = "/api/v1/admin/cleanup";
+
+/// Two tokens, by (name, token).
+pub const OPS: (&str, &str) = ("ops", "ops-token-0123456789abcdef");
+pub const CRON: (&str, &str) = ("cron", "cron-token-fedcba9876543210");
+
+/// How the server is set up.
+pub struct ApiConfig {
+    /// `None`: unauthenticated.
+    pub tokens: Option<Vec<(&'static str, &'static str)>>,
+    pub rate_limits: String,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { tokens: Some(vec![OPS, CRON]), rate_limits: DEFAULT_LIMITS.to_owned() }
+    }
+}
+
+/// A running API and the world it serves.
+pub struct Api {
+    pub env: Env,
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Api {
+    pub async fn start(pool: PgPool) -> Self {
+        Self::with(pool, ApiConfig::default()).await
+    }
+
+    pub async fn with(pool: PgPool, config: ApiConfig) -> Self {
+        let env = Env::new(pool);
+        let database_url = support::database_url(&env.pool);
+        let (redis_url, prefix) = (env.redis_url.clone(), env.prefix.clone());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let state = state(&database_url, &redis_url, &prefix, &config).await;
+                let pool = state.pool.clone();
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+                let _ = ready_tx.send(listener.local_addr().unwrap());
+                let shutdown = async move {
+                    let _ = shutdown_rx.await;
+                };
+                http::serve(listener, state, shutdown).await.expect("the API serves");
+                pool.close().await;
+            });
+        });
+        let addr = ready_rx.await.expect("the API starts (see its panic above)");
+        Self { env, addr, shutdown: Some(shutdown_tx), thread: Some(thread) }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.env.pool
+    }
+
+    /// `POST {BASE}{path}`.
+    pub async fn post(&self, path: &str, token: Option<&str>) -> Response {
+        client::request(self.addr, "POST", &format!("{BASE}{path}"), token).await
+    }
+
+    /// `GET {BASE}{path}`.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        client::request(self.addr, "GET", &format!("{BASE}{path}"), token).await
+    }
+
+    /// `GET` of a path outside the admin prefix.
+    pub async fn get_root(&self, path: &str) -> Response {
+        client::request(self.addr, "GET", path, None).await
+    }
+
+    /// The job rows, as (job_id, operation, status, requested_by).
+    pub async fn jobs(&self) -> Vec<(Uuid, String, String, Option<String>)> {
+        sqlx::query_as("SELECT job_id, operation, status, requested_by FROM job_results ORDER BY created_at, job_id")
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn audit_rows(&self) -> Vec<AuditRow> {
+        sqlx::query_as("SELECT actor, method, path, params, status, outcome, job_id FROM audit_log ORDER BY id")
+            .fetch_all(self.pool())
+            .await
+            .unwrap()
+    }
+
+    /// This test's Redis keys.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut redis = self.env.redis().await;
+        redis::cmd("KEYS").arg(format!("{}:*", self.env.prefix)).query_async(&mut redis).await.unwrap()
+    }
+
+    /// Stops the server and deletes this test's Redis keys.
+    pub async fn finish(mut self) {
+        self.stop();
+        self.env.cleanup_keys().await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // Only this server's runtime runs there, so blocking here
+            // cannot starve it; graceful shutdown closes idle connections.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// (actor, method, path, params, status, outcome, job_id)
+pub type AuditRow = (Option<String>, String, String, serde_json::Value, i32, String, Option<Uuid>);
+
+async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiConfig) -> AppState {
+    let pool =
+        PgPoolOptions::new().max_connections(20).connect(database_url).await.expect("connect to the test database");
+    let client = redis::Client::open(redis_url).unwrap();
+    let producer =
+        Producer::connect(pool.clone(), client.clone(), Layout::new(prefix)).await.expect("producer connects");
+    let redis = redis::aio::ConnectionManager::new(client).await.expect("redis connects");
+    let tokens = config.tokens.as_ref().map(|tokens| {
+        let tokens = tokens
+            .iter()
+            .map(|(name, token)| AdminToken { name: (*name).to_owned(), token: (*token).to_owned() })
+            .collect();
+        Arc::new(Tokens::new(tokens).unwrap())
+    });
+    let limits = Arc::new(RateLimiter::parse(&config.rate_limits).unwrap());
+    AppState { pool, producer, redis, tokens, limits }
+}
+
+/// The job id of a 202, checking the rest of its shape.
+pub fn accepted_job(response: &Response) -> Uuid {
+    assert_eq!(response.status, 202, "{}", response.text());
+    let body = response.json();
+    let job_id: Uuid = body["job_id"].as_str().expect("job_id").parse().expect("job_id is a UUID");
+    assert_eq!(body["status"], "queued", "{body}");
+    assert_eq!(body["status_url"], format!("{BASE}/jobs/{job_id}"), "{body}");
+    job_id
+}
