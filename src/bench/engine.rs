@@ -125,12 +125,8 @@ async fn batch_times(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Vec<Dur
                 .fetch_optional(&pool)
                 .await?;
         match row {
-            Some((status, at)) if status == "running" => {
-                if stamps.last() != Some(&at) {
-                    stamps.push(at);
-                }
-            }
-            Some((status, _)) if status != "queued" => break,
+            Some((status, at)) if status == "running" && stamps.last() != Some(&at) => stamps.push(at),
+            Some((status, _)) if status != "queued" && status != "running" => break,
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
