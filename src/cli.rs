@@ -43,6 +43,12 @@ pub enum Command {
     },
     /// Serve the admin HTTP API.
     Serve(ServeArgs),
+    /// Put a job's quarantined orphans back where they were.
+    Restore {
+        job_id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the admin API's audit log, newest first.
     Audit {
         /// How far back, e.g. 1d, 2h.
@@ -73,6 +79,9 @@ pub struct EnqueueArgs {
     /// Wait for the job to finish and print its result as `janitor run` would.
     #[arg(long, global = true)]
     pub wait: bool,
+    /// Delete at most this many items in this run (for cautious first runs).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
     /// With --wait: give up after this long (the job goes on).
     #[arg(long, global = true, default_value = "1h", value_parser = parse_min_age)]
     pub timeout: Duration,
@@ -137,6 +146,9 @@ pub struct RunArgs {
     /// Resume (or re-read) the job with this id instead of starting a new one.
     #[arg(long, global = true)]
     pub job_id: Option<Uuid>,
+    /// Delete at most this many items in this run (for cautious first runs).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -158,6 +170,11 @@ pub enum Operation {
         #[arg(long, default_value = "1h", value_parser = parse_min_age)]
         min_age: Duration,
     },
+    /// Empty quarantine folders of jobs that ended more than the retention ago.
+    PurgeTrash {
+        #[arg(long, default_value = "7d", value_parser = parse_min_age)]
+        retention: Duration,
+    },
     /// Expired, then old results, then orphaned, as one job.
     All {
         #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = parse_days_old)]
@@ -174,6 +191,7 @@ impl Operation {
             Operation::Session { session_id } => CleanupJob::Session { session_id },
             Operation::OldResults { days_old } => CleanupJob::OldResults { days_old },
             Operation::Orphaned { min_age } => CleanupJob::Orphaned { min_age_secs: min_age.as_secs() },
+            Operation::PurgeTrash { retention } => CleanupJob::PurgeTrash { retention_secs: retention.as_secs() },
             Operation::All { days_old, min_age } => CleanupJob::All { days_old, min_age_secs: min_age.as_secs() },
         }
     }

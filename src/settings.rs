@@ -48,6 +48,16 @@ pub struct Settings {
     #[arg(long, env = "JANITOR_MAX_DELETES_PER_SEC", global = true)]
     pub max_deletes_per_sec: Option<u32>,
 
+    /// The orphan sweep deletes nothing if more than this share (0 to 1) of
+    /// the files it scans look orphaned: a sign of a wrong storage root or
+    /// database.
+    #[arg(long, env = "JANITOR_MAX_ORPHAN_RATIO", default_value_t = 0.2, global = true, value_parser = parse_ratio)]
+    pub max_orphan_ratio: f64,
+
+    /// Unlink orphans instead of moving them to `.janitor-trash/<job id>/`.
+    #[arg(long, env = "JANITOR_NO_QUARANTINE", global = true)]
+    pub no_quarantine: bool,
+
     /// Most database connections this process opens.
     #[arg(long, env = "JANITOR_DB_CONNECTIONS", default_value_t = 20, global = true,
           value_parser = clap::value_parser!(u32).range(2..=500))]
@@ -73,6 +83,8 @@ impl Settings {
             batch_size: self.batch_size as usize,
             unlink_concurrency: self.unlink_concurrency as usize,
             max_deletes_per_sec: self.max_deletes_per_sec,
+            max_orphan_ratio: self.max_orphan_ratio,
+            quarantine: !self.no_quarantine,
             ..EngineSettings::default()
         }
     }
@@ -118,6 +130,13 @@ impl Settings {
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
         Ok(Engine::new(self.pool().await?, self.storage_root.clone(), self.engine_settings()))
+    }
+}
+
+fn parse_ratio(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("must be a number from 0 to 1, got {raw:?}")),
     }
 }
 

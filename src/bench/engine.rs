@@ -101,7 +101,7 @@ struct Timed {
 
 async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_run: bool) -> anyhow::Result<Timed> {
     let started = Instant::now();
-    let enqueued = producer.enqueue(&JobSpec { job, dry_run }, Some("bench")).await?;
+    let enqueued = producer.enqueue(&JobSpec { job, dry_run, limit: None }, Some("bench")).await?;
     let watch = tokio::spawn(batch_times(pool.clone(), enqueued.job_id));
     let record = producer.wait(enqueued.job_id, Duration::from_secs(6 * 3600)).await?;
     let took = started.elapsed();
@@ -305,7 +305,7 @@ async fn sessions(producer: &Producer, n: usize) -> anyhow::Result<f64> {
     let results: Vec<anyhow::Result<()>> = stream::iter(&ids)
         .map(|s| async move {
             let job = CleanupJob::Session { session_id: SessionId::parse(&format!("bench-{s}"))? };
-            let enqueued = producer.enqueue(&JobSpec { job, dry_run: false }, Some("bench")).await?;
+            let enqueued = producer.enqueue(&JobSpec { job, dry_run: false, limit: None }, Some("bench")).await?;
             producer.wait(enqueued.job_id, Duration::from_secs(600)).await?;
             Ok(())
         })

@@ -268,6 +268,7 @@ fn session(i: usize, tag: &str) -> JobSpec {
     JobSpec {
         job: CleanupJob::Session { session_id: SessionId::parse(&format!("{tag}-{i}")).expect("valid id") },
         dry_run: false,
+        limit: None,
     }
 }
 
@@ -348,7 +349,7 @@ async fn end_to_end(ctx: &Ctx, producer: &Producer, n: usize, producers: usize) 
 async fn logout_latency(ctx: &Ctx, producer: &Producer, args: &QueueBench) -> anyhow::Result<(f64, f64)> {
     seed_orphan_files(ctx.root.path(), args.scan_files)?;
     let sweep = producer
-        .enqueue(&JobSpec { job: CleanupJob::Orphaned { min_age_secs: 0 }, dry_run: true }, Some("bench"))
+        .enqueue(&JobSpec { job: CleanupJob::Orphaned { min_age_secs: 0 }, dry_run: true, limit: None }, Some("bench"))
         .await?;
     let mut samples = Vec::with_capacity(args.latency_samples);
     let listener = Arc::new(producer.clone());

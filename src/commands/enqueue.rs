@@ -11,7 +11,7 @@ use crate::cli::EnqueueArgs;
 use crate::settings::Settings;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
-    let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run };
+    let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run, limit: args.limit };
     let producer = settings.producer().await?;
     let enqueued = producer
         .enqueue(&spec, Some("cli"))

@@ -45,6 +45,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Scheduler { catch_up } => schedules::scheduler(&cli.settings, catch_up).await,
         Command::Schedules { json } => schedules::list(&cli.settings, json).await,
         Command::Serve(args) => serve::serve(&cli.settings, args).await,
+        Command::Restore { job_id, json } => restore(&cli.settings, job_id, json),
         Command::Audit { since, limit, json } => audit::show(&cli.settings, since, limit, json).await,
     }
 }
@@ -75,6 +76,19 @@ async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", output::stats(&stats));
     }
     Ok(ExitCode::from(exit::OK))
+}
+
+fn restore(settings: &Settings, job_id: uuid::Uuid, json: bool) -> anyhow::Result<ExitCode> {
+    let report = janitor_workers::storage::trash::restore(&settings.storage_root, job_id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("restored {} files of job {job_id}", report.restored);
+        for (path, why) in &report.conflicts {
+            println!("  left in the trash: {path}: {why}");
+        }
+    }
+    Ok(ExitCode::from(if report.conflicts.is_empty() { exit::OK } else { exit::ITEM_ERRORS }))
 }
 
 /// Turns "relation does not exist" into advice to migrate.

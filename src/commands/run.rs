@@ -13,7 +13,7 @@ use crate::output;
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run };
+    let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run, limit: args.limit };
     let engine = settings.engine().await?;
     let job_id = args.job_id.unwrap_or_else(Uuid::new_v4);
     let control = RunControl { worker: format!("cli:{}:{}", hostname(), std::process::id()), ..RunControl::default() };

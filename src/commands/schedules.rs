@@ -82,7 +82,7 @@ async fn describe(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>) -> sql
         "cron": schedule.cron_text,
         "timezone": schedule.timezone.name(),
         "operation": schedule.spec.job.operation(),
-        "params": schedule.spec.job.params(),
+        "params": schedule.spec.params(),
         "dry_run": schedule.spec.dry_run,
         "next_fire": schedule.next_after(now),
         "last_tick": tick_json(last_tick),

@@ -92,7 +92,7 @@ async fn submit(
     class: &str,
     params: &Params,
 ) -> Result<Response, ApiError> {
-    let spec = JobSpec { job, dry_run: params.flag("dry_run")? };
+    let spec = JobSpec { job, dry_run: params.flag("dry_run")?, limit: None };
     let wait = params.wait()?;
     state.limits.check(&actor.0, class).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let enqueued =

@@ -72,7 +72,7 @@ async fn all_nests_each_phase_and_the_totals(pool: PgPool) {
     store.write_old("templates/orphan.jpg", 30);
     store.write("photos/new-orphan.jpg", 5);
 
-    let result = Janitor::new(&pool, &store).json(&["run", "all", "--json"], 0).await;
+    let result = Janitor::new(&pool, &store).json(&["run", "all", "--json", "--max-orphan-ratio", "1"], 0).await;
 
     assert_eq!(result["operation"], "cleanup_all");
     assert_eq!(result["status"], "completed");

@@ -10,16 +10,19 @@ use uuid::Uuid;
 use crate::support::Store;
 
 pub fn engine(pool: &PgPool, store: &Store, batch_size: usize) -> Engine {
-    let settings = EngineSettings { batch_size, unlink_concurrency: 4, ..EngineSettings::default() };
+    // Tests of one behaviour at a time use tiny stores, where most files
+    // are orphans: the ratio guard has its own tests (`guards.rs`).
+    let settings =
+        EngineSettings { batch_size, unlink_concurrency: 4, max_orphan_ratio: 1.0, ..EngineSettings::default() };
     Engine::new(pool.clone(), store.root(), settings)
 }
 
 pub fn spec(job: CleanupJob) -> JobSpec {
-    JobSpec { job, dry_run: false }
+    JobSpec::new(job, false)
 }
 
 pub fn dry(job: CleanupJob) -> JobSpec {
-    JobSpec { job, dry_run: true }
+    JobSpec::new(job, true)
 }
 
 /// Runs a job to its end and returns its final record.

@@ -8,6 +8,7 @@ mod support;
 mod harness;
 
 mod concurrency;
+mod guards;
 mod operations;
 mod resume;
 mod safety;

@@ -235,7 +235,7 @@ async fn a_session_cleanup_starts_at_once_behind_a_long_job(pool: PgPool) {
 // Helpers shared with `recovery.rs`.
 
 pub(crate) fn session(id: &str) -> JobSpec {
-    JobSpec { job: CleanupJob::Session { session_id: SessionId::parse(id).unwrap() }, dry_run: false }
+    JobSpec { job: CleanupJob::Session { session_id: SessionId::parse(id).unwrap() }, dry_run: false, limit: None }
 }
 
 pub(crate) async fn producer(env: &Env) -> Producer {

@@ -28,11 +28,23 @@ pub struct EngineSettings {
     pub error_cap: usize,
     /// Optional cap on deletions per second, per job.
     pub max_deletes_per_sec: Option<u32>,
+    /// The orphan sweep deletes nothing if more than this share of the files
+    /// it scans look orphaned.
+    pub max_orphan_ratio: f64,
+    /// Orphans are moved to `.janitor-trash/<job id>/` instead of unlinked.
+    pub quarantine: bool,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self { batch_size: 1000, unlink_concurrency: 8, error_cap: 100, max_deletes_per_sec: None }
+        Self {
+            batch_size: 1000,
+            unlink_concurrency: 8,
+            error_cap: 100,
+            max_deletes_per_sec: None,
+            max_orphan_ratio: 0.2,
+            quarantine: true,
+        }
     }
 }
 
@@ -111,6 +123,8 @@ pub(crate) struct RunContext<'a> {
     pub storage: Storage,
     pub lease: Lease,
     pub dry_run: bool,
+    /// The job's cap on deletions, if any.
+    pub limit: Option<u64>,
     pub control: &'a RunControl,
     pacer: Mutex<Pacer>,
 }
@@ -155,13 +169,14 @@ impl Engine {
         };
         let storage = match Storage::open(&self.storage_root) {
             Ok(storage) => storage,
-            Err(err) => return self.end(lease, Err(format!("{err:#}"))).await,
+            Err(err) => return self.end(lease, Err(("failed", format!("{err:#}")))).await,
         };
         let ctx = RunContext {
             engine: self,
             storage,
             lease,
             dry_run: spec.dry_run,
+            limit: spec.limit,
             control,
             pacer: Mutex::new(Pacer::new(self.settings.max_deletes_per_sec)),
         };
@@ -170,6 +185,7 @@ impl Engine {
             let end = match phase {
                 Phase::Rows(selector) => jobs::rows::run(&ctx, selector, &mut progress).await?,
                 Phase::Orphans { min_age } => jobs::orphaned::run(&ctx, *min_age, &mut progress).await?,
+                Phase::Trash { retention } => jobs::trash::run(&ctx, *retention, &mut progress).await?,
             };
             match end {
                 PhaseEnd::Done => {}
@@ -177,7 +193,20 @@ impl Engine {
                     tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
                     return Ok(RunOutcome::Interrupted);
                 }
-                PhaseEnd::Refused(reason) => return self.end(lease, Err(reason)).await,
+                PhaseEnd::Refused(reason) => return self.end(lease, Err(("failed", reason))).await,
+                PhaseEnd::Skipped(reason) if phases.len() == 1 => {
+                    return self.end(lease, Err(("skipped", reason))).await
+                }
+                PhaseEnd::Skipped(reason) => {
+                    // Within `cleanup_all`: note it, and go on with the rest.
+                    let item = crate::progress::ErrorItem {
+                        image_id: None,
+                        path: String::new(),
+                        error: reason,
+                        operation: crate::jobs::all::PHASE_OPERATIONS[progress.checkpoint.phase].to_owned(),
+                    };
+                    progress.add(crate::progress::Counters { errors: 1, ..Default::default() }, vec![item]);
+                }
             }
             progress.next_phase();
             if progress.checkpoint.phase < phases.len() {
@@ -188,12 +217,14 @@ impl Engine {
         self.end(lease, Ok(())).await
     }
 
-    async fn end(&self, lease: Lease, outcome: Result<(), String>) -> Result<RunOutcome, EngineError> {
+    /// Ends the job: `Ok` completes it; `Err((status, reason))` ends it as
+    /// `failed` or `skipped` with the reason.
+    async fn end(&self, lease: Lease, outcome: Result<(), (&str, String)>) -> Result<RunOutcome, EngineError> {
         let record = match &outcome {
             Ok(()) => results::finish(&self.pool, lease, "completed", None).await?,
-            Err(reason) => {
-                tracing::warn!(%reason, "job failed");
-                results::finish(&self.pool, lease, "failed", Some(reason)).await?
+            Err((status, reason)) => {
+                tracing::warn!(%reason, "job {status}");
+                results::finish(&self.pool, lease, status, Some(reason)).await?
             }
         };
         tracing::info!(
@@ -229,6 +260,11 @@ impl RunContext<'_> {
                 totals,
             });
         }
+    }
+
+    /// Deletions left under the job's limit (`None`: no limit).
+    pub(crate) fn remaining(&self, progress: &Progress) -> Option<u64> {
+        self.limit.map(|limit| limit.saturating_sub(progress.totals().deleted.max(0) as u64))
     }
 
     /// Waits, if a deletion rate is set, until `count` more deletions fit.

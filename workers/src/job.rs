@@ -35,6 +35,12 @@ pub enum CleanupJob {
         #[serde(default = "default_min_age_secs")]
         min_age_secs: u64,
     },
+    /// Empties quarantine folders of jobs that ended more than
+    /// `retention_secs` ago.
+    PurgeTrash {
+        #[serde(default = "default_retention_secs")]
+        retention_secs: u64,
+    },
     /// Expired, then old results, then orphaned, as one job.
     All {
         #[serde(default)]
@@ -48,6 +54,13 @@ fn default_min_age_secs() -> u64 {
     DEFAULT_MIN_AGE.as_secs()
 }
 
+/// How long quarantined orphans are kept before `purge-trash` removes them.
+pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+fn default_retention_secs() -> u64 {
+    DEFAULT_TRASH_RETENTION.as_secs()
+}
+
 /// A job and whether it only reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
@@ -55,10 +68,18 @@ pub struct JobSpec {
     pub job: CleanupJob,
     #[serde(default)]
     pub dry_run: bool,
+    /// At most this many deletions in this run (for cautious first runs);
+    /// the rest is left for a later run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }
 
 /// A job as it travels on the queue: the wire format (see the README).
+///
+/// Decoding is strict: a key the operation does not take (a typo such as
+/// `days-old`) refuses the message instead of running with a default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
 pub struct QueuedJob {
     /// Set by producers that record the job in Postgres first. A raw enqueue
     /// may leave it out; the worker then derives one from the stream entry
@@ -72,7 +93,55 @@ pub struct QueuedJob {
     pub requested_by: Option<String>,
 }
 
+/// The same fields, decoded without the key check.
+#[derive(Deserialize)]
+struct QueuedJobFields {
+    #[serde(default)]
+    job_id: Option<Uuid>,
+    #[serde(flatten)]
+    spec: JobSpec,
+    #[serde(default)]
+    requested_by: Option<String>,
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for QueuedJob {
+    type Error = String;
+
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, Self::Error> {
+        const COMMON: [&str; 5] = ["job_id", "op", "dry_run", "limit", "requested_by"];
+        let op = map.get("op").and_then(serde_json::Value::as_str).unwrap_or_default();
+        let own: &[&str] = match op {
+            "session" => &["session_id"],
+            "old-results" => &["days_old"],
+            "orphaned" => &["min_age_secs"],
+            "all" => &["days_old", "min_age_secs"],
+            "purge-trash" => &["retention_secs"],
+            _ => &[],
+        };
+        if let Some(key) = map.keys().find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str())) {
+            return Err(format!("unknown field `{key}` for operation `{op}`"));
+        }
+        let fields: QueuedJobFields =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+        Ok(Self { job_id: fields.job_id, spec: fields.spec, requested_by: fields.requested_by })
+    }
+}
+
 impl JobSpec {
+    pub fn new(job: CleanupJob, dry_run: bool) -> Self {
+        Self { job, dry_run, limit: None }
+    }
+
+    /// The parameters as recorded in `job_results.params`: the operation's,
+    /// plus `limit` when set.
+    pub fn params(&self) -> serde_json::Value {
+        let mut params = self.job.params();
+        if let Some(limit) = self.limit {
+            params["limit"] = limit.into();
+        }
+        params
+    }
+
     /// Rebuilds a job from its `job_results` row (operation, params, dry run).
     pub fn from_record(operation: &str, params: &serde_json::Value, dry_run: bool) -> Result<Self, serde_json::Error> {
         let op = match operation {
@@ -81,6 +150,7 @@ impl JobSpec {
             "cleanup_old_results" => "old-results",
             "cleanup_orphaned_files" => "orphaned",
             "cleanup_all" => "all",
+            "cleanup_trash" => "purge-trash",
             other => other,
         };
         let mut value = match params {
@@ -102,6 +172,7 @@ impl CleanupJob {
             CleanupJob::OldResults { .. } => "cleanup_old_results",
             CleanupJob::Orphaned { .. } => "cleanup_orphaned_files",
             CleanupJob::All { .. } => "cleanup_all",
+            CleanupJob::PurgeTrash { .. } => "cleanup_trash",
         }
     }
 
@@ -114,6 +185,7 @@ impl CleanupJob {
             CleanupJob::Orphaned { min_age_secs } => {
                 serde_json::json!({ "min_age_secs": min_age_secs })
             }
+            CleanupJob::PurgeTrash { retention_secs } => serde_json::json!({ "retention_secs": retention_secs }),
             CleanupJob::All { days_old, min_age_secs } => {
                 serde_json::json!({ "days_old": days_old, "min_age_secs": min_age_secs })
             }
@@ -245,7 +317,7 @@ mod tests {
         ];
         for job in jobs {
             let rebuilt = JobSpec::from_record(job.operation(), &job.params(), true).unwrap();
-            assert_eq!(rebuilt, JobSpec { job, dry_run: true });
+            assert_eq!(rebuilt, JobSpec { job, dry_run: true, limit: None });
         }
     }
 
@@ -267,6 +339,10 @@ mod tests {
 
         let defaults: JobSpec = serde_json::from_str(r#"{"op":"all"}"#).unwrap();
         assert_eq!(defaults.job, CleanupJob::All { days_old: DaysOld::default(), min_age_secs: 3600 });
+        for typo in [r#"{"op":"old-results","days-old":90}"#, r#"{"op":"expired","session_id":"s"}"#] {
+            let err = serde_json::from_str::<QueuedJob>(typo).unwrap_err().to_string();
+            assert!(err.contains("unknown field"), "{typo}: {err}");
+        }
         let queued: QueuedJob = serde_json::from_str(
             r#"{"job_id":"6f1c3a8e-0000-4000-8000-000000000001","op":"expired","requested_by":"app"}"#,
         )

@@ -104,8 +104,11 @@ mod tests {
         let layout = Layout::new("janitor:t1");
         assert_eq!(layout.stream(Lane::Session), "janitor:t1:session:jobs");
         assert_eq!(layout.dead(Lane::Bulk), "janitor:t1:bulk:dead");
-        let spec =
-            JobSpec { job: CleanupJob::Session { session_id: SessionId::parse("abc").unwrap() }, dry_run: false };
+        let spec = JobSpec {
+            job: CleanupJob::Session { session_id: SessionId::parse("abc").unwrap() },
+            dry_run: false,
+            limit: None,
+        };
         assert_eq!(layout.dedup(&spec).as_deref(), Some("janitor:t1:dedup:live:abc"));
         assert_eq!(Lane::of(&spec), Lane::Session);
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));

@@ -81,6 +81,9 @@ pub struct Checkpoint {
     pub batch_seconds: Vec<u64>,
     #[serde(default)]
     pub batch_seconds_sum: f64,
+    /// The orphan sweep's survey before deleting: (files, candidates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survey: Option<(u64, u64)>,
 }
 
 /// Upper bounds (seconds) of the batch-duration histogram's buckets.
@@ -124,6 +127,7 @@ impl Progress {
                 recheck: Vec::new(),
                 batch_seconds: Vec::new(),
                 batch_seconds_sum: 0.0,
+                survey: None,
             },
             errors: Vec::new(),
             error_cap,

@@ -111,7 +111,7 @@ pub struct NewJob<'a> {
 pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
     let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
-    let params: Vec<Value> = jobs.iter().map(|j| j.spec.job.params()).collect();
+    let params: Vec<Value> = jobs.iter().map(|j| j.spec.params()).collect();
     let dry_runs: Vec<bool> = jobs.iter().map(|j| j.spec.dry_run).collect();
     let requested_by: Vec<Option<&str>> = jobs.iter().map(|j| j.requested_by).collect();
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
@@ -143,7 +143,7 @@ pub async fn insert_skipped(conn: &mut PgConnection, job: &NewJob<'_>, reason: &
     ))
     .bind(job.job_id)
     .bind(job.spec.job.operation())
-    .bind(job.spec.job.params())
+    .bind(job.spec.params())
     .bind(job.spec.dry_run)
     .bind(job.requested_by)
     .bind(job.queue)
@@ -197,7 +197,7 @@ pub async fn start(
     )
     .bind(job_id)
     .bind(operation)
-    .bind(spec.job.params())
+    .bind(spec.params())
     .bind(spec.dry_run)
     .bind(worker)
     .bind(claim.map(|c| c.entry_id))
@@ -216,7 +216,7 @@ pub async fn start(
         return Err(StoreError::Mismatch {
             job_id,
             recorded: format!("{} {} (dry_run={})", record.operation, record.params, record.dry_run),
-            requested: format!("{operation} {} (dry_run={})", spec.job.params(), spec.dry_run),
+            requested: format!("{operation} {} (dry_run={})", spec.params(), spec.dry_run),
         });
     };
     let lease = Lease { job_id, epoch };

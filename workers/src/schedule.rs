@@ -49,7 +49,7 @@ pub enum ScheduleError {
     BadCron { name: String, cron: String, reason: String },
     #[error("schedule {name:?}: unknown timezone {timezone:?} (use an IANA name such as \"Europe/Berlin\")")]
     BadTimezone { name: String, timezone: String },
-    #[error("schedule {name:?}: unknown operation {operation:?} (expected expired, old-results, orphaned or all)")]
+    #[error("schedule {name:?}: unknown operation {operation:?} (expected expired, old-results, orphaned, all or purge-trash)")]
     BadOperation { name: String, operation: String },
     #[error("schedule {name:?}: {reason}")]
     BadDaysOld { name: String, reason: String },
@@ -81,7 +81,7 @@ impl Schedule {
             cron_text: config.cron,
             cron,
             timezone,
-            spec: JobSpec { job, dry_run: config.dry_run.unwrap_or(false) },
+            spec: JobSpec { job, dry_run: config.dry_run.unwrap_or(false), limit: None },
         })
     }
 
@@ -98,8 +98,9 @@ impl Schedule {
         Ok(schedules)
     }
 
-    /// Without a config file: everything nightly at 02:00 (30-day retention)
-    /// and an orphan sweep every Sunday at 03:00, UTC.
+    /// Without a config file: everything nightly at 02:00 (30-day retention),
+    /// an orphan sweep every Sunday at 03:00, and a purge of quarantined
+    /// orphans older than 7 days every day at 04:30, UTC.
     pub fn defaults() -> Vec<Self> {
         let entry = |name: &str, cron: &str, operation: &str| ScheduleConfig {
             name: name.into(),
@@ -112,6 +113,7 @@ impl Schedule {
         Self::parse_all(vec![
             entry("nightly-all", "0 0 2 * * *", "all"),
             entry("weekly-orphans", "0 0 3 * * Sun", "orphaned"),
+            entry("daily-trash-purge", "0 30 4 * * *", "purge-trash"),
         ])
         .expect("the default schedules are valid")
     }
@@ -145,10 +147,13 @@ fn job(name: &str, operation: &str, days_old: Option<i64>) -> Result<CleanupJob,
         "expired" => CleanupJob::Expired,
         "old-results" => CleanupJob::OldResults { days_old: days(days_old)? },
         "orphaned" => CleanupJob::Orphaned { min_age_secs },
+        "purge-trash" => CleanupJob::PurgeTrash { retention_secs: crate::job::DEFAULT_TRASH_RETENTION.as_secs() },
         "all" => CleanupJob::All { days_old: days(days_old)?, min_age_secs },
         other => return Err(ScheduleError::BadOperation { name: name.to_owned(), operation: other.to_owned() }),
     };
-    if days_old.is_some() && matches!(job, CleanupJob::Expired | CleanupJob::Orphaned { .. }) {
+    if days_old.is_some()
+        && matches!(job, CleanupJob::Expired | CleanupJob::Orphaned { .. } | CleanupJob::PurgeTrash { .. })
+    {
         return Err(ScheduleError::BadDaysOld {
             name: name.to_owned(),
             reason: format!("days_old does not apply to {operation}"),

@@ -24,7 +24,7 @@ fn check_job(job: &CleanupJob) -> Result<(), TestCaseError> {
         CleanupJob::OldResults { days_old } | CleanupJob::All { days_old, .. } => {
             prop_assert!(days_ok(days_old), "days_old {}", days_old.get());
         }
-        CleanupJob::Expired | CleanupJob::Orphaned { .. } => {}
+        CleanupJob::Expired | CleanupJob::Orphaned { .. } | CleanupJob::PurgeTrash { .. } => {}
     }
     Ok(())
 }
@@ -46,7 +46,7 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
         let back: JobSpec = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
         prop_assert_eq!(&back, &spec);
         // The record form (`job_results.operation` and `params`) rebuilds it too.
-        let rebuilt = JobSpec::from_record(spec.job.operation(), &spec.job.params(), spec.dry_run).ok();
+        let rebuilt = JobSpec::from_record(spec.job.operation(), &spec.params(), spec.dry_run).ok();
         prop_assert_eq!(rebuilt.as_ref(), Some(&spec));
     }
     Ok(())
@@ -110,7 +110,7 @@ fn valid_job() -> impl Strategy<Value = QueuedJob> {
     ];
     let job_id = prop::option::of(any::<u128>().prop_map(Uuid::from_u128));
     (job_id, job, any::<bool>(), prop::option::of("\\PC{0,20}")).prop_map(|(job_id, job, dry_run, requested_by)| {
-        QueuedJob { job_id, spec: JobSpec { job, dry_run }, requested_by }
+        QueuedJob { job_id, spec: JobSpec { job, dry_run, limit: None }, requested_by }
     })
 }
 

@@ -9,10 +9,12 @@
 pub mod all;
 pub mod expired;
 pub mod old_results;
+mod orphan_guards;
 pub mod orphaned;
 pub(crate) mod rows;
 pub mod session;
 pub mod stats;
+pub mod trash;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use crate::job::CleanupJob;
 pub(crate) enum Phase {
     Rows(rows::RowSelector),
     Orphans { min_age: Duration },
+    Trash { retention: Duration },
 }
 
 /// The phases of a job, given the job's reference time.
@@ -37,6 +40,9 @@ pub(crate) fn phases(job: &CleanupJob, as_of: DateTime<Utc>) -> Vec<Phase> {
         }
         CleanupJob::Orphaned { min_age_secs } => vec![Phase::Orphans { min_age: Duration::from_secs(*min_age_secs) }],
         CleanupJob::All { days_old, min_age_secs } => all::phases(as_of, *days_old, *min_age_secs),
+        CleanupJob::PurgeTrash { retention_secs } => {
+            vec![Phase::Trash { retention: Duration::from_secs(*retention_secs) }]
+        }
     }
 }
 
@@ -48,4 +54,7 @@ pub(crate) enum PhaseEnd {
     Interrupted,
     /// The phase refuses to go on; the job ends as failed with this reason.
     Refused(String),
+    /// The phase could not run now (another sweep holds the storage root);
+    /// a job of this phase alone ends as skipped with this reason.
+    Skipped(String),
 }

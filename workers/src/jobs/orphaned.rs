@@ -17,10 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::mpsc;
 
+use super::orphan_guards as guards;
 use super::PhaseEnd;
 use crate::engine::RunContext;
 use crate::progress::{Counters, Cursor, ErrorItem, PendingOrphans, Progress};
-use crate::storage::{RelativePath, Removal, ScanItem, CATEGORIES};
+use crate::storage::{RelativePath, Removal, ScanItem};
 
 pub const OPERATION: &str = "cleanup_orphaned_files";
 
@@ -28,8 +29,28 @@ pub const OPERATION: &str = "cleanup_orphaned_files";
 const REFERENCED: &str = "SELECT storage_path FROM images WHERE storage_path = ANY($1)";
 
 pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut Progress) -> anyhow::Result<PhaseEnd> {
-    if let Some(reason) = unusable_category(ctx) {
+    if let Some(reason) = guards::unusable_category(ctx) {
         return Ok(PhaseEnd::Refused(reason));
+    }
+    // One sweep per storage root at a time; held until this phase returns.
+    let Some(_lock) = guards::sweep_lock(ctx).await? else {
+        return Ok(PhaseEnd::Skipped(format!(
+            "another orphan sweep of {} is running; skipped",
+            ctx.storage.root().display()
+        )));
+    };
+    let grace_ends = SystemTime::from(progress.checkpoint.as_of) - min_age;
+    if !ctx.dry_run && progress.checkpoint.survey.is_none() && progress.checkpoint.cursor == Cursor::Start {
+        // Count before deleting anything: a sweep that would delete too much
+        // of the store deletes nothing.
+        let survey = guards::survey(ctx, grace_ends).await?;
+        let mut next = progress.clone();
+        next.checkpoint.survey = Some(survey);
+        save(ctx, &next).await?;
+        *progress = next;
+        if let Some(reason) = guards::too_many(ctx, survey) {
+            return Ok(PhaseEnd::Refused(reason));
+        }
     }
     if let Some(pending) = progress.checkpoint.pending.clone() {
         finish_pending(ctx, pending, Vec::new(), progress, true, std::time::Instant::now()).await?;
@@ -38,32 +59,19 @@ pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut 
         Cursor::AfterPath(path) => Some(path.clone()),
         _ => None,
     };
-    let grace_ends = SystemTime::from(progress.checkpoint.as_of) - min_age;
-
-    let (sender, mut batches) = mpsc::channel::<Vec<ScanItem>>(2);
-    let scanner = ctx.storage.scanner();
-    let batch_size = ctx.engine.settings.batch_size;
-    let walker = tokio::task::spawn_blocking(move || {
-        let mut batch = Vec::with_capacity(batch_size);
-        for item in scanner.walk(after.as_deref()) {
-            batch.push(item);
-            if batch.len() == batch_size && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
-                return; // The sweep stopped listening.
-            }
-        }
-        if !batch.is_empty() {
-            let _ = sender.blocking_send(batch);
-        }
-    });
-
+    let (mut batches, walker) = walk(ctx, after);
     while let Some(items) = batches.recv().await {
-        if ctx.control.cancel.is_cancelled() {
+        if ctx.control.cancel.is_cancelled() || ctx.remaining(progress) == Some(0) {
             drop(batches);
             walker.await?;
-            return Ok(PhaseEnd::Interrupted);
+            let end = if ctx.control.cancel.is_cancelled() { PhaseEnd::Interrupted } else { PhaseEnd::Done };
+            return Ok(end);
         }
         let started = std::time::Instant::now();
-        let (pending, mut scan_errors) = plan(ctx, &items, grace_ends).await?;
+        let (mut pending, mut scan_errors) = plan(ctx, &items, grace_ends).await?;
+        if let Some(remaining) = ctx.remaining(progress) {
+            pending.files.truncate(usize::try_from(remaining).unwrap_or(usize::MAX));
+        }
         if !ctx.dry_run {
             let mut next = progress.clone();
             let count = scan_errors.len() as i64;
@@ -79,10 +87,34 @@ pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut 
     Ok(PhaseEnd::Done)
 }
 
+/// The walk after `after`, on a blocking thread, handed over in batches
+/// through a channel of two (so memory holds at most three batches).
+pub(super) fn walk(
+    ctx: &RunContext<'_>,
+    after: Option<String>,
+) -> (mpsc::Receiver<Vec<ScanItem>>, tokio::task::JoinHandle<()>) {
+    let (sender, batches) = mpsc::channel::<Vec<ScanItem>>(2);
+    let scanner = ctx.storage.scanner();
+    let batch_size = ctx.engine.settings.batch_size;
+    let walker = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::with_capacity(batch_size);
+        for item in scanner.walk(after.as_deref()) {
+            batch.push(item);
+            if batch.len() == batch_size && sender.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return; // The sweep stopped listening.
+            }
+        }
+        if !batch.is_empty() {
+            let _ = sender.blocking_send(batch);
+        }
+    });
+    (batches, walker)
+}
+
 /// Sorts one scanned batch into orphans (returned as the pending batch),
 /// referenced files, files still in their grace period and unreadable
 /// entries (returned as error items).
-async fn plan(
+pub(super) async fn plan(
     ctx: &RunContext<'_>,
     items: &[ScanItem],
     grace_ends: SystemTime,
@@ -132,7 +164,8 @@ async fn finish_pending(
         }
         ctx.pace(files.len()).await;
         let paths = files.iter().map(|(path, _)| path.clone()).collect();
-        let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
+        let quarantine = ctx.engine.settings.quarantine.then_some(ctx.lease.job_id);
+        let removals = ctx.storage.dispose_many(paths, ctx.engine.settings.unlink_concurrency, quarantine).await;
         for ((path, size), removal) in files.iter().zip(removals) {
             match removal {
                 Removal::Removed => {
@@ -159,26 +192,6 @@ async fn finish_pending(
     save(ctx, &next).await?;
     *progress = next;
     Ok(())
-}
-
-/// A missing or odd category folder means a wrong or unmounted storage
-/// root, never "everything in it is gone": refuse rather than sweep.
-fn unusable_category(ctx: &RunContext<'_>) -> Option<String> {
-    let root = ctx.storage.root();
-    CATEGORIES.iter().find_map(|category| {
-        let path = root.join(category);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_dir() => None,
-            Ok(_) => Some(format!(
-                "refusing to sweep orphans: {} is not a directory (symlinked category folders are not followed)",
-                path.display()
-            )),
-            Err(err) => Some(format!(
-                "refusing to sweep orphans: category folder {} is unusable ({err}); is JANITOR_STORAGE_ROOT right and mounted?",
-                path.display()
-            )),
-        }
-    })
 }
 
 /// The files among `files` that no row references.

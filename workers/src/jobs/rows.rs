@@ -83,38 +83,75 @@ pub(crate) async fn run(
     selector: &RowSelector,
     progress: &mut Progress,
 ) -> anyhow::Result<PhaseEnd> {
-    // Batches are pipelined: while one batch's files are unlinked, the next
-    // batch is paged and claimed in its own transaction, so database work
-    // overlaps file deletion instead of adding to it. Batches still commit
-    // one after the other, in cursor order, so the checkpoint only moves
-    // forward; an uncommitted batch ahead rolls back untouched (none of its
-    // files are unlinked before the batch before it has committed).
-    let mut ahead = None;
-    loop {
-        if ctx.control.cancel.is_cancelled() {
+    // Batches are pipelined: while one batch's rows are deleted and its
+    // transaction commits, the next batch is paged, claimed and its files
+    // unlinked, so database work overlaps file deletion instead of adding to
+    // it. Batches commit one after the other, in cursor order, so the
+    // checkpoint only moves forward. A crash can leave the batch ahead with
+    // its files unlinked and its rows uncommitted: the rerun claims those
+    // rows again, finds their files missing, and deletes and counts them.
+    let mut current = ahead(ctx, selector, cursor(progress), ctx.remaining(progress)).await?;
+    while let Some(batch) = current.take() {
+        let stop = ctx.control.cancel.is_cancelled();
+        // The most the batch ahead may delete under the job's limit.
+        let budget = ctx.remaining(progress).map(|r| r.saturating_sub(batch.0.claimed.free.len() as u64));
+        let last = batch.0.last;
+        let commit = commit(ctx, selector, progress, batch);
+        let next = async {
+            if stop || budget == Some(0) {
+                return Ok(None);
+            }
+            ahead(ctx, selector, last, budget).await
+        };
+        let (committed, next) = tokio::join!(commit, next);
+        committed?;
+        if stop {
             return Ok(PhaseEnd::Interrupted);
         }
-        let current = match ahead.take() {
-            Some(prepared) => prepared,
-            None => match prepare(ctx, selector, cursor(progress)).await? {
-                Some(prepared) => prepared,
-                None => break,
-            },
-        };
-        let Prepared { mut tx, last, claimed, started } = current;
-        let (removals, next) = tokio::join!(unlink(ctx, &claimed), prepare(ctx, selector, last));
-        let done = settle(ctx, &mut tx, selector, claimed, removals).await?;
-        let mut next_progress = progress.clone();
-        next_progress.record(done.delta, done.errors, Cursor::AfterId(last));
-        next_progress.defer(done.unclaimed);
-        next_progress.observe(started.elapsed());
-        crate::results::save_progress(&mut tx, ctx.lease, &next_progress).await?;
-        tx.commit().await?;
-        *progress = next_progress;
-        ctx.batch_done(progress, started.elapsed());
-        ahead = next?;
+        current = next?;
+    }
+    if ctx.remaining(progress) == Some(0) {
+        return Ok(PhaseEnd::Done);
     }
     recheck(ctx, selector, progress).await
+}
+
+/// The next batch after `after`, claimed and with its files unlinked (at
+/// most `budget` of them), its transaction still open.
+async fn ahead(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    after: i64,
+    budget: Option<u64>,
+) -> anyhow::Result<Option<(Prepared, Vec<Removal>)>> {
+    let Some(mut prepared) = prepare(ctx, selector, after).await? else {
+        return Ok(None);
+    };
+    if let Some(budget) = budget {
+        prepared.claimed.free.truncate(usize::try_from(budget).unwrap_or(usize::MAX));
+    }
+    let removals = unlink(ctx, &prepared.claimed).await;
+    Ok(Some((prepared, removals)))
+}
+
+/// Deletes a batch's rows, records its counts and cursor, and commits.
+async fn commit(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+    (prepared, removals): (Prepared, Vec<Removal>),
+) -> anyhow::Result<()> {
+    let Prepared { mut tx, last, claimed, started } = prepared;
+    let done = settle(ctx, &mut tx, selector, claimed, removals).await?;
+    let mut next = progress.clone();
+    next.record(done.delta, done.errors, Cursor::AfterId(last));
+    next.defer(done.unclaimed);
+    next.observe(started.elapsed());
+    crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+    tx.commit().await?;
+    *progress = next;
+    ctx.batch_done(progress, started.elapsed());
+    Ok(())
 }
 
 fn cursor(progress: &Progress) -> i64 {

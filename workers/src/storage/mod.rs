@@ -8,6 +8,7 @@
 
 mod path;
 mod scan;
+pub mod trash;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -80,6 +81,17 @@ impl Storage {
     /// Deletes many files with up to `concurrency` blocking threads, and
     /// returns the outcomes in input order.
     pub async fn remove_many(&self, paths: Vec<RelativePath>, concurrency: usize) -> Vec<Removal> {
+        self.dispose_many(paths, concurrency, None).await
+    }
+
+    /// Like [`Storage::remove_many`], but moving the files into the job's
+    /// trash folder when `quarantine` names a job.
+    pub async fn dispose_many(
+        &self,
+        paths: Vec<RelativePath>,
+        concurrency: usize,
+        quarantine: Option<uuid::Uuid>,
+    ) -> Vec<Removal> {
         let total = paths.len();
         let chunk = total.div_ceil(concurrency.max(1)).max(1);
         let paths = Arc::new(paths);
@@ -89,7 +101,11 @@ impl Storage {
             let paths = Arc::clone(&paths);
             let end = (start + chunk).min(total);
             let handle = tokio::task::spawn_blocking(move || {
-                paths[start..end].iter().map(|path| storage.remove(path)).collect::<Vec<_>>()
+                let dispose = |path: &RelativePath| match quarantine {
+                    Some(job_id) => storage.quarantine(path, job_id),
+                    None => storage.remove(path),
+                };
+                paths[start..end].iter().map(dispose).collect::<Vec<_>>()
             });
             handles.push((end - start, handle));
         }

@@ -1,0 +1,158 @@
+//! Guards against a misconfigured deployment: the orphan ratio cap, one sweep
+//! per storage root, quarantine and restore, the trash purge, and the
+//! per-run limit.
+
+use janitor_workers::{CleanupJob, Engine, EngineSettings, JobSpec};
+use sqlx::PgPool;
+
+use crate::harness::{run, spec};
+use crate::support::{count_images, insert_image, seed_expired, Image, Store};
+
+fn engine(pool: &PgPool, store: &Store, settings: EngineSettings) -> Engine {
+    Engine::new(pool.clone(), store.root(), settings)
+}
+
+fn orphans() -> JobSpec {
+    spec(CleanupJob::Orphaned { min_age_secs: 0 })
+}
+
+/// A store where `known` files have rows and `orphans` do not.
+async fn store_with(pool: &PgPool, known: usize, orphans: usize) -> Store {
+    let store = Store::new();
+    for i in 0..known {
+        insert_image(pool, Some(&store), &Image::permanent(&format!("templates/k{i}.png"), 1)).await;
+    }
+    for i in 0..orphans {
+        store.write(&format!("photos/o/{i}.jpg"), 1);
+    }
+    store
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn too_many_orphans_means_nothing_is_deleted(pool: PgPool) {
+    let store = store_with(&pool, 10, 15).await;
+    let record = run(&engine(&pool, &store, EngineSettings::default()), &orphans()).await;
+    assert_eq!(record.status, "failed");
+    let reason = record.last_error.unwrap();
+    assert!(reason.starts_with("refusing: 60% of 25 files look orphaned"), "{reason}");
+    assert!(reason.contains("--max-orphan-ratio"), "{reason}");
+    assert_eq!(record.deleted_count, 0);
+    assert!((0..15).all(|i| store.exists(&format!("photos/o/{i}.jpg"))), "nothing was deleted");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn an_empty_database_with_a_full_store_is_refused(pool: PgPool) {
+    let store = store_with(&pool, 0, 5).await;
+    let record = run(&engine(&pool, &store, EngineSettings::default()), &orphans()).await;
+    assert_eq!(record.status, "failed");
+    assert!(record.last_error.unwrap().starts_with("refusing: 100% of 5 files"));
+    assert!(store.exists("photos/o/0.jpg"));
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_share_under_the_cap_is_swept_into_quarantine_and_restored(pool: PgPool) {
+    let store = store_with(&pool, 10, 2).await;
+    let engine = engine(&pool, &store, EngineSettings::default());
+    let record = run(&engine, &orphans()).await;
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 2));
+    assert!(!store.exists("photos/o/0.jpg"));
+    let trashed = format!(".janitor-trash/{}/photos/o/0.jpg", record.job_id);
+    assert!(store.exists(&trashed), "moved into the job's trash, not unlinked");
+
+    // The trash is never swept as storage.
+    let again = run(&engine, &orphans()).await;
+    assert_eq!(again.deleted_count, 0);
+    assert!(store.exists(&trashed));
+
+    let restored = janitor_workers::storage::trash::restore(store.root(), record.job_id).unwrap();
+    assert_eq!(restored.restored, 2);
+    assert!(store.exists("photos/o/0.jpg") && store.exists("photos/o/1.jpg"));
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn quarantine_can_be_turned_off(pool: PgPool) {
+    let store = store_with(&pool, 10, 1).await;
+    let settings = EngineSettings { quarantine: false, ..EngineSettings::default() };
+    let record = run(&engine(&pool, &store, settings), &orphans()).await;
+    assert_eq!(record.deleted_count, 1);
+    assert!(!store.exists(&format!(".janitor-trash/{}", record.job_id)));
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_purge_empties_only_old_trash(pool: PgPool) {
+    let store = store_with(&pool, 10, 2).await;
+    let engine = engine(&pool, &store, EngineSettings::default());
+    let sweep = run(&engine, &orphans()).await;
+    let purge = |retention_secs| spec(CleanupJob::PurgeTrash { retention_secs });
+
+    let young = run(&engine, &purge(3600)).await;
+    assert_eq!(young.deleted_count, 0, "a sweep that just ended is kept");
+    assert!(store.exists(&format!(".janitor-trash/{}", sweep.job_id)));
+
+    let record = run(&engine, &purge(0)).await;
+    assert_eq!((record.deleted_count, record.deleted_bytes), (2, 2));
+    assert!(!store.exists(&format!(".janitor-trash/{}", sweep.job_id)));
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_second_sweep_of_the_same_root_is_skipped(pool: PgPool) {
+    let store = store_with(&pool, 10, 1).await;
+    // Another sweep holds the root's lock (as `sweep_lock` takes it).
+    let root = std::fs::canonicalize(store.root()).unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    let key = format!("janitor-orphan-sweep:{}", root.display());
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+        .bind(&key)
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+    assert!(locked);
+    let record = run(&engine(&pool, &store, EngineSettings::default()), &orphans()).await;
+    assert_eq!(record.status, "skipped");
+    assert!(record.last_error.unwrap().contains("another orphan sweep"));
+    assert!(store.exists("photos/o/0.jpg"));
+
+    sqlx::query("SELECT pg_advisory_unlock_all()").execute(&mut *holder).await.unwrap();
+    let record = run(&engine(&pool, &store, EngineSettings::default()), &orphans()).await;
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1));
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_limit_bounds_the_deletions_of_one_run(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 35, 1).await;
+    let engine = crate::harness::engine(&pool, &store, 10);
+    let job = JobSpec { limit: Some(12), ..spec(CleanupJob::Expired) };
+    let record = run(&engine, &job).await;
+    assert_eq!(record.deleted_count, 12);
+    assert_eq!(count_images(&pool).await, 23);
+    assert_eq!(record.result.unwrap()["limit"], 12);
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_row_committed_after_the_scan_protects_its_file(pool: PgPool) {
+    use janitor_workers::progress::{Cursor, PendingOrphans, Progress};
+    use janitor_workers::results::{self, Start};
+    let store = store_with(&pool, 10, 2).await;
+    let job = orphans();
+    let job_id = uuid::Uuid::new_v4();
+    // A sweep decided both files were orphans and saved them as pending
+    // (past its survey), then stopped before deleting them.
+    let Start::Run(lease, _, now) = results::start(&pool, job_id, &job, "test", None).await.unwrap() else { panic!() };
+    let mut progress = Progress::new(now, 1, 10);
+    progress.checkpoint.survey = Some((12, 2));
+    progress.checkpoint.cursor = Cursor::Start;
+    let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
+    progress.checkpoint.pending = Some(PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 12 });
+    results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
+    // Meanwhile the app committed a row for one of them.
+    sqlx::query("INSERT INTO images (filename, storage_path, category, storage_type) VALUES ('0.jpg', 'photos/o/0.jpg', 'photos', 'permanent')")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let record = crate::harness::run_as(&engine(&pool, &store, EngineSettings::default()), job_id, &job).await;
+    assert_eq!(record.deleted_count, 1);
+    assert!(store.exists("photos/o/0.jpg"), "the file a new row references stays");
+    assert!(!store.exists("photos/o/1.jpg"));
+}

@@ -1,0 +1,108 @@
+//! Seeding and job-row helpers shared by the fault tests. The row helpers
+//! treat a database error as "not yet": some tests read while Postgres is
+//! restarting.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::harness::{files_under, JobRow};
+use crate::process::Janitor;
+use crate::support::Store;
+
+/// Files in the four category folders (not in the quarantine folder).
+pub fn stored_files(store: &Store) -> usize {
+    janitor_workers::storage::CATEGORIES.iter().map(|category| files_under(&store.path(category))).sum()
+}
+
+/// Files moved to the quarantine folder (`.janitor-trash`), if the sweep
+/// quarantines instead of unlinking.
+pub fn quarantined_files(store: &Store) -> usize {
+    files_under(&store.path(".janitor-trash"))
+}
+
+/// Seeds `count` expired temporary images of `size` bytes under
+/// `photos/<folder>/`, with their files, in one statement.
+pub async fn seed_expired(pool: &PgPool, store: &Store, folder: &str, count: usize, size: i64) {
+    for i in 0..count {
+        store.write(&format!("photos/{folder}/{}/{i}.jpg", i / 100), size as usize);
+    }
+    sqlx::query(
+        "INSERT INTO images (filename, storage_path, category, storage_type, file_size, expires_at)
+         SELECT i || '.jpg', 'photos/' || $3 || '/' || (i / 100) || '/' || i || '.jpg', 'photos', 'temporary', $2,
+                now() - interval '1 hour'
+         FROM generate_series(0, $1 - 1) AS i",
+    )
+    .bind(count as i32)
+    .bind(size)
+    .bind(folder)
+    .execute(pool)
+    .await
+    .expect("seed expired images");
+}
+
+/// A job's row as (status, deleted_count, attempts, worker, last_error), or
+/// `None` if there is none or the database did not answer.
+pub async fn job(pool: &PgPool, job_id: Uuid) -> Option<JobRow> {
+    sqlx::query_as("SELECT status, deleted_count, attempts, worker, last_error FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits until the job's row satisfies `condition`; returns that row.
+pub async fn wait_for_job(
+    pool: &PgPool,
+    job_id: Uuid,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&JobRow) -> bool,
+) -> JobRow {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match job(pool, job_id).await {
+            Some(row) if condition(&row) => return row,
+            // A final row will not change any more.
+            Some(row) if matches!(row.0.as_str(), "completed" | "failed" | "skipped") => {
+                panic!("the job ended before {what}: {row:?}")
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}; the row is {:?}",
+            job(pool, job_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the job is completed, failed or skipped.
+pub async fn finished(pool: &PgPool, job_id: Uuid, timeout: Duration) -> JobRow {
+    wait_for_job(pool, job_id, "the job has finished", timeout, |row| {
+        matches!(row.0.as_str(), "completed" | "failed" | "skipped")
+    })
+    .await
+}
+
+/// The job's (deleted_bytes, error_count, errors).
+pub async fn details(pool: &PgPool, job_id: Uuid) -> (i64, i64, Value) {
+    sqlx::query_as("SELECT deleted_bytes, error_count, errors FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(pool)
+        .await
+        .expect("read the job's details")
+}
+
+/// `janitor enqueue <args> --json`; returns the job id.
+pub async fn enqueue(janitor: &Janitor, args: &[&str]) -> Uuid {
+    let (code, stdout, stderr) =
+        janitor.run(&[&["enqueue"], args, &["--json"]].concat(), Duration::from_secs(30)).await;
+    assert_eq!(code, 0, "enqueue failed: {stderr}");
+    let reply: Value = serde_json::from_str(&stdout).expect("enqueue prints JSON");
+    reply["job_id"].as_str().unwrap().parse().unwrap()
+}

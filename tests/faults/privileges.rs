@@ -1,0 +1,125 @@
+//! Least privilege: a real `janitor worker` (and `janitor enqueue --wait`)
+//! under a login role that holds only the grants below completes an
+//! expired job and a session job, including a delete that fires the
+//! tasks' `ON DELETE SET NULL`.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::fixtures::{seed_expired, stored_files};
+use crate::harness::shared_redis_url;
+use crate::process::{cleanup_keys, prefix, Janitor};
+use crate::support::{count_images, database_url, insert_image, insert_task, Image, Store, TaskImages};
+
+/// What the runtime role needs, `{db}` and `{role}` to be replaced. Not
+/// granted on purpose: UPDATE on `face_swap_tasks` (the foreign keys'
+/// `ON DELETE SET NULL` runs with the table owner's rights), any sequence
+/// but `audit_log_id_seq` (`job_results` has no serial), CREATE anywhere
+/// (migrations run as the owner).
+pub const GRANTS: &str = r#"
+GRANT CONNECT ON DATABASE {db} TO {role};
+GRANT USAGE ON SCHEMA public TO {role};
+-- worker: the cleanup itself (FOR UPDATE row locks need UPDATE on one column)
+GRANT SELECT, DELETE, UPDATE (id) ON images TO {role};
+GRANT SELECT ON face_swap_tasks TO {role};
+-- worker, enqueue, scheduler, serve: job rows (DELETE: a producer undoes its row if the XADD fails)
+GRANT SELECT, INSERT, UPDATE, DELETE ON job_results TO {role};
+-- scheduler
+GRANT SELECT, INSERT ON schedule_ticks TO {role};
+-- serve writes the audit log, janitor audit reads it
+GRANT SELECT, INSERT ON audit_log TO {role};
+GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role};
+"#;
+
+/// Creates the role with [`GRANTS`]; drops it (with its grants) when dropped,
+/// also when the test fails.
+struct Role {
+    name: String,
+    /// The superuser URL of the test database, for dropping the role.
+    admin_url: String,
+}
+
+impl Role {
+    async fn create(pool: &PgPool) -> Self {
+        let name = format!("janitor_worker_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let db: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
+        let role = Self { name, admin_url: database_url(pool) };
+        sqlx::query(&format!("CREATE ROLE {} LOGIN", role.name)).execute(pool).await.unwrap();
+        // Only what is granted: no CONNECT through PUBLIC either.
+        sqlx::query(&format!(r#"REVOKE ALL ON DATABASE "{db}" FROM PUBLIC"#)).execute(pool).await.unwrap();
+        let grants = GRANTS.replace("{db}", &format!("\"{db}\"")).replace("{role}", &role.name);
+        for statement in grants.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            let statement: String =
+                statement.lines().filter(|l| !l.trim_start().starts_with("--")).collect::<Vec<_>>().join("\n");
+            sqlx::query(&statement).execute(pool).await.unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        role
+    }
+
+    fn url(&self) -> String {
+        let mut url = url::Url::parse(&self.admin_url).unwrap();
+        url.set_username(&self.name).unwrap();
+        url.to_string()
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let sql = format!("DROP OWNED BY {0}; DROP ROLE {0};", self.name);
+        let status = std::process::Command::new("psql")
+            .args([self.admin_url.as_str(), "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("could not drop role {}; drop it by hand", self.name);
+        }
+    }
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_worker_with_only_the_documented_grants_completes_its_jobs(pool: PgPool) {
+    let role = Role::create(&pool).await;
+    let store = Store::new();
+    seed_expired(&pool, &store, "grants", 120, 4).await;
+    // A session image used by a finished task: deleting it fires SET NULL.
+    let used =
+        insert_image(&pool, Some(&store), &Image::permanent("photos/grants/s/used.jpg", 4).session("grant-s")).await;
+    insert_image(&pool, Some(&store), &Image::fresh("photos/grants/s/other.jpg", 4).session("grant-s")).await;
+    let task =
+        insert_task(&pool, "completed", TaskImages { husband: Some(used), ..TaskImages::default() }, Some(1)).await;
+
+    let prefix = prefix();
+    let janitor = Janitor::new(&role.url(), &shared_redis_url(), &prefix, store.root())
+        .with_all(&[("JANITOR_BATCH_SIZE", "25"), ("JANITOR_DB_CONNECTIONS", "4")]);
+    // The role really is limited.
+    let (code, _, stderr) = janitor.run(&["migrate"], Duration::from_secs(30)).await;
+    assert_ne!(code, 0, "the role cannot run migrations");
+    assert!(stderr.contains("permission denied"), "{stderr}");
+
+    let mut worker = janitor.spawn(&["worker", "--lease", "3s"]);
+    for (args, deleted) in [(&["expired"][..], 120), (&["session", "grant-s"][..], 2)] {
+        let (code, stdout, stderr) = janitor
+            .run(&[&["enqueue"], args, &["--wait", "--json", "--timeout", "60s"]].concat(), Duration::from_secs(90))
+            .await;
+        assert_eq!(code, 0, "{args:?}: {stderr}\nworker:\n{}", worker.stderr());
+        let result: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(result["status"], "completed", "{result}");
+        assert_eq!(result["deleted_count"], deleted, "{result}");
+        assert_eq!(result["error_count"], 0, "{result}");
+    }
+    assert_eq!(count_images(&pool).await, 0);
+    assert_eq!(stored_files(&store), 0);
+    let husband: Option<i64> = sqlx::query_scalar("SELECT husband_photo_id FROM face_swap_tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(husband, None, "ON DELETE SET NULL ran under the role");
+    assert!(!worker.stderr().contains("permission denied"), "{}", worker.stderr());
+
+    worker.signal("TERM").await;
+    assert_eq!(worker.exit_code(Duration::from_secs(20)).await, Some(0), "{}", worker.stderr());
+    cleanup_keys(&shared_redis_url(), &prefix).await;
+}
