@@ -80,6 +80,10 @@ impl Producer {
         &self.layout
     }
 
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Enqueues one job (deduplicating session jobs).
     pub async fn enqueue(&self, spec: &JobSpec, requested_by: Option<&str>) -> Result<Enqueued, ProducerError> {
         let job_id = Uuid::new_v4();
