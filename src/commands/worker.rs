@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use janitor_workers::layout::Layout;
 use janitor_workers::worker::{self, WorkerSettings};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,8 @@ pub async fn work(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitC
         tracing::info!("shutdown signal received; finishing the current batches");
         signal.cancel();
     });
-    worker::run(engine, settings.redis()?, worker_settings, shutdown).await?;
+    worker::run(engine, settings.redis()?, worker_settings, shutdown)
+        .await
+        .with_context(|| format!("worker stopped; Redis at {}", crate::settings::redact(&settings.redis_url)))?;
     Ok(ExitCode::from(exit::OK))
 }

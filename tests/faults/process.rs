@@ -132,11 +132,6 @@ impl Proc {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// SIGKILL, and reap it.
-    pub async fn kill9(&mut self) {
-        self.child.kill().await.expect("kill -9");
-    }
-
     /// Waits for the process to exit and for its output to be read in
     /// full; returns its exit code.
     pub async fn exit_code(&mut self, timeout: Duration) -> Option<i32> {
@@ -150,11 +145,6 @@ impl Proc {
         }
         status.code()
     }
-
-    /// The resident set size of the process, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        rss_kib(self.pid())
-    }
 }
 
 /// The resident set size of process `pid`, in KiB (`VmRSS` in
@@ -166,11 +156,6 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc status")
-}
-
-/// Whether process `pid` exists (`kill -0`).
-pub fn alive(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Deletes the keys under `prefix` (and only those).

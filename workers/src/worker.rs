@@ -126,7 +126,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
-    let connection = ConnectionManager::new_with_config(redis.clone(), config).await?;
+    let connection = ConnectionManager::new_with_config(redis.clone(), config)
+        .await
+        .map_err(|err| anyhow::anyhow!("cannot connect to Redis: {err}"))?;
     let ctx = WorkerContext { engine, redis: connection, settings: Arc::new(settings), shutdown: shutdown.clone() };
     let session = StreamQueue::connect(redis.clone(), ctx.settings.queue_config(Lane::Session)).await?;
     let bulk = StreamQueue::connect(redis, ctx.settings.queue_config(Lane::Bulk)).await?;
