@@ -19,7 +19,7 @@ use crate::process::rss_kib;
 use crate::support::{count_images, insert_task, TaskImages};
 
 /// How long logouts keep coming; the worker is killed halfway.
-const SOAK: Duration = Duration::from_secs(90);
+const SOAK: Duration = Duration::from_secs(120);
 const LOGOUTS_PER_SEC: u64 = 5;
 /// Per session: two expired temporary images (which the `all` job may
 /// also take) and two permanent ones.

@@ -28,6 +28,7 @@ async fn three_schedulers_give_each_tick_one_job(pool: PgPool) {
     .await;
     for scheduler in schedulers {
         scheduler.signal("TERM").await;
+        assert_eq!(scheduler.exit_code(Duration::from_secs(10)).await, Some(0));
     }
     worker.signal("TERM").await;
 
@@ -40,6 +41,15 @@ async fn three_schedulers_give_each_tick_one_job(pool: PgPool) {
     assert!(jobs.iter().all(|(id, _)| tick_jobs.contains(id)));
     let gaps: Vec<_> = ticks.windows(2).map(|w| (w[1].0 - w[0].0).num_seconds()).collect();
     assert!(gaps.iter().all(|g| *g == 2), "no tick was missed: {gaps:?}");
+
+    // `janitor schedules` shows the next fire time and the last run.
+    let (code, stdout, stderr) = env.janitor(&["--config", config.path.to_str().unwrap(), "schedules", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let listed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let last = ticks.iter().rev().find(|t| t.2 == "enqueued").unwrap();
+    assert_eq!(listed[0]["name"], "tick");
+    assert_eq!(listed[0]["last_run"]["job_id"], last.1.to_string());
+    assert!(listed[0]["next_fire"].is_string());
     env.cleanup_keys().await;
 }
 
