@@ -132,28 +132,29 @@ async fn measure(args: &QueueBench, ctx: &Ctx) -> anyhow::Result<Vec<Row>> {
 
 async fn raw_xadd(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result<f64> {
     let conn = ctx.redis.get_multiplexed_async_connection().await?;
-    let key = format!("{}:raw:xadd", ctx.prefix);
     let started = Instant::now();
-    stream::iter(0..n)
+    xadd_all(&conn, &format!("{}:raw:xadd", ctx.prefix), n, producers).await?;
+    Ok(rate(n, started.elapsed()))
+}
+
+/// `n` unpipelined `XADD`s of a session job, from `producers` clients at once.
+async fn xadd_all(
+    conn: &redis::aio::MultiplexedConnection,
+    key: &str,
+    n: usize,
+    producers: usize,
+) -> anyhow::Result<()> {
+    let results: Vec<redis::RedisResult<String>> = stream::iter(0..n)
         .map(|i| {
-            let (mut conn, key) = (conn.clone(), key.clone());
-            async move {
-                redis::cmd("XADD")
-                    .arg(&key)
-                    .arg("*")
-                    .arg("job")
-                    .arg(format!("{{\"op\":\"session\",\"session_id\":\"s{i}\"}}"))
-                    .query_async::<String>(&mut conn)
-                    .await
-            }
+            let mut conn = conn.clone();
+            let payload = format!("{{\"op\":\"session\",\"session_id\":\"s{i}\"}}");
+            async move { redis::cmd("XADD").arg(key).arg("*").arg("job").arg(payload).query_async(&mut conn).await }
         })
         .buffer_unordered(producers)
-        .for_each(|r| {
-            r.expect("raw XADD");
-            async {}
-        })
+        .collect()
         .await;
-    Ok(rate(n, started.elapsed()))
+    results.into_iter().try_for_each(|r| r.map(drop))?;
+    Ok(())
 }
 
 /// `n` messages through a bare consumer group: producers `XADD` one by one,
@@ -190,25 +191,7 @@ async fn raw_round_trip(ctx: &Ctx, n: usize, producers: usize) -> anyhow::Result
             anyhow::Ok(())
         })
     };
-    stream::iter(0..n)
-        .map(|i| {
-            let (mut conn, key) = (conn.clone(), key.clone());
-            async move {
-                redis::cmd("XADD")
-                    .arg(&key)
-                    .arg("*")
-                    .arg("job")
-                    .arg(i)
-                    .query_async::<String>(&mut conn)
-                    .await
-            }
-        })
-        .buffer_unordered(producers)
-        .for_each(|r| {
-            r.expect("raw XADD");
-            async {}
-        })
-        .await;
+    xadd_all(&conn, &key, n, producers).await?;
     consumer.await??;
     Ok(rate(n, started.elapsed()))
 }
