@@ -10,6 +10,7 @@
 //!   re-running a finished job.
 //! - [`operations`]: `run session`, `run old-results` and `run all`.
 //! - [`reports`]: `janitor stats` and `janitor results`.
+//! - [`guards`]: the orphan ratio guard, quarantine and restore, `--limit`.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -17,6 +18,7 @@ mod support;
 mod binary;
 
 mod expired;
+mod guards;
 mod infrastructure;
 mod input;
 mod operations;
