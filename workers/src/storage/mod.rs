@@ -64,14 +64,24 @@ impl Storage {
     /// Deletes one file without following symlinks and without leaving the
     /// root. Blocking: call it from a blocking thread.
     pub fn remove(&self, path: &RelativePath) -> Removal {
+        self.remove_cached(path, &mut None)
+    }
+
+    /// [`Storage::remove`], reusing the folder opened for the previous file
+    /// when it is the same one: files of a batch come folder by folder, and
+    /// resolving the folder again for every file costs as much as the unlink.
+    fn remove_cached(&self, path: &RelativePath, folder: &mut Option<(String, OwnedFd)>) -> Removal {
         let (parent, name) = path.split_parent();
-        let dir = match self.open_dir(parent) {
-            Ok(dir) => dir,
-            // A parent that does not exist means the file does not either.
-            Err(Errno::NOENT) => return Removal::Missing,
-            Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
-        };
-        match rustix::fs::unlinkat(&dir, name, AtFlags::empty()) {
+        if folder.as_ref().is_none_or(|(open, _)| open != parent) {
+            *folder = match self.open_dir(parent) {
+                Ok(dir) => Some((parent.to_owned(), dir)),
+                // A parent that does not exist means the file does not either.
+                Err(Errno::NOENT) => return Removal::Missing,
+                Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
+            };
+        }
+        let Some((_, dir)) = folder.as_ref() else { return Removal::Missing };
+        match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) => Removal::Removed,
             Err(Errno::NOENT) => Removal::Missing,
             Err(errno) => Removal::Failed(describe(errno, "unlinking")),
@@ -101,9 +111,10 @@ impl Storage {
             let paths = Arc::clone(&paths);
             let end = (start + chunk).min(total);
             let handle = tokio::task::spawn_blocking(move || {
+                let mut folder = None;
                 let dispose = |path: &RelativePath| match quarantine {
                     Some(job_id) => storage.quarantine(path, job_id),
-                    None => storage.remove(path),
+                    None => storage.remove_cached(path, &mut folder),
                 };
                 paths[start..end].iter().map(dispose).collect::<Vec<_>>()
             });
@@ -201,6 +212,29 @@ mod tests {
         assert_eq!(storage.remove(&rel("photos/a/l.jpg")), Removal::Removed);
         assert!(target.exists());
         assert!(fs::symlink_metadata(dir.path().join("photos/a/l.jpg")).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reused_folder_never_lets_a_symlinked_one_through() {
+        let (dir, storage) = root();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("x.jpg"), b"keep").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("photos/link")).unwrap();
+        fs::write(dir.path().join("photos/a/1.jpg"), b"x").unwrap();
+        fs::write(dir.path().join("photos/a/2.jpg"), b"x").unwrap();
+        let paths = ["photos/a/1.jpg", "photos/link/x.jpg", "photos/a/2.jpg", "photos/gone/3.jpg"];
+        // One thread: the folder of one file is reused for the next.
+        let outcomes = storage.remove_many(paths.iter().map(|p| rel(p)).collect(), 1).await;
+        assert_eq!(
+            outcomes,
+            [
+                Removal::Removed,
+                Removal::Failed("path goes through a symbolic link".into()),
+                Removal::Removed,
+                Removal::Missing
+            ]
+        );
+        assert!(outside.path().join("x.jpg").exists());
     }
 
     #[tokio::test]
