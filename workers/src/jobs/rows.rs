@@ -173,6 +173,13 @@ struct Prepared {
 async fn prepare(ctx: &RunContext<'_>, selector: &RowSelector, after: i64) -> anyhow::Result<Option<Prepared>> {
     let started = std::time::Instant::now();
     let mut tx = ctx.engine.pool.begin().await?;
+    // A batch's commit need not wait for its WAL flush: if Postgres or the
+    // machine crashes and loses the last commits, their rows come back
+    // with their files already gone, together with the job's checkpoint
+    // from before them; that is the state a crash between unlink and commit
+    // leaves, and the rerun heals it (claims the rows, finds the files
+    // missing, deletes and counts them). It saves a disk flush per batch.
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     let ids = next_ids(&mut tx, selector, after, ctx.engine.settings.batch_size).await?;
     let Some(&last) = ids.last() else {
         tx.rollback().await?;
