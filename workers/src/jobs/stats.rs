@@ -57,17 +57,12 @@ const EXPIRED_IN_USE: &str = "SELECT count(DISTINCT i.id)
       AND i.storage_type = 'temporary' AND i.expires_at < now()";
 
 pub async fn collect(pool: &PgPool) -> sqlx::Result<Stats> {
-    let (expired, expired_bytes, temporary, temporary_bytes, total, total_bytes, now): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        DateTime<Utc>,
-    ) = sqlx::query_as(IMAGES).fetch_one(pool).await?;
-    let (old_results, old_results_bytes): (i64, i64) = sqlx::query_as(OLD_RESULTS).fetch_one(pool).await?;
-    let in_use: i64 = sqlx::query_scalar(EXPIRED_IN_USE).fetch_one(pool).await?;
+    // Three independent passes, run at once on three connections.
+    let images = sqlx::query_as::<_, (i64, i64, i64, i64, i64, i64, DateTime<Utc>)>(IMAGES).fetch_one(pool);
+    let old_results = sqlx::query_as::<_, (i64, i64)>(OLD_RESULTS).fetch_one(pool);
+    let in_use = sqlx::query_scalar::<_, i64>(EXPIRED_IN_USE).fetch_one(pool);
+    let (images, (old_results, old_results_bytes), in_use) = tokio::try_join!(images, old_results, in_use)?;
+    let (expired, expired_bytes, temporary, temporary_bytes, total, total_bytes, now) = images;
     let reclaimable = expired_bytes + old_results_bytes;
     Ok(Stats {
         operation: OPERATION,
