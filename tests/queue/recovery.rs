@@ -121,3 +121,33 @@ async fn a_running_worker_survives_a_redis_restart(pool: PgPool) {
     worker.signal("TERM").await;
     assert_eq!(worker.exit_code(Duration::from_secs(15)).await, Some(0));
 }
+
+/// Redis restarted (losing everything) while a job is in the middle of its
+/// batches: the worker reconnects by itself, the job finishes with exact
+/// counts, and a job that was queued behind it is re-enqueued from Postgres.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_running_through_a_redis_restart_completes(pool: PgPool) {
+    let mut redis = PrivateRedis::start().await;
+    let env = Env::with_redis(pool, redis.url());
+    crate::crash::seed_slow_job(&env, 600).await;
+    let mut knobs =
+        vec![("JANITOR_BULK_CONCURRENCY", "1"), ("JANITOR_BATCH_SIZE", "20"), ("JANITOR_MAX_DELETES_PER_SEC", "200")];
+    knobs.extend(FAST_RECONCILE);
+    let worker = env.worker(&[], &knobs);
+    let running = env.enqueue(&["expired"]).await;
+    let queued = env.enqueue(&["old-results"]).await;
+    wait_until("the expired job is mid-run", Duration::from_secs(20), || async {
+        env.job(running).await.is_some_and(|row| row.0 == "running" && row.1 > 0)
+    })
+    .await;
+
+    redis.restart().await;
+
+    let done = env.finished(running, Duration::from_secs(60)).await;
+    assert_eq!((done.0.as_str(), done.1), ("completed", 600), "counts are exact across the restart");
+    assert_eq!(count_images(&env.pool).await, 0);
+    assert_eq!(crate::harness::files_under(&env.store.path("photos")), 0);
+    let behind = env.finished(queued, Duration::from_secs(30)).await;
+    assert_eq!(behind.0, "completed", "the queued job Redis lost was re-enqueued");
+    worker.signal("TERM").await;
+}
