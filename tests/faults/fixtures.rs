@@ -23,25 +23,7 @@ pub fn quarantined_files(store: &Store) -> usize {
     files_under(&store.path(".janitor-trash"))
 }
 
-/// Seeds `count` expired temporary images of `size` bytes under
-/// `photos/<folder>/`, with their files, in one statement.
-pub async fn seed_expired(pool: &PgPool, store: &Store, folder: &str, count: usize, size: i64) {
-    for i in 0..count {
-        store.write(&format!("photos/{folder}/{}/{i}.jpg", i / 100), size as usize);
-    }
-    sqlx::query(
-        "INSERT INTO images (filename, storage_path, category, storage_type, file_size, expires_at)
-         SELECT i || '.jpg', 'photos/' || $3 || '/' || (i / 100) || '/' || i || '.jpg', 'photos', 'temporary', $2,
-                now() - interval '1 hour'
-         FROM generate_series(0, $1 - 1) AS i",
-    )
-    .bind(count as i32)
-    .bind(size)
-    .bind(folder)
-    .execute(pool)
-    .await
-    .expect("seed expired images");
-}
+pub use crate::support::seed_expired_in as seed_expired;
 
 /// A job's row as (status, deleted_count, attempts, worker, last_error), or
 /// `None` if there is none or the database did not answer.

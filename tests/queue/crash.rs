@@ -34,24 +34,9 @@ fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     all
 }
 
-/// Seeds `count` expired temporary images of [`SIZE`] bytes, with their
-/// files, in one statement (row-by-row inserts would take most of a test).
+/// Seeds `count` expired temporary images of [`SIZE`] bytes, with their files.
 pub(super) async fn seed_slow_job(env: &Env, count: usize) {
-    let path = |i: usize| format!("photos/{}/{i}.jpg", i / 100);
-    for i in 0..count {
-        env.store.write(&path(i), SIZE as usize);
-    }
-    sqlx::query(
-        "INSERT INTO images (filename, storage_path, category, storage_type, file_size, expires_at)
-         SELECT i || '.jpg', 'photos/' || (i / 100) || '/' || i || '.jpg', 'photos', 'temporary', $2,
-                now() - interval '1 hour'
-         FROM generate_series(0, $1 - 1) AS i",
-    )
-    .bind(count as i32)
-    .bind(SIZE)
-    .execute(&env.pool)
-    .await
-    .expect("seed expired images");
+    crate::support::seed_expired_in(&env.pool, &env.store, "slow", count, SIZE).await;
     assert_eq!(count_images(&env.pool).await, count as i64);
 }
 

@@ -287,19 +287,7 @@ pub(crate) async fn status_counts(env: &Env) -> HashMap<String, i64> {
 
 /// Expired temporary images with 1-byte files, inserted in one statement.
 pub(crate) async fn seed_expired_bulk(env: &Env, count: usize) {
-    let paths: Vec<String> = (0..count).map(|i| format!("photos/slow/{}/{i}.jpg", i / 250)).collect();
-    for path in &paths {
-        env.store.write(path, 1);
-    }
-    sqlx::query(
-        "INSERT INTO images (filename, storage_path, category, storage_type, file_size, expires_at)
-         SELECT split_part(p, '/', 4), p, 'photos', 'temporary', 1, now() - interval '1 hour'
-         FROM unnest($1::text[]) AS p",
-    )
-    .bind(&paths)
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    crate::support::seed_expired_in(&env.pool, &env.store, "bulk", count, 1).await;
 }
 
 /// Waits until no job is queued or running, polling the partial index once a

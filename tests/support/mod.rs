@@ -114,6 +114,27 @@ pub async fn seed_expired(pool: &PgPool, store: &Store, count: usize, size: i64)
     ids
 }
 
+/// Seeds `count` expired temporary images of `size` bytes under
+/// `photos/<folder>/`, with their files, in one statement (row-by-row
+/// inserts would take most of a process-level test).
+pub async fn seed_expired_in(pool: &PgPool, store: &Store, folder: &str, count: usize, size: i64) {
+    for i in 0..count {
+        store.write(&format!("photos/{folder}/{}/{i}.jpg", i / 100), size as usize);
+    }
+    sqlx::query(
+        "INSERT INTO images (filename, storage_path, category, storage_type, file_size, expires_at)
+         SELECT i || '.jpg', 'photos/' || $3 || '/' || (i / 100) || '/' || i || '.jpg', 'photos', 'temporary', $2,
+                now() - interval '1 hour'
+         FROM generate_series(0, $1 - 1) AS i",
+    )
+    .bind(count as i32)
+    .bind(size)
+    .bind(folder)
+    .execute(pool)
+    .await
+    .expect("seed expired images");
+}
+
 /// The four image columns of a task.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct TaskImages {
