@@ -13,6 +13,7 @@ pub mod trash;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -21,6 +22,10 @@ use rustix::io::Errno;
 
 pub use path::{PathError, RelativePath, CATEGORIES};
 pub use scan::{FileEntry, ScanItem, Scanner};
+
+/// Files an unlink thread takes at a time: consecutive ones, so that they
+/// mostly share a folder.
+const STRIDE: usize = 64;
 
 /// A handle on the storage root, cheap to clone and share with blocking
 /// threads.
@@ -103,35 +108,51 @@ impl Storage {
         quarantine: Option<uuid::Uuid>,
     ) -> Vec<Removal> {
         let total = paths.len();
-        let chunk = total.div_ceil(concurrency.max(1)).max(1);
+        let threads = concurrency.max(1).min(total.div_ceil(STRIDE)).max(1);
         let paths = Arc::new(paths);
-        let mut handles = Vec::new();
-        for start in (0..total).step_by(chunk) {
-            let storage = self.clone();
-            let paths = Arc::clone(&paths);
-            let end = (start + chunk).min(total);
-            let handle = tokio::task::spawn_blocking(move || {
-                let mut folder = None;
-                let dispose = |path: &RelativePath| match quarantine {
-                    Some(job_id) => storage.quarantine(path, job_id),
-                    None => storage.remove_cached(path, &mut folder),
-                };
-                paths[start..end].iter().map(dispose).collect::<Vec<_>>()
-            });
-            handles.push((end - start, handle));
-        }
-        let mut outcomes = Vec::with_capacity(total);
-        for (len, handle) in handles {
-            match handle.await {
-                Ok(chunk) => outcomes.extend(chunk),
-                // A thread that died leaves its files' fate unknown: report
-                // them as failed, so their rows stay and a later run retries.
-                Err(err) => outcomes.extend(
-                    std::iter::repeat_with(|| Removal::Failed(format!("unlink thread failed: {err}"))).take(len),
-                ),
+        // Threads take the next run of files as they come free, so a slow
+        // run on one thread does not hold the others idle at the end.
+        let next = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let storage = self.clone();
+                let paths = Arc::clone(&paths);
+                let next = Arc::clone(&next);
+                tokio::task::spawn_blocking(move || {
+                    let mut folder = None;
+                    let mut done = Vec::new();
+                    loop {
+                        let start = next.fetch_add(STRIDE, Ordering::Relaxed);
+                        if start >= total {
+                            return done;
+                        }
+                        let run = &paths[start..(start + STRIDE).min(total)];
+                        let outcomes = run.iter().map(|path| match quarantine {
+                            Some(job_id) => storage.quarantine(path, job_id),
+                            None => storage.remove_cached(path, &mut folder),
+                        });
+                        done.push((start, outcomes.collect::<Vec<_>>()));
+                    }
+                })
+            })
+            .collect();
+        let mut outcomes = vec![None; total];
+        for handle in handles {
+            // A thread that died leaves its files' fate unknown: they are
+            // reported as failed below, so their rows stay and a later run
+            // retries them.
+            if let Ok(runs) = handle.await {
+                for (start, run) in runs {
+                    for (slot, outcome) in outcomes[start..].iter_mut().zip(run) {
+                        *slot = Some(outcome);
+                    }
+                }
             }
         }
         outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_or_else(|| Removal::Failed("unlink thread failed".to_owned())))
+            .collect()
     }
 
     /// A scanner over the category folders, for the orphan sweep.
