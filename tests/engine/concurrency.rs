@@ -91,3 +91,19 @@ async fn create_tasks(pool: PgPool, ids: Vec<i64>, done: Arc<AtomicBool>) -> i64
     }
     created
 }
+
+/// A job keeps up to four batches in flight (claiming, waiting, unlinking,
+/// committing), each in its own transaction. With a single connection the
+/// stages take turns instead of waiting on each other for ever.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_on_a_one_connection_pool_completes(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 57, 1).await;
+    let options = pool.connect_options().as_ref().clone();
+    let single = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let record = run(&engine(&single, &store, 5), &spec(CleanupJob::Expired)).await;
+
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 57));
+    assert_eq!(count_images(&pool).await, 0);
+    assert!((0..57).all(|i| !store.exists(&format!("photos/{}/{i}.jpg", i / 100))));
+}

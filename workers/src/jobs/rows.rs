@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
+use tokio::sync::mpsc;
 
 use super::PhaseEnd;
 use crate::engine::RunContext;
@@ -83,55 +84,90 @@ pub(crate) async fn run(
     selector: &RowSelector,
     progress: &mut Progress,
 ) -> anyhow::Result<PhaseEnd> {
-    // Batches are pipelined: while one batch's rows are deleted and its
-    // transaction commits, the next batch is paged, claimed and its files
-    // unlinked, so database work overlaps file deletion instead of adding to
-    // it. Batches commit one after the other, in cursor order, so the
-    // checkpoint only moves forward. A crash can leave the batch ahead with
-    // its files unlinked and its rows uncommitted: the rerun claims those
-    // rows again, finds their files missing, and deletes and counts them.
-    let mut current = ahead(ctx, selector, cursor(progress), ctx.remaining(progress)).await?;
-    while let Some(batch) = current.take() {
-        let stop = ctx.control.cancel.is_cancelled();
-        // The most the batch ahead may delete under the job's limit.
-        let budget = ctx.remaining(progress).map(|r| r.saturating_sub(batch.0.claimed.free.len() as u64));
-        let last = batch.0.last;
-        let commit = commit(ctx, selector, progress, batch);
-        let next = async {
-            if stop || budget == Some(0) {
-                return Ok(None);
+    // Batches flow through three stages that run at once, so database work
+    // overlaps file deletion instead of adding to it: the pager claims the
+    // next batch while the unlinker deletes the files of the one before, and
+    // the committer deletes the rows of the one before that and commits.
+    // The unlinker never waits on the database while a claimed batch is
+    // ready. Batches commit one after the other, in cursor order, so the
+    // checkpoint only moves forward. A crash can leave a batch with its files
+    // unlinked and its rows uncommitted: the rerun claims those rows again,
+    // finds their files missing, and deletes and counts them.
+    let halt = ctx.control.cancel.child_token();
+    let (to_unlink, mut claimed) = mpsc::channel::<Prepared>(1);
+    let (to_commit, mut unlinked) = mpsc::channel::<(Prepared, Vec<Removal>)>(1);
+    let pager = {
+        let halt = halt.clone();
+        let mut after = cursor(progress);
+        async move {
+            // The slot is taken before the claim, so at most one claimed
+            // batch waits for the unlinker.
+            while let Ok(slot) = to_unlink.reserve().await {
+                if halt.is_cancelled() {
+                    break;
+                }
+                let Some(prepared) = prepare(ctx, selector, after).await? else { break };
+                after = prepared.last;
+                slot.send(prepared);
             }
-            ahead(ctx, selector, last, budget).await
-        };
-        let (committed, next) = tokio::join!(commit, next);
-        committed?;
-        if stop {
-            return Ok(PhaseEnd::Interrupted);
+            anyhow::Ok(())
         }
-        current = next?;
+    };
+    let unlinker = {
+        let halt = halt.clone();
+        // The most the job may still delete under its limit.
+        let mut budget = ctx.remaining(progress);
+        async move {
+            while let Some(mut prepared) = claimed.recv().await {
+                if halt.is_cancelled() || budget == Some(0) {
+                    break;
+                }
+                if let Some(left) = budget.as_mut() {
+                    prepared.claimed.free.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= prepared.claimed.free.len() as u64;
+                }
+                let removals = unlink(ctx, &prepared.claimed).await;
+                if to_commit.send((prepared, removals)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    };
+    let committer = {
+        let halt = halt.clone();
+        let progress = &mut *progress;
+        // Owning its receiver, the committer closes it when it stops, which
+        // stops the stages before it.
+        async move {
+            while let Some(batch) = unlinked.recv().await {
+                if let Err(err) = commit(ctx, selector, progress, batch).await {
+                    halt.cancel();
+                    return Err(err);
+                }
+            }
+            anyhow::Ok(())
+        }
+    };
+    let (paged, (), committed) = tokio::join!(
+        async {
+            let paged = pager.await;
+            if paged.is_err() {
+                halt.cancel();
+            }
+            paged
+        },
+        unlinker,
+        committer
+    );
+    committed?;
+    paged?;
+    if ctx.control.cancel.is_cancelled() {
+        return Ok(PhaseEnd::Interrupted);
     }
     if ctx.remaining(progress) == Some(0) {
         return Ok(PhaseEnd::Done);
     }
     recheck(ctx, selector, progress).await
-}
-
-/// The next batch after `after`, claimed and with its files unlinked (at
-/// most `budget` of them), its transaction still open.
-async fn ahead(
-    ctx: &RunContext<'_>,
-    selector: &RowSelector,
-    after: i64,
-    budget: Option<u64>,
-) -> anyhow::Result<Option<(Prepared, Vec<Removal>)>> {
-    let Some(mut prepared) = prepare(ctx, selector, after).await? else {
-        return Ok(None);
-    };
-    if let Some(budget) = budget {
-        prepared.claimed.free.truncate(usize::try_from(budget).unwrap_or(usize::MAX));
-    }
-    let removals = unlink(ctx, &prepared.claimed).await;
-    Ok(Some((prepared, removals)))
 }
 
 /// Deletes a batch's rows, records its counts and cursor, and commits.
