@@ -182,15 +182,21 @@ impl Producer {
                 let mut listener = PgListener::connect_with(&self.pool).await?;
                 listener.listen("janitor_job_finished").await?;
                 let (sender, _) = broadcast::channel(4096);
-                let notices = sender.clone();
+                // The task holds the sender weakly, so it ends once the
+                // producer is gone, and it ends when the pool is closed.
+                let notices = sender.downgrade();
+                let pool = self.pool.clone();
                 tokio::spawn(async move {
                     loop {
-                        match listener.recv().await {
+                        let notice = listener.recv().await;
+                        let Some(notices) = notices.upgrade() else { break };
+                        match notice {
                             Ok(notice) => {
                                 if let Ok(job_id) = notice.payload().parse() {
                                     let _ = notices.send(job_id);
                                 }
                             }
+                            Err(_) if pool.is_closed() => break,
                             Err(err) => {
                                 tracing::warn!(error = %err, "finish listener failed; reconnecting");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
