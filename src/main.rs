@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(janitor::commands::exit::USAGE);
     }
     let cli = Cli::parse();
-    janitor::telemetry::init(&cli.settings.log_format);
+    janitor::telemetry::init(&cli.settings.log_format, janitor::telemetry::DEFAULT_FILTER);
     match janitor::commands::dispatch(cli).await {
         Ok(code) => code,
         Err(err) => {

@@ -12,7 +12,7 @@ use janitor_workers::{CleanupJob, DaysOld, JobRecord, JobSpec, SessionId};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{baseline, quantile_ms, rate, seed, BenchDb};
+use super::{baseline, quantile_ms, rate, seed, BenchDb, CpuTimes};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineBench {
@@ -42,8 +42,29 @@ impl Store {
         let store = Self { db: BenchDb::create(database_url).await?, root: tempfile::tempdir_in(&args.storage)? };
         let started = Instant::now();
         seed::seed(&store.db.pool, store.root.path(), args.images, 8).await?;
+        settle(&store).await;
         eprintln!("seeded {} images in {:.1} s", args.images, started.elapsed().as_secs_f64());
         Ok(store)
+    }
+}
+
+/// Writes the seed out to disk (its files and the database's pages), so that
+/// the kernel's and Postgres's delayed writes of the seeding do not land in
+/// the middle of what is measured next, janitor's or the baseline's.
+async fn settle(store: &Store) {
+    if let Err(err) = sqlx::query("CHECKPOINT").execute(&store.db.pool).await {
+        eprintln!("warning: CHECKPOINT after seeding failed (not a superuser?): {err}");
+    }
+    let root = store.root.path().to_owned();
+    let synced = tokio::task::spawn_blocking(move || {
+        let dir = std::fs::File::open(root)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+    })
+    .await;
+    match synced {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => eprintln!("warning: syncing the seeded storage failed: {err}"),
+        Err(err) => eprintln!("warning: syncing the seeded storage failed: {err}"),
     }
 }
 
@@ -204,7 +225,9 @@ async fn measure(
         unit: "s",
     });
 
+    let cpu = CpuTimes::now();
     let expired = timed(&producer, &a.db.pool, CleanupJob::Expired, false).await?;
+    let expired_cpu = CpuTimes::now().since(cpu);
     anyhow::ensure!(
         expired.record.deleted_count as usize == expired_free && expired.record.skipped_count as usize == in_use
     );
@@ -229,7 +252,9 @@ async fn measure(
     a.db.drop().await;
 
     let b = Store::seeded(args, database_url).await?;
+    let cpu = CpuTimes::now();
     let (base_deleted, base_time) = baseline::expired(&b.db.pool, b.root.path(), args.unlink_concurrency).await?;
+    let base_cpu = CpuTimes::now().since(cpu);
     anyhow::ensure!(base_deleted == expired_free, "baseline deleted {base_deleted}");
     let expired_rate = rate(expired_free, expired.took);
     rows.insert(
@@ -239,6 +264,24 @@ async fn measure(
             janitor: expired_rate,
             baseline: Some(rate(base_deleted, base_time)),
             unit: "images/s",
+        },
+    );
+    rows.insert(
+        3,
+        Row {
+            what: "expired, machine CPU busy (all cores)".into(),
+            janitor: expired_cpu.busy.as_secs_f64(),
+            baseline: Some(base_cpu.busy.as_secs_f64()),
+            unit: "s",
+        },
+    );
+    rows.insert(
+        4,
+        Row {
+            what: "expired, machine CPU waiting on disk".into(),
+            janitor: expired_cpu.iowait.as_secs_f64(),
+            baseline: Some(base_cpu.iowait.as_secs_f64()),
+            unit: "s",
         },
     );
     b.db.drop().await;
@@ -272,6 +315,9 @@ async fn measure(
         "settings": { "batch_size": args.batch_size, "unlink_concurrency": args.unlink_concurrency },
         "expired_per_s": expired_rate, "expired_baseline_per_s": rate(base_deleted, base_time),
         "expired_ratio": expired_rate / rate(base_deleted, base_time),
+        "expired_s": expired.took.as_secs_f64(), "expired_baseline_s": base_time.as_secs_f64(),
+        "expired_cpu_busy_s": expired_cpu.busy.as_secs_f64(), "expired_baseline_cpu_busy_s": base_cpu.busy.as_secs_f64(),
+        "expired_iowait_s": expired_cpu.iowait.as_secs_f64(), "expired_baseline_iowait_s": base_cpu.iowait.as_secs_f64(),
         "expired_dry_run_rows_per_s": rate(n * 80 / 100, dry.took),
         "orphan_scan_s": scan.took.as_secs_f64(), "orphan_scan_baseline_s": base_scan.as_secs_f64(),
         "orphan_scan_ratio": scan.took.as_secs_f64() / base_scan.as_secs_f64(),

@@ -69,3 +69,37 @@ pub async fn delete_keys(redis: &redis::Client, prefix: &str) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The machine's CPU time since boot, all cores together (Linux
+/// `/proc/stat`): what was busy, and what sat waiting for the disk.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    pub busy: Duration,
+    pub iowait: Duration,
+}
+
+impl CpuTimes {
+    /// Zero where `/proc/stat` cannot be read.
+    pub fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|field| field.parse().unwrap_or(0))
+            .collect();
+        let per_sec = rustix::param::clock_ticks_per_second().max(1);
+        let time = |fields: &[usize]| {
+            let sum: u64 = fields.iter().filter_map(|&i| ticks.get(i)).sum();
+            Duration::from_secs_f64(sum as f64 / per_sec as f64)
+        };
+        // user nice system idle iowait irq softirq steal
+        Self { busy: time(&[0, 1, 2, 5, 6, 7]), iowait: time(&[4]) }
+    }
+
+    pub fn since(self, earlier: Self) -> Self {
+        Self { busy: self.busy.saturating_sub(earlier.busy), iowait: self.iowait.saturating_sub(earlier.iowait) }
+    }
+}

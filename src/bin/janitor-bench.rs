@@ -30,7 +30,8 @@ enum Bench {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    janitor::telemetry::init("text");
+    // The benchmark enqueues thousands of jobs: only warnings, unless asked.
+    janitor::telemetry::init("text", "warn");
     match &cli.bench {
         Bench::Queue(args) => janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
         Bench::Engine(args) => janitor::bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
