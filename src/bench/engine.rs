@@ -115,21 +115,23 @@ impl WorkerProcess {
     }
 }
 
-/// One job through the queue: its record, time, and batch durations (from
-/// the row's `updated_at`, which every batch commit sets).
+/// One job through the queue: its record, time, batch durations (from the
+/// row's `updated_at`, which every batch commit sets) and, for `all`, the
+/// time each phase took.
 struct Timed {
     record: JobRecord,
     took: Duration,
     batches: Vec<Duration>,
+    phases: Vec<Duration>,
 }
 
 async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_run: bool) -> anyhow::Result<Timed> {
     let started = Instant::now();
     let enqueued = producer.enqueue(&JobSpec { job, dry_run, limit: None }, Some("bench")).await?;
-    let watch = tokio::spawn(batch_times(pool.clone(), enqueued.job_id));
+    let watch = tokio::spawn(watch(pool.clone(), enqueued.job_id));
     let record = producer.wait(enqueued.job_id, Duration::from_secs(6 * 3600)).await?;
     let took = started.elapsed();
-    let batches = watch.await??;
+    let Watched { batches, phase_starts } = watch.await??;
     anyhow::ensure!(
         record.status == "completed",
         "{} ended {}: {:?}",
@@ -137,26 +139,49 @@ async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_ru
         record.status,
         record.last_error
     );
-    Ok(Timed { record, took, batches })
+    let mut bounds = vec![started];
+    bounds.extend(phase_starts);
+    bounds.push(started + took);
+    let phases = bounds.windows(2).map(|w| w[1].saturating_duration_since(w[0])).collect();
+    Ok(Timed { record, took, batches, phases })
 }
 
-async fn batch_times(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Vec<Duration>> {
+struct Watched {
+    batches: Vec<Duration>,
+    /// When the row first showed each phase after the first.
+    phase_starts: Vec<Instant>,
+}
+
+/// Follows a job's row until it ends, every 3 ms.
+async fn watch(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Watched> {
     let mut stamps: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut phase_starts = Vec::new();
+    let mut phase = 0;
     loop {
-        let row: Option<(String, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT status, updated_at FROM job_results WHERE job_id = $1")
+        let row: Option<(String, chrono::DateTime<chrono::Utc>, Option<i32>)> =
+            sqlx::query_as("SELECT status, updated_at, (checkpoint->>'phase')::int FROM job_results WHERE job_id = $1")
                 .bind(job_id)
                 .fetch_optional(&pool)
                 .await?;
         match row {
-            Some((status, at)) if status == "running" && stamps.last() != Some(&at) => stamps.push(at),
-            Some((status, _)) if status != "queued" && status != "running" => break,
+            Some((status, at, now_in)) if status == "running" => {
+                if stamps.last() != Some(&at) {
+                    stamps.push(at);
+                }
+                // A phase shorter than a poll starts and ends at once.
+                while now_in.is_some_and(|now_in| now_in > phase) {
+                    phase += 1;
+                    phase_starts.push(Instant::now());
+                }
+            }
+            Some((status, _, _)) if status != "queued" => break,
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     // The first stamp is the start; the gaps after it are batches.
-    Ok(stamps.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).collect())
+    let batches = stamps.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).collect();
+    Ok(Watched { batches, phase_starts })
 }
 
 struct Row {
@@ -166,19 +191,31 @@ struct Row {
     unit: &'static str,
 }
 
+impl Row {
+    /// Decimals to print: seconds to the hundredth, the rest to the tenth.
+    fn precision(&self) -> usize {
+        if self.unit == "s" {
+            2
+        } else {
+            1
+        }
+    }
+}
+
 pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> anyhow::Result<()> {
     let prefix = format!("janitor-bench:{}", Uuid::new_v4().simple());
     let redis = redis::Client::open(redis_url)?;
     let outcome = measure(args, database_url, redis_url, &prefix).await;
     super::delete_keys(&redis, &prefix).await?;
     let (rows, summary) = outcome?;
-    println!("{:<44} {:>12} {:>12} {:>7}  unit", "measure", "janitor", "baseline", "ratio");
+    println!("{:<50} {:>12} {:>12} {:>7}  unit", "measure", "janitor", "baseline", "ratio");
     for row in &rows {
         let (baseline, ratio) = match row.baseline {
-            Some(b) => (format!("{b:.1}"), format!("{:.2}", row.janitor / b)),
+            Some(b) => (format!("{b:.prec$}", prec = row.precision()), format!("{:.2}", row.janitor / b)),
             None => ("-".into(), "-".into()),
         };
-        println!("{:<44} {:>12.1} {:>12} {:>7}  {}", row.what, row.janitor, baseline, ratio, row.unit);
+        let janitor = format!("{:.prec$}", row.janitor, prec = row.precision());
+        println!("{:<50} {janitor:>12} {baseline:>12} {ratio:>7}  {}", row.what, row.unit);
     }
     println!("{summary}");
     Ok(())
@@ -300,6 +337,16 @@ async fn measure(
         baseline: Some(parts.as_secs_f64()),
         unit: "s",
     });
+    for ((name, part), phase) in
+        ["expired", "old results", "orphans"].iter().zip([&expired, &old, &orphans]).zip(&all.phases)
+    {
+        rows.push(Row {
+            what: format!("  all's {name} phase (baseline: the job alone)"),
+            janitor: phase.as_secs_f64(),
+            baseline: Some(part.took.as_secs_f64()),
+            unit: "s",
+        });
+    }
     let rss = rss.max(worker.peak_rss_mib());
     worker.stop().await?;
     c.db.drop().await;
@@ -324,6 +371,7 @@ async fn measure(
         "stats_ms": stats_time * 1000.0,
         "all_s": all.took.as_secs_f64(), "all_parts_s": parts.as_secs_f64(),
         "all_ratio": all.took.as_secs_f64() / parts.as_secs_f64(),
+        "all_phases_s": all.phases.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
         "session_jobs_per_s": sessions,
         "batch_p50_ms": p50, "batch_p99_ms": p99, "batch_p99_over_p50": p99 / p50.max(1e-9),
         "worker_peak_rss_mib": rss,
