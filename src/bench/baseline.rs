@@ -11,8 +11,8 @@ use tokio::io::AsyncWriteExt as _;
 
 /// Expired cleanup by hand: one `DELETE … RETURNING` (sparing images that
 /// active tasks use, as janitor does), then the returned files unlinked by
-/// `threads` threads. Returns (deleted, time).
-pub async fn expired(pool: &PgPool, root: &Path, threads: usize) -> anyhow::Result<(usize, Duration)> {
+/// `threads` threads. Returns (deleted, time, of which the `DELETE`).
+pub async fn expired(pool: &PgPool, root: &Path, threads: usize) -> anyhow::Result<(usize, Duration, Duration)> {
     let started = Instant::now();
     let paths: Vec<String> = sqlx::query_scalar(
         "DELETE FROM images WHERE storage_type = 'temporary' AND expires_at < now()
@@ -23,10 +23,11 @@ pub async fn expired(pool: &PgPool, root: &Path, threads: usize) -> anyhow::Resu
     )
     .fetch_all(pool)
     .await?;
+    let deleting = started.elapsed();
     let root = root.to_owned();
     let count = paths.len();
     tokio::task::spawn_blocking(move || unlink_all(&root, &paths, threads)).await??;
-    Ok((count, started.elapsed()))
+    Ok((count, started.elapsed(), deleting))
 }
 
 fn unlink_all(root: &Path, paths: &[String], threads: usize) -> std::io::Result<()> {
