@@ -1,8 +1,8 @@
 //! Seeding and job-row helpers shared by the fault tests. The row helpers
-//! treat a database error as "not yet": some tests read while Postgres is
-//! restarting.
+//! (from the queue harness) treat a database error as "not yet": some tests
+//! read while Postgres is restarting.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use sqlx::PgPool;
@@ -25,43 +25,7 @@ pub fn quarantined_files(store: &Store) -> usize {
 
 pub use crate::support::seed_expired_in as seed_expired;
 
-/// A job's row as (status, deleted_count, attempts, worker, last_error), or
-/// `None` if there is none or the database did not answer.
-pub async fn job(pool: &PgPool, job_id: Uuid) -> Option<JobRow> {
-    sqlx::query_as("SELECT status, deleted_count, attempts, worker, last_error FROM job_results WHERE job_id = $1")
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Waits until the job's row satisfies `condition`; returns that row.
-pub async fn wait_for_job(
-    pool: &PgPool,
-    job_id: Uuid,
-    what: &str,
-    timeout: Duration,
-    condition: impl Fn(&JobRow) -> bool,
-) -> JobRow {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match job(pool, job_id).await {
-            Some(row) if condition(&row) => return row,
-            // A final row will not change any more.
-            Some(row) if matches!(row.0.as_str(), "completed" | "failed" | "skipped") => {
-                panic!("the job ended before {what}: {row:?}")
-            }
-            _ => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}; the row is {:?}",
-            job(pool, job_id).await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
+pub use crate::harness::{read_job as job, wait_for_job};
 
 /// Waits until the job is completed, failed or skipped.
 pub async fn finished(pool: &PgPool, job_id: Uuid, timeout: Duration) -> JobRow {

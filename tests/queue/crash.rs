@@ -5,12 +5,12 @@
 //! it can survive, and every count is checked against what is really left in
 //! `images` and on disk.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{files_under, Env, JobRow};
+use crate::harness::{files_under, wait_for_job, Env, JobRow};
 use crate::support::{count_images, insert_image, Image};
 
 /// Expired images seeded for a slow job: at [`SLOW`]'s pace (20 a batch,
@@ -38,28 +38,6 @@ fn settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
 pub(super) async fn seed_slow_job(env: &Env, count: usize) {
     crate::support::seed_expired_in(&env.pool, &env.store, "slow", count, SIZE).await;
     assert_eq!(count_images(&env.pool).await, count as i64);
-}
-
-/// Waits until the job's row satisfies `condition`; returns that row.
-pub(super) async fn wait_for_row(
-    env: &Env,
-    job_id: Uuid,
-    what: &str,
-    timeout: Duration,
-    condition: impl Fn(&JobRow) -> bool,
-) -> JobRow {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(row) = env.job(job_id).await.filter(|row| condition(row)) {
-            return row;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting until {what}; the row is {:?}",
-            env.job(job_id).await
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// Whether a `worker` column names the process `pid` (`<host>-<pid>`).
@@ -120,7 +98,7 @@ async fn a_job_whose_worker_is_killed_is_finished_by_a_new_worker(pool: PgPool) 
     seed_slow_job(&env, SEEDED).await;
     let a = env.worker(&[], &settings(&[]));
     let job_id = env.enqueue(&["expired"]).await;
-    let mid = wait_for_row(&env, job_id, "worker A has deleted some rows", Duration::from_secs(15), |r| {
+    let mid = wait_for_job(&env.pool, job_id, "worker A has deleted some rows", Duration::from_secs(15), |r| {
         r.0 == "running" && r.1 > 0
     })
     .await;
@@ -150,7 +128,7 @@ async fn a_running_worker_rescues_the_job_of_a_killed_one(pool: PgPool) {
     let first = env.worker(&[], &settings(&[]));
     let second = env.worker(&[], &settings(&[]));
     let job_id = env.enqueue(&["expired"]).await;
-    let mid = wait_for_row(&env, job_id, "a worker has deleted some rows", Duration::from_secs(15), |r| {
+    let mid = wait_for_job(&env.pool, job_id, "a worker has deleted some rows", Duration::from_secs(15), |r| {
         r.0 == "running" && r.1 > 0
     })
     .await;
@@ -253,10 +231,11 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed(pool
     let job_id = env.enqueue(&["expired"]).await;
 
     for attempt in 1..=2 {
-        let row = wait_for_row(&env, job_id, &format!("attempt {attempt} has started"), Duration::from_secs(20), |r| {
-            r.0 == "running" && r.2 >= attempt
-        })
-        .await;
+        let row =
+            wait_for_job(&env.pool, job_id, &format!("attempt {attempt} has started"), Duration::from_secs(20), |r| {
+                r.0 == "running" && r.2 >= attempt
+            })
+            .await;
         assert_eq!(row.2, attempt, "{row:?}");
         assert!(run_by(&row, worker.pid()), "{row:?}");
         // The job "crashes" its worker as soon as it starts.

@@ -90,25 +90,17 @@ impl Env {
         reply["job_id"].as_str().unwrap().parse().unwrap()
     }
 
-    /// A job's row as (status, deleted_count, attempts, worker).
+    /// A job's row; a database error fails the test.
     pub async fn job(&self, job_id: Uuid) -> Option<JobRow> {
-        sqlx::query_as("SELECT status, deleted_count, attempts, worker, last_error FROM job_results WHERE job_id = $1")
-            .bind(job_id)
-            .fetch_optional(&self.pool)
-            .await
-            .unwrap()
+        fetch_job(&self.pool, job_id).await.unwrap()
     }
 
     /// Waits until the job has a row in a final state; returns it.
     pub async fn finished(&self, job_id: Uuid, timeout: Duration) -> JobRow {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(row) = self.job(job_id).await.filter(|row| row.0 == "completed" || row.0 == "failed") {
-                return row;
-            }
-            assert!(Instant::now() < deadline, "job {job_id} did not finish within {timeout:?}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        wait_for_job(&self.pool, job_id, "the job has finished", timeout, |row| {
+            row.0 == "completed" || row.0 == "failed"
+        })
+        .await
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -137,6 +129,46 @@ impl Env {
 
 /// (status, deleted_count, attempts, worker, last_error)
 pub type JobRow = (String, i64, i32, Option<String>, Option<String>);
+
+async fn fetch_job(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as("SELECT status, deleted_count, attempts, worker, last_error FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A job's row, or `None` if there is none or the database did not answer
+/// (the fault tests read while Postgres is restarting).
+pub async fn read_job(pool: &PgPool, job_id: Uuid) -> Option<JobRow> {
+    fetch_job(pool, job_id).await.ok().flatten()
+}
+
+/// Waits until the job's row satisfies `condition`; returns that row. A row
+/// that has ended without satisfying it fails at once: it will not change.
+pub async fn wait_for_job(
+    pool: &PgPool,
+    job_id: Uuid,
+    what: &str,
+    timeout: Duration,
+    condition: impl Fn(&JobRow) -> bool,
+) -> JobRow {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match read_job(pool, job_id).await {
+            Some(row) if condition(&row) => return row,
+            Some(row) if matches!(row.0.as_str(), "completed" | "failed" | "skipped") => {
+                panic!("the job ended before {what}: {row:?}")
+            }
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}; the row is {:?}",
+            read_job(pool, job_id).await
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
 
 /// A `janitor worker` child process.
 pub struct Worker {

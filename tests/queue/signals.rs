@@ -12,8 +12,8 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use super::crash::{deleted_bytes, run_by, seed_slow_job, wait_for_row, SEEDED, SIZE, SLOW};
-use crate::harness::{files_under, wait_until, Env};
+use super::crash::{deleted_bytes, run_by, seed_slow_job, SEEDED, SIZE, SLOW};
+use crate::harness::{files_under, wait_for_job, wait_until, Env};
 use crate::support::{self, count_images};
 
 fn settings(lease: &str) -> Vec<(&str, &str)> {
@@ -50,8 +50,10 @@ async fn sigterm_checkpoints_and_hands_the_job_back_at_once(pool: PgPool) {
     let a = env.worker(&[], &settings("30s"));
     let a_pid = a.pid();
     let job_id = env.enqueue(&["expired"]).await;
-    wait_for_row(&env, job_id, "A has deleted some rows", Duration::from_secs(15), |r| r.0 == "running" && r.1 > 0)
-        .await;
+    wait_for_job(&env.pool, job_id, "A has deleted some rows", Duration::from_secs(15), |r| {
+        r.0 == "running" && r.1 > 0
+    })
+    .await;
 
     a.signal("TERM").await;
     assert_eq!(a.exit_code(Duration::from_secs(10)).await, Some(0));
@@ -155,7 +157,7 @@ async fn a_stopped_worker_thawed_after_its_job_was_rescued_commits_nothing(pool:
     let first = LoggedWorker::start(&env, &settings("2s"));
     let second = LoggedWorker::start(&env, &settings("2s"));
     let job_id = env.enqueue(&["expired"]).await;
-    let mid = wait_for_row(&env, job_id, "a worker has deleted some rows", Duration::from_secs(15), |r| {
+    let mid = wait_for_job(&env.pool, job_id, "a worker has deleted some rows", Duration::from_secs(15), |r| {
         r.0 == "running" && r.1 > 0
     })
     .await;
@@ -168,10 +170,11 @@ async fn a_stopped_worker_thawed_after_its_job_was_rescued_commits_nothing(pool:
 
     frozen.signal("STOP").await;
     let other_pid = other.pid();
-    let rescued = wait_for_row(&env, job_id, "the other worker has taken the job over", Duration::from_secs(15), |r| {
-        run_by(r, other_pid) && r.2 > mid.2
-    })
-    .await;
+    let rescued =
+        wait_for_job(&env.pool, job_id, "the other worker has taken the job over", Duration::from_secs(15), |r| {
+            run_by(r, other_pid) && r.2 > mid.2
+        })
+        .await;
     assert_eq!(rescued.0, "running", "{rescued:?}");
 
     // Thaw it while the other still runs the job: its batch in flight must
