@@ -60,11 +60,11 @@ async fn settle(store: &Store) {
         let dir = std::fs::File::open(root)?;
         rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
     })
-    .await;
-    match synced {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => eprintln!("warning: syncing the seeded storage failed: {err}"),
-        Err(err) => eprintln!("warning: syncing the seeded storage failed: {err}"),
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|synced| synced);
+    if let Err(err) = synced {
+        eprintln!("warning: syncing the seeded storage failed: {err}");
     }
 }
 
@@ -295,42 +295,34 @@ async fn measure(
     let base_cpu = CpuTimes::now().since(cpu);
     anyhow::ensure!(base_deleted == expired_free, "baseline deleted {base_deleted}");
     let expired_rate = rate(expired_free, expired.took);
-    rows.insert(
-        2,
+    // After stats and the dry run, before the orphan scan.
+    let expired_rows = [
         Row {
             what: "expired".into(),
             janitor: expired_rate,
             baseline: Some(rate(base_deleted, base_time)),
             unit: "images/s",
         },
-    );
-    rows.insert(
-        3,
         Row {
             what: "  baseline: its DELETE, then its unlinks".into(),
             janitor: base_delete.as_secs_f64(),
             baseline: Some((base_time - base_delete).as_secs_f64()),
             unit: "s",
         },
-    );
-    rows.insert(
-        4,
         Row {
             what: "expired, machine CPU busy (all cores)".into(),
             janitor: expired_cpu.busy.as_secs_f64(),
             baseline: Some(base_cpu.busy.as_secs_f64()),
             unit: "s",
         },
-    );
-    rows.insert(
-        5,
         Row {
             what: "expired, machine CPU waiting on disk".into(),
             janitor: expired_cpu.iowait.as_secs_f64(),
             baseline: Some(base_cpu.iowait.as_secs_f64()),
             unit: "s",
         },
-    );
+    ];
+    rows.splice(2..2, expired_rows);
     b.db.drop().await;
 
     let c = Store::seeded(args, database_url).await?;

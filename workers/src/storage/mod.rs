@@ -77,15 +77,15 @@ impl Storage {
     /// resolving the folder again for every file costs as much as the unlink.
     fn remove_cached(&self, path: &RelativePath, folder: &mut Option<(String, OwnedFd)>) -> Removal {
         let (parent, name) = path.split_parent();
-        if folder.as_ref().is_none_or(|(open, _)| open != parent) {
-            *folder = match self.open_dir(parent) {
-                Ok(dir) => Some((parent.to_owned(), dir)),
+        let dir = match folder {
+            Some((open, dir)) if open == parent => &*dir,
+            _ => match self.open_dir(parent) {
+                Ok(dir) => &folder.insert((parent.to_owned(), dir)).1,
                 // A parent that does not exist means the file does not either.
                 Err(Errno::NOENT) => return Removal::Missing,
                 Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
-            };
-        }
-        let Some((_, dir)) = folder.as_ref() else { return Removal::Missing };
+            },
+        };
         match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) => Removal::Removed,
             Err(Errno::NOENT) => Removal::Missing,
