@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS janitor_images_storage_path;
