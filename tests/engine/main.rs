@@ -9,7 +9,10 @@ mod harness;
 
 mod concurrency;
 mod guards;
+mod in_use;
+mod intents;
 mod operations;
 mod resume;
 mod safety;
 mod schema;
+mod shared;

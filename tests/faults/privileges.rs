@@ -14,7 +14,7 @@ use crate::process::{cleanup_keys, prefix, Janitor};
 use crate::support::{count_images, database_url, insert_image, insert_task, Image, Store, TaskImages};
 
 /// What the runtime role needs, `{db}` and `{role}` to be replaced. Not
-/// granted on purpose: UPDATE on `face_swap_tasks` (the foreign keys'
+/// granted on purpose: UPDATE of any task column but `id` (the foreign keys'
 /// `ON DELETE SET NULL` runs with the table owner's rights), any sequence
 /// but `audit_log_id_seq` (`job_results` has no serial), CREATE anywhere
 /// (migrations run as the owner).
@@ -23,7 +23,10 @@ GRANT CONNECT ON DATABASE {db} TO {role};
 GRANT USAGE ON SCHEMA public TO {role};
 -- worker: the cleanup itself (FOR UPDATE row locks need UPDATE on one column)
 GRANT SELECT, DELETE, UPDATE (id) ON images TO {role};
-GRANT SELECT ON face_swap_tasks TO {role};
+-- worker: FOR SHARE locks on the tasks that use a batch's images, same reason
+GRANT SELECT, UPDATE (id) ON face_swap_tasks TO {role};
+-- worker: the files of a batch's deleted rows, until they are unlinked
+GRANT SELECT, INSERT, DELETE ON janitor_unlink_intents TO {role};
 -- worker, enqueue, scheduler, serve: job rows (DELETE: a producer undoes its row if the XADD fails)
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_results TO {role};
 -- scheduler

@@ -2,12 +2,12 @@
 //! and records its outcome. The CLI and the queue worker both call
 //! [`Engine::run`]; neither knows how a job is done.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -126,7 +126,7 @@ pub(crate) struct RunContext<'a> {
     /// The job's cap on deletions, if any.
     pub limit: Option<u64>,
     pub control: &'a RunControl,
-    pacer: Mutex<Pacer>,
+    pacer: Pacer,
 }
 
 impl Engine {
@@ -178,7 +178,7 @@ impl Engine {
             dry_run: spec.dry_run,
             limit: spec.limit,
             control,
-            pacer: Mutex::new(Pacer::new(self.settings.max_deletes_per_sec)),
+            pacer: Pacer::new(self.settings.max_deletes_per_sec, self.settings.batch_size),
         };
         let phases = jobs::phases(&spec.job, progress.checkpoint.as_of);
         while let Some(phase) = phases.get(progress.checkpoint.phase) {
@@ -267,35 +267,46 @@ impl RunContext<'_> {
         self.limit.map(|limit| limit.saturating_sub(progress.totals().deleted.max(0) as u64))
     }
 
+    /// The most rows (or orphans) a batch takes. With a deletion rate, a
+    /// tenth of a second's worth (at least one), so that the pacer's burst,
+    /// one batch, keeps every second within 10% of the rate.
+    pub(crate) fn page_size(&self) -> usize {
+        self.pacer.burst.map_or(self.engine.settings.batch_size, |burst| burst.get() as usize)
+    }
+
     /// Waits, if a deletion rate is set, until `count` more deletions fit.
+    /// Callers wait here before they claim anything, never while they hold
+    /// a lock or an open transaction.
     pub(crate) async fn pace(&self, count: usize) {
-        let wait = self.pacer.lock().await.reserve(count);
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        let (Some(limiter), Some(burst)) = (&self.pacer.limiter, self.pacer.burst) else { return };
+        let mut left = count;
+        while left > 0 {
+            let take = left.min(burst.get() as usize);
+            let cells = NonZeroU32::new(take as u32).unwrap_or(NonZeroU32::MIN);
+            // `take` never exceeds the burst, so the capacity is always there.
+            let _ = limiter.until_n_ready(cells).await;
+            left -= take;
         }
     }
 }
 
-/// Spreads deletions so that they never run ahead of the configured rate.
-#[derive(Debug)]
+/// A token bucket over a job's deletions (`--max-deletes-per-sec`): tokens
+/// come back at the rate, and at most one batch's worth is saved up, so time
+/// spent elsewhere (a walk, an earlier phase) never turns into a burst.
 struct Pacer {
-    per_sec: Option<u32>,
-    started: Instant,
-    reserved: u64,
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    /// The bucket's size, which is also the batch size when pacing.
+    burst: Option<NonZeroU32>,
 }
 
 impl Pacer {
-    fn new(per_sec: Option<u32>) -> Self {
-        Self { per_sec, started: Instant::now(), reserved: 0 }
-    }
-
-    /// Reserves `count` deletions; returns how long to wait before doing them.
-    fn reserve(&mut self, count: usize) -> Duration {
-        let Some(per_sec) = self.per_sec.filter(|rate| *rate > 0) else {
-            return Duration::ZERO;
+    fn new(per_sec: Option<u32>, batch_size: usize) -> Self {
+        let Some(rate) = per_sec.and_then(NonZeroU32::new) else {
+            return Self { limiter: None, burst: None };
         };
-        let due = Duration::from_secs_f64(self.reserved as f64 / f64::from(per_sec));
-        self.reserved += count as u64;
-        due.saturating_sub(self.started.elapsed())
+        let batch = u32::try_from(batch_size).unwrap_or(u32::MAX);
+        let burst = NonZeroU32::new((rate.get() / 10).clamp(1, batch.max(1))).unwrap_or(NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(rate).allow_burst(burst);
+        Self { limiter: Some(governor::RateLimiter::direct(quota)), burst: Some(burst) }
     }
 }

@@ -84,6 +84,10 @@ pub struct Checkpoint {
     /// The orphan sweep's survey before deleting: (files, candidates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survey: Option<(u64, u64)>,
+    /// Unlink intents this job has recorded (`janitor_unlink_intents`), which
+    /// numbers the next one.
+    #[serde(default)]
+    pub intents: i64,
 }
 
 /// Upper bounds (seconds) of the batch-duration histogram's buckets.
@@ -128,6 +132,7 @@ impl Progress {
                 batch_seconds: Vec::new(),
                 batch_seconds_sum: 0.0,
                 survey: None,
+                intents: 0,
             },
             errors: Vec::new(),
             error_cap,

@@ -6,13 +6,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::rows::{ClaimArg, RowSelector};
+use super::rows::{ClaimArg, RowSelector, TaskRule};
 
 pub const OPERATION: &str = "cleanup_expired_images";
 
 /// Keyset page over the partial index `(id, expires_at)`: no sort, and each
 /// scan starts past the rows earlier batches deleted.
-const NEXT_IDS: &str = "SELECT id FROM images
+const PAGE: &str = "SELECT id, storage_path FROM images
     WHERE storage_type = 'temporary' AND expires_at < $3 AND id > $1
     ORDER BY id LIMIT $2";
 
@@ -21,5 +21,5 @@ const CLAIM: &str = "SELECT id, storage_path, file_size FROM images
     WHERE id = ANY($1) AND storage_type = 'temporary' AND expires_at < $2";
 
 pub(crate) fn selector(as_of: DateTime<Utc>) -> RowSelector {
-    RowSelector { operation: OPERATION, next_ids: NEXT_IDS, claim: CLAIM, arg: ClaimArg::Time(as_of) }
+    RowSelector { operation: OPERATION, page: PAGE, claim: CLAIM, arg: ClaimArg::Time(as_of), rule: TaskRule::NotInUse }
 }

@@ -11,6 +11,7 @@ pub mod expired;
 pub mod old_results;
 mod orphan_guards;
 pub mod orphaned;
+mod references;
 pub(crate) mod rows;
 pub mod session;
 pub mod stats;

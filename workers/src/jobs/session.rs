@@ -4,12 +4,12 @@
 //! Idempotent: a rerun finds only what is left, so duplicate deliveries are
 //! harmless. Resumes from the last committed image id.
 
-use super::rows::{ClaimArg, RowSelector};
+use super::rows::{ClaimArg, RowSelector, TaskRule};
 use crate::job::SessionId;
 
 pub const OPERATION: &str = "cleanup_session";
 
-const NEXT_IDS: &str = "SELECT id FROM images
+const PAGE: &str = "SELECT id, storage_path FROM images
     WHERE session_id = $3 AND id > $1
     ORDER BY id LIMIT $2";
 
@@ -19,8 +19,9 @@ const CLAIM: &str = "SELECT id, storage_path, file_size FROM images
 pub(crate) fn selector(session_id: &SessionId) -> RowSelector {
     RowSelector {
         operation: OPERATION,
-        next_ids: NEXT_IDS,
+        page: PAGE,
         claim: CLAIM,
         arg: ClaimArg::Text(session_id.as_str().to_owned()),
+        rule: TaskRule::NotInUse,
     }
 }

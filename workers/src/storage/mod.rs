@@ -6,6 +6,7 @@
 //! symbolic link, even one planted after the path was validated; a symlink as
 //! the last component is unlinked itself, never its target.
 
+mod inspect;
 mod path;
 mod scan;
 pub mod trash;
@@ -20,6 +21,7 @@ use anyhow::Context as _;
 use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
+pub use inspect::Inspection;
 pub use path::{PathError, RelativePath, CATEGORIES};
 pub use scan::{FileEntry, ScanItem, Scanner};
 

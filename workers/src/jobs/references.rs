@@ -1,0 +1,28 @@
+//! Which files rows refer to, under the one normalisation janitor uses for
+//! stored paths: `janitor_path_key` (see its migration). A row that spells a
+//! file `/photos/a.jpg`, `./photos/a.jpg` or in another Unicode form refers
+//! to the file `photos/a.jpg` just as `photos/a.jpg` does.
+//!
+//! Every lookup goes through janitor's two indexes on `images`: the stored
+//! paths in byte order (`COLLATE "C"`), and the keys of the few rows whose
+//! path is not already its key.
+
+use std::collections::HashSet;
+
+/// Of `$1` (paths relative to the storage root, as found on disk or as a
+/// batch recorded them), those that some row refers to: by the exact bytes,
+/// or by key.
+const REFERENCED: &str = "SELECT p FROM unnest($1::text[]) AS p
+    WHERE EXISTS (SELECT 1 FROM images WHERE storage_path COLLATE \"C\" = p)
+       OR EXISTS (SELECT 1 FROM images WHERE storage_path COLLATE \"C\" = janitor_path_key(p))
+       OR EXISTS (SELECT 1 FROM images
+                  WHERE janitor_path_key(storage_path) IS DISTINCT FROM storage_path
+                    AND janitor_path_key(storage_path) COLLATE \"C\" = janitor_path_key(p))";
+
+/// The paths among `paths` that some row refers to.
+pub(crate) async fn referenced<'c>(db: impl sqlx::PgExecutor<'c>, paths: &[&str]) -> sqlx::Result<HashSet<String>> {
+    if paths.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(sqlx::query_scalar(REFERENCED).bind(paths).fetch_all(db).await?.into_iter().collect())
+}

@@ -1,0 +1,346 @@
+//! Step 3 of a row batch: one transaction that locks the candidates and the
+//! tasks that use them, decides, deletes the free rows and records their
+//! files as an unlink intent, with the counters and the cursor.
+//!
+//! Why each lock is needed, and why the decision holds at commit, is written
+//! at the top of `rows/mod.rs`. In short: the rows are locked
+//! `FOR UPDATE SKIP LOCKED` (no new task can reference them), then every task
+//! that references them `FOR SHARE SKIP LOCKED` (none can change its status
+//! or columns), and the decision is read from those locked versions.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+use super::intents::{self, Intent, Unlinked};
+use super::pager::Page;
+use super::{ClaimArg, RowSelector};
+use crate::engine::RunContext;
+use crate::progress::{Counters, Cursor, ErrorItem, Progress};
+use crate::storage::{Inspection, RelativePath};
+
+/// What the tasks that use an image must allow for it to be deleted.
+#[derive(Debug, Clone)]
+pub(crate) enum TaskRule {
+    /// No task that uses it is active (expired and session cleanups).
+    NotInUse,
+    /// It is an old result: every task that uses it, through any column, is
+    /// finished and finished before the cutoff, and one of them has it as
+    /// its result (old-results cleanup).
+    OldResult { cutoff: DateTime<Utc> },
+}
+
+/// How often a batch that lost a deadlock to another transaction is retried
+/// before the error goes up.
+const DEADLOCK_RETRIES: u32 = 5;
+
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct Candidate {
+    pub id: i64,
+    pub storage_path: String,
+    pub file_size: i64,
+}
+
+/// Every task that references any of `$1`, with the version this
+/// transaction holds `FOR SHARE` (`held`), or, for a task another
+/// transaction holds right now, only the columns seen in the snapshot.
+/// Locking the tasks is what makes the decision hold until the commit: the
+/// application's `UPDATE face_swap_tasks SET status = 'pending'` waits for
+/// it. `SKIP LOCKED` (rather than waiting) keeps janitor from ever waiting
+/// on the application while it holds image locks; a skipped task's images
+/// are tried again at the end of the phase.
+const TASKS: &str = "WITH refs AS MATERIALIZED (
+        SELECT id, husband_photo_id, wife_photo_id, template_id, result_image_id
+        FROM face_swap_tasks
+        WHERE husband_photo_id = ANY($1) OR wife_photo_id = ANY($1)
+           OR template_id = ANY($1) OR result_image_id = ANY($1)
+    ), held AS (
+        SELECT id, status, completed_at, husband_photo_id, wife_photo_id, template_id, result_image_id
+        FROM face_swap_tasks WHERE id IN (SELECT id FROM refs)
+        LOCKING
+    )
+    SELECT h.id IS NOT NULL AS held, h.status, h.completed_at,
+           CASE WHEN h.id IS NULL THEN r.husband_photo_id ELSE h.husband_photo_id END AS husband,
+           CASE WHEN h.id IS NULL THEN r.wife_photo_id ELSE h.wife_photo_id END AS wife,
+           CASE WHEN h.id IS NULL THEN r.template_id ELSE h.template_id END AS template,
+           CASE WHEN h.id IS NULL THEN r.result_image_id ELSE h.result_image_id END AS result
+    FROM refs r LEFT JOIN held h ON h.id = r.id";
+
+/// Of the rows about to be deleted (`$1`), those whose file another row
+/// refers to under any spelling (`janitor_path_key`): a row that stays, or
+/// that this batch keeps. Their files must stay, so they stay too. Both
+/// lookups are served by janitor's indexes on `images`.
+const SHARED: &str = "WITH doomed AS (
+        SELECT id, janitor_path_key(storage_path) AS key FROM images WHERE id = ANY($1)
+    )
+    SELECT d.id FROM doomed d
+    WHERE d.key IS NULL
+       OR EXISTS (SELECT 1 FROM images o
+                  WHERE o.storage_path COLLATE \"C\" = d.key AND o.id <> ALL($1))
+       OR EXISTS (SELECT 1 FROM images o
+                  WHERE janitor_path_key(o.storage_path) IS DISTINCT FROM o.storage_path
+                    AND janitor_path_key(o.storage_path) COLLATE \"C\" = d.key AND o.id <> ALL($1))";
+
+#[derive(Debug, sqlx::FromRow)]
+struct TaskRef {
+    held: bool,
+    status: Option<String>,
+    completed_at: Option<DateTime<Utc>>,
+    husband: Option<i64>,
+    wife: Option<i64>,
+    template: Option<i64>,
+    result: Option<i64>,
+}
+
+impl TaskRef {
+    fn uses(&self, image: i64) -> bool {
+        [self.husband, self.wife, self.template, self.result].contains(&Some(image))
+    }
+
+    /// Only `completed` and `failed` are finished; any other status, known
+    /// (`pending`, `processing`) or not, protects the images.
+    fn finished(&self) -> bool {
+        matches!(self.status.as_deref(), Some("completed" | "failed"))
+    }
+}
+
+/// The batch's decisions.
+#[derive(Debug, Default)]
+struct Decided {
+    free: Vec<(Candidate, RelativePath)>,
+    /// Used by an active task, or sharing its file with a row that stays.
+    skipped: i64,
+    errors: Vec<ErrorItem>,
+    /// Held by another transaction (the row, or a task that uses it): tried
+    /// again at the end of the phase.
+    deferred: Vec<i64>,
+}
+
+/// Runs one batch to its commit, retrying it if it loses a deadlock (two
+/// cleanups locking tasks that share images). Returns the files to unlink.
+pub(super) async fn commit(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+    page: &Page,
+    unlinked: Vec<Unlinked>,
+) -> anyhow::Result<Option<Intent>> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_commit(ctx, selector, progress, page, &unlinked).await {
+            Err(err) if attempt < DEADLOCK_RETRIES && lost_a_deadlock(&err) => {
+                tracing::debug!(attempt, "batch lost a deadlock; retrying it");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn lost_a_deadlock(err: &anyhow::Error) -> bool {
+    let code = err.downcast_ref::<sqlx::Error>().and_then(|e| e.as_database_error()).and_then(|e| e.code());
+    matches!(code.as_deref(), Some("40P01" | "40001"))
+}
+
+async fn try_commit(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+    page: &Page,
+    unlinked: &[Unlinked],
+) -> anyhow::Result<Option<Intent>> {
+    let started = std::time::Instant::now();
+    let mut tx = ctx.engine.pool.begin().await?;
+    // A dry run takes no locks: it must not hold up the application.
+    let lock = !ctx.dry_run;
+    let rows = claim(&mut tx, selector, &page.ids, lock).await?;
+    let claimed: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let tasks: Vec<TaskRef> = if claimed.is_empty() {
+        Vec::new()
+    } else {
+        let sql = TASKS.replace("LOCKING", if lock { "FOR SHARE SKIP LOCKED" } else { "" });
+        sqlx::query_as(&sql).bind(&claimed).fetch_all(&mut *tx).await?
+    };
+    let mut decided = decide(selector, rows, &tasks, page);
+    let unclaimed: Vec<i64> = {
+        let claimed: HashSet<i64> = claimed.into_iter().collect();
+        page.ids.iter().copied().filter(|id| !claimed.contains(id)).collect()
+    };
+    // Of the rows not claimed, those that still qualify were held by another
+    // transaction; the rest no longer qualify and are let go.
+    decided.deferred.extend(claim(&mut tx, selector, &unclaimed, false).await?.into_iter().map(|row| row.id));
+    if let Some(left) = ctx.remaining(progress) {
+        decided.free.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+    }
+    keep_shared(&mut tx, &mut decided).await?;
+
+    let mut next = progress.clone();
+    let intent = if ctx.dry_run || decided.free.is_empty() {
+        None
+    } else {
+        let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
+        sqlx::query("DELETE FROM images WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+        Some(intents::record(&mut tx, ctx, selector, &mut next, &decided.free).await?)
+    };
+    let delta = Counters {
+        deleted: decided.free.len() as i64,
+        bytes: decided.free.iter().map(|(row, _)| row.file_size).sum(),
+        skipped: decided.skipped,
+        errors: decided.errors.len() as i64,
+    };
+    let cursor = page.last.map_or_else(|| next.checkpoint.cursor.clone(), Cursor::AfterId);
+    next.record(delta, decided.errors, cursor);
+    next.defer(decided.deferred);
+    intents::settle(&mut tx, ctx, &mut next, unlinked).await?;
+    next.observe(started.elapsed());
+    crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+    // The commit is synchronous (the session default): the files are
+    // unlinked right after it, so it must not be lost in a crash.
+    tx.commit().await?;
+    *progress = next;
+    ctx.batch_done(progress, started.elapsed());
+    Ok(intent)
+}
+
+/// The candidates among `ids` that still qualify, locked unless `lock` is
+/// false. `SKIP LOCKED`: a row another transaction holds is passed over (a
+/// concurrent run of the same operation, or a task insert in flight, whose
+/// foreign-key check holds `FOR KEY SHARE` on it).
+async fn claim(
+    conn: &mut PgConnection,
+    selector: &RowSelector,
+    ids: &[i64],
+    lock: bool,
+) -> sqlx::Result<Vec<Candidate>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if lock { format!("{} FOR UPDATE SKIP LOCKED", selector.claim) } else { selector.claim.to_owned() };
+    let query = sqlx::query_as::<_, Candidate>(&sql).bind(ids);
+    match &selector.arg {
+        ClaimArg::Time(at) => query.bind(at).fetch_all(conn).await,
+        ClaimArg::Text(text) => query.bind(text).fetch_all(conn).await,
+    }
+}
+
+/// Decides each claimed row from the tasks that use it, as this transaction
+/// holds them, and from what its file looked like.
+fn decide(selector: &RowSelector, rows: Vec<Candidate>, tasks: &[TaskRef], page: &Page) -> Decided {
+    let mut decided = Decided::default();
+    for row in rows {
+        let users: Vec<&TaskRef> = tasks.iter().filter(|task| task.uses(row.id)).collect();
+        if users.iter().any(|task| !task.held) {
+            decided.deferred.push(row.id);
+            continue;
+        }
+        if users.iter().any(|task| !task.finished()) {
+            decided.skipped += 1;
+            continue;
+        }
+        if !selector.rule.allows(row.id, &users) {
+            continue;
+        }
+        let path = match RelativePath::parse(&row.storage_path) {
+            Ok(path) => path,
+            Err(err) => {
+                decided.errors.push(error_item(selector, &row, err.to_string()));
+                continue;
+            }
+        };
+        match page.files.get(&row.id) {
+            Some((seen, Inspection::Unremovable(message))) if *seen == row.storage_path => {
+                decided.errors.push(error_item(selector, &row, message.clone()));
+            }
+            Some((seen, _)) if *seen == row.storage_path => decided.free.push((row, path)),
+            // Its path changed since it was paged (or its file could not be
+            // inspected): try it again later.
+            _ => decided.deferred.push(row.id),
+        }
+    }
+    decided
+}
+
+impl TaskRule {
+    fn allows(&self, image: i64, users: &[&TaskRef]) -> bool {
+        match self {
+            TaskRule::NotInUse => true,
+            TaskRule::OldResult { cutoff } => {
+                let old = |task: &&&TaskRef| task.finished() && task.completed_at.is_some_and(|at| at < *cutoff);
+                users.iter().all(|task| old(&task)) && users.iter().any(|task| old(&task) && task.result == Some(image))
+            }
+        }
+    }
+}
+
+/// Moves the free rows whose file another row refers to (see [`SHARED`])
+/// to the skipped ones. Every row outside the free set counts as staying
+/// (skipped, refused, deferred, or past the job's limit), so two free rows
+/// with one file are kept together whenever a third row refers to it.
+async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Result<()> {
+    if decided.free.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
+    let shared: HashSet<i64> = sqlx::query_scalar(SHARED).bind(&ids).fetch_all(&mut *conn).await?.into_iter().collect();
+    if shared.is_empty() {
+        return Ok(());
+    }
+    let before = decided.free.len();
+    decided.free.retain(|(row, _)| !shared.contains(&row.id));
+    decided.skipped += (before - decided.free.len()) as i64;
+    Ok(())
+}
+
+fn error_item(selector: &RowSelector, row: &Candidate, message: String) -> ErrorItem {
+    ErrorItem {
+        image_id: Some(row.id),
+        path: row.storage_path.clone(),
+        error: message,
+        operation: selector.operation.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(status: &str, completed_days_ago: Option<i64>, result: Option<i64>, husband: Option<i64>) -> TaskRef {
+        TaskRef {
+            held: true,
+            status: Some(status.to_owned()),
+            completed_at: completed_days_ago.map(|days| Utc::now() - chrono::Duration::days(days)),
+            husband,
+            wife: None,
+            template: None,
+            result,
+        }
+    }
+
+    #[test]
+    fn an_old_result_needs_every_user_finished_before_the_cutoff() {
+        let rule = TaskRule::OldResult { cutoff: Utc::now() - chrono::Duration::days(30) };
+        let old = task("completed", Some(40), Some(7), None);
+        assert!(rule.allows(7, &[&old]));
+        // A newer task shares it, through another column.
+        let recent = task("completed", Some(2), None, Some(7));
+        assert!(!rule.allows(7, &[&old, &recent]));
+        // Old, but nobody has it as a result.
+        let other_column = task("failed", Some(40), None, Some(7));
+        assert!(!rule.allows(7, &[&other_column]));
+        // Finished without a completion time is not old.
+        let undated = task("completed", None, Some(7), None);
+        assert!(!rule.allows(7, &[&undated]));
+    }
+
+    #[test]
+    fn only_completed_and_failed_tasks_are_finished() {
+        for (status, finished) in
+            [("completed", true), ("failed", true), ("pending", false), ("processing", false), ("retrying", false)]
+        {
+            assert_eq!(task(status, None, None, None).finished(), finished, "{status}");
+        }
+    }
+}

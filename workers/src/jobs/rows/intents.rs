@@ -1,0 +1,148 @@
+//! Step 4 of a row batch: the files of deleted rows, unlinked after the
+//! commit that deleted the rows.
+//!
+//! A batch's transaction inserts its files into `janitor_unlink_intents`
+//! together with the row deletions. After the commit the unlinker removes the
+//! files, and a later transaction of the same job deletes the intent and
+//! records any file that could not be unlinked as an error item. An intent
+//! left by a crash is finished by the next run of the job before anything
+//! else, so no file is ever lost track of.
+
+use sqlx::PgConnection;
+
+use super::batch::Candidate;
+use super::RowSelector;
+use crate::engine::RunContext;
+use crate::progress::{Counters, ErrorItem, Progress};
+use crate::storage::{RelativePath, Removal};
+
+/// One batch's files, whose rows are deleted and committed.
+pub(super) struct Intent {
+    batch: i64,
+    files: Vec<(i64, RelativePath)>,
+    operation: &'static str,
+}
+
+/// What the unlinker did with one intent.
+pub(super) struct Unlinked {
+    batch: i64,
+    errors: Vec<ErrorItem>,
+}
+
+/// Records the free rows' files in the batch's transaction.
+pub(super) async fn record(
+    conn: &mut PgConnection,
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    next: &mut Progress,
+    free: &[(Candidate, RelativePath)],
+) -> sqlx::Result<Intent> {
+    let batch = next.checkpoint.intents;
+    next.checkpoint.intents += 1;
+    let ids: Vec<i64> = free.iter().map(|(row, _)| row.id).collect();
+    let paths: Vec<&str> = free.iter().map(|(_, path)| path.as_str()).collect();
+    sqlx::query("INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, $2, $3, $4)")
+        .bind(ctx.lease.job_id)
+        .bind(batch)
+        .bind(&ids)
+        .bind(&paths)
+        .execute(conn)
+        .await?;
+    let files = free.iter().map(|(row, path)| (row.id, path.clone())).collect();
+    Ok(Intent { batch, files, operation: selector.operation })
+}
+
+/// Unlinks an intent's files. Their rows are gone (committed), so no task
+/// can reference them any more: this needs no lock.
+pub(super) async fn unlink(ctx: &RunContext<'_>, intent: Intent) -> Unlinked {
+    let paths = intent.files.iter().map(|(_, path)| path.clone()).collect();
+    let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
+    let errors = intent
+        .files
+        .into_iter()
+        .zip(removals)
+        .filter_map(|((id, path), removal)| match removal {
+            Removal::Removed | Removal::Missing => None,
+            Removal::Failed(message) => Some(ErrorItem {
+                image_id: Some(id),
+                path: path.as_str().to_owned(),
+                error: format!(
+                    "row deleted, but its file could not be unlinked ({message}); the orphan sweep will retry it"
+                ),
+                operation: intent.operation.to_owned(),
+            }),
+        })
+        .collect();
+    Unlinked { batch: intent.batch, errors }
+}
+
+/// In a batch's transaction: drops the intents that were carried out and
+/// counts their failures.
+pub(super) async fn settle(
+    conn: &mut PgConnection,
+    ctx: &RunContext<'_>,
+    next: &mut Progress,
+    unlinked: &[Unlinked],
+) -> sqlx::Result<()> {
+    if unlinked.is_empty() {
+        return Ok(());
+    }
+    let batches: Vec<i64> = unlinked.iter().map(|done| done.batch).collect();
+    sqlx::query("DELETE FROM janitor_unlink_intents WHERE job_id = $1 AND batch = ANY($2)")
+        .bind(ctx.lease.job_id)
+        .bind(&batches)
+        .execute(conn)
+        .await?;
+    for done in unlinked {
+        next.add(Counters { errors: done.errors.len() as i64, ..Counters::default() }, done.errors.clone());
+    }
+    Ok(())
+}
+
+/// Records unlinks outside a batch (at the end of a phase) and saves the
+/// progress.
+pub(super) async fn confirm(
+    ctx: &RunContext<'_>,
+    progress: &mut Progress,
+    unlinked: Vec<Unlinked>,
+) -> anyhow::Result<()> {
+    let mut tx = ctx.engine.pool.begin().await?;
+    let mut next = progress.clone();
+    settle(&mut tx, ctx, &mut next, &unlinked).await?;
+    crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+    tx.commit().await?;
+    *progress = next;
+    Ok(())
+}
+
+/// Finishes the intents an earlier run of this job committed but did not
+/// confirm (it crashed, lost its connection or was stopped). A file that a
+/// row refers to again (an upload reusing the path since) is left alone.
+pub(super) async fn finish_left_over(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let left: Vec<(i64, Vec<i64>, Vec<String>)> =
+        sqlx::query_as("SELECT batch, image_ids, paths FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY batch")
+            .bind(ctx.lease.job_id)
+            .fetch_all(&ctx.engine.pool)
+            .await?;
+    let mut done = Vec::with_capacity(left.len());
+    for (batch, ids, paths) in left {
+        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let taken = crate::jobs::references::referenced(&ctx.engine.pool, &refs).await?;
+        let files = ids
+            .into_iter()
+            .zip(paths)
+            .filter(|(_, path)| !taken.contains(path))
+            .filter_map(|(id, path)| RelativePath::parse(&path).ok().map(|path| (id, path)))
+            .collect();
+        done.push(unlink(ctx, Intent { batch, files, operation: selector.operation }).await);
+    }
+    if done.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(batches = done.len(), "finished unlinking the files of batches an earlier run committed");
+    confirm(ctx, progress, done).await
+}
