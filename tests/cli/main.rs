@@ -11,6 +11,7 @@
 //! - [`operations`]: `run session`, `run old-results` and `run all`.
 //! - [`reports`]: `janitor stats` and `janitor results`.
 //! - [`guards`]: the orphan ratio guard, quarantine and restore, `--limit`.
+//! - [`trash`]: `janitor restore` refuses symlinks and never overwrites.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -23,3 +24,4 @@ mod infrastructure;
 mod input;
 mod operations;
 mod reports;
+mod trash;

@@ -13,3 +13,4 @@ mod operations;
 mod resume;
 mod safety;
 mod schema;
+mod trash;
