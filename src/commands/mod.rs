@@ -79,7 +79,8 @@ async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn restore(settings: &Settings, job_id: uuid::Uuid, json: bool) -> anyhow::Result<ExitCode> {
-    let report = janitor_workers::storage::trash::restore(&settings.storage_root, job_id)?;
+    let storage = janitor_workers::storage::Storage::open(&settings.storage_root)?;
+    let report = janitor_workers::storage::trash::restore(&storage, job_id)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

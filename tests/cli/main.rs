@@ -12,6 +12,7 @@
 //! - [`reports`]: `janitor stats` and `janitor results`.
 //! - [`guards`]: the orphan ratio guard, quarantine and restore, `--limit`.
 //! - [`stalls`]: a paced run stopped past the idle-transaction timeout.
+//! - [`trash`]: `janitor restore` refuses symlinks and never overwrites.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -25,3 +26,4 @@ mod input;
 mod operations;
 mod reports;
 mod stalls;
+mod trash;

@@ -64,7 +64,8 @@ async fn a_share_under_the_cap_is_swept_into_quarantine_and_restored(pool: PgPoo
     assert_eq!(again.deleted_count, 0);
     assert!(store.exists(&trashed));
 
-    let restored = janitor_workers::storage::trash::restore(store.root(), record.job_id).unwrap();
+    let storage = janitor_workers::storage::Storage::open(store.root()).unwrap();
+    let restored = janitor_workers::storage::trash::restore(&storage, record.job_id).unwrap();
     assert_eq!(restored.restored, 2);
     assert!(store.exists("photos/o/0.jpg") && store.exists("photos/o/1.jpg"));
 }

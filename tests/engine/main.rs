@@ -16,3 +16,4 @@ mod resume;
 mod safety;
 mod schema;
 mod shared;
+mod trash;

@@ -11,8 +11,9 @@
 //!   job from start or checkpoint to its result row.
 //! - [`jobs`]: one file per operation with its SQL; `rows` is the batch loop
 //!   the row-deleting operations share.
-//! - [`storage`]: the storage-root wall: path validation, unlinking without
-//!   following symlinks, the orphan scan.
+//! - [`storage`]: the storage-root wall: path validation; unlinking, the
+//!   quarantine's moves and the trash, all resolved beneath the root without
+//!   following symlinks; the orphan scan.
 //! - [`progress`]: counters, error items and the checkpoint of a running job.
 //! - [`results`]: the `job_results` table: leases, per-batch progress, the
 //!   final result, queries.

@@ -1,33 +1,43 @@
 //! The storage root: the only place janitor touches files, and a wall.
 //!
-//! Files are removed with `unlinkat` relative to a directory that was opened
-//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` from the root's file
-//! descriptor. So a path can neither climb out of the root nor pass through a
-//! symbolic link, even one planted after the path was validated; a symlink as
-//! the last component is unlinked itself, never its target.
+//! Everything under the root is resolved relative to the root's file
+//! descriptor with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+//! RESOLVE_NO_MAGICLINKS)` (`tree` holds those primitives). So a path can
+//! neither climb out of the root nor pass through a symbolic link, even one
+//! planted after the path was validated; a symlink as the last component is
+//! unlinked or moved itself, never its target. That holds for unlinking,
+//! for the quarantine's moves (`quarantine`) and for the trash ([`trash`]).
+//!
+//! ## Layout
+//! - `path`: [`RelativePath`], the lexical half of the wall.
+//! - `tree`: open, create, list, walk and remove folders beneath the root.
+//! - `pool`: the blocking threads that act on many files at once.
+//! - `quarantine`: moving one file into the trash, back, or purging it.
+//! - [`trash`]: a job's whole trash folder: restore, list, measure, purge.
+//! - `scan`: the orphan sweep's walk of the category folders.
 
 mod inspect;
 mod path;
+mod pool;
+mod quarantine;
 mod scan;
 pub mod trash;
+mod tree;
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use inspect::Inspection;
 pub use path::{PathError, RelativePath, CATEGORIES};
+pub use quarantine::Unquarantine;
 pub use scan::{FileEntry, ScanItem, Scanner};
-
-/// Files an unlink thread takes at a time: consecutive ones, so that they
-/// mostly share a folder.
-const STRIDE: usize = 64;
+pub use tree::Tally;
 
 /// A handle on the storage root, cheap to clone and share with blocking
 /// threads.
@@ -47,12 +57,21 @@ struct Inner {
 /// What happened to one file that was to be deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
-    /// The file (or the symlink itself) was unlinked.
+    /// The file (or the symlink itself) was unlinked, or moved to the trash.
     Removed,
     /// There was nothing to delete. Counts as deleted: the goal is reached.
     Missing,
     /// The file is still there; the message becomes the error item.
     Failed(String),
+}
+
+/// The folders one thread opened last, for one operation of one job: where
+/// files come from and where they go. Kept from file to file because files
+/// of a batch come folder by folder.
+#[derive(Debug, Default)]
+struct Folders {
+    source: tree::Cached,
+    target: tree::Cached,
 }
 
 impl Storage {
@@ -71,22 +90,21 @@ impl Storage {
     /// Deletes one file without following symlinks and without leaving the
     /// root. Blocking: call it from a blocking thread.
     pub fn remove(&self, path: &RelativePath) -> Removal {
-        self.remove_cached(path, &mut None)
+        let (parent, name) = path.split_parent();
+        self.unlink_in(parent, name, &mut tree::Cached::default())
     }
 
-    /// [`Storage::remove`], reusing the folder opened for the previous file
-    /// when it is the same one: files of a batch come folder by folder, and
-    /// resolving the folder again for every file costs as much as the unlink.
-    fn remove_cached(&self, path: &RelativePath, folder: &mut Option<(String, OwnedFd)>) -> Removal {
-        let (parent, name) = path.split_parent();
-        let dir = match folder {
-            Some((open, dir)) if open == parent => &*dir,
-            _ => match self.open_dir(parent) {
-                Ok(dir) => &folder.insert((parent.to_owned(), dir)).1,
-                // A parent that does not exist means the file does not either.
-                Err(Errno::NOENT) => return Removal::Missing,
-                Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
-            },
+    /// Unlinks `name` in the folder `folder` (relative to the root), reusing
+    /// the folder opened for the previous file when it is the same one.
+    fn unlink_in(&self, folder: &str, name: &str, cached: &mut tree::Cached) -> Removal {
+        // Wall: the folder is resolved beneath the root fd with
+        // RESOLVE_NO_SYMLINKS, so a symlinked folder is refused here, and
+        // the unlink acts on the name in that folder, never a link's target.
+        let dir = match cached.get(folder, || self.open_dir(folder)) {
+            Ok(dir) => dir,
+            // A folder that does not exist means the file does not either.
+            Err(Errno::NOENT) => return Removal::Missing,
+            Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
         };
         match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
             Ok(()) => Removal::Removed,
@@ -109,52 +127,16 @@ impl Storage {
         concurrency: usize,
         quarantine: Option<uuid::Uuid>,
     ) -> Vec<Removal> {
-        let total = paths.len();
-        let threads = concurrency.max(1).min(total.div_ceil(STRIDE)).max(1);
-        let paths = Arc::new(paths);
-        // Threads take the next run of files as they come free, so a slow
-        // run on one thread does not hold the others idle at the end.
-        let next = Arc::new(AtomicUsize::new(0));
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let storage = self.clone();
-                let paths = Arc::clone(&paths);
-                let next = Arc::clone(&next);
-                tokio::task::spawn_blocking(move || {
-                    let mut folder = None;
-                    let mut done = Vec::new();
-                    loop {
-                        let start = next.fetch_add(STRIDE, Ordering::Relaxed);
-                        if start >= total {
-                            return done;
-                        }
-                        let run = &paths[start..(start + STRIDE).min(total)];
-                        let outcomes = run.iter().map(|path| match quarantine {
-                            Some(job_id) => storage.quarantine(path, job_id),
-                            None => storage.remove_cached(path, &mut folder),
-                        });
-                        done.push((start, outcomes.collect::<Vec<_>>()));
-                    }
-                })
-            })
-            .collect();
-        let mut outcomes = vec![None; total];
-        for handle in handles {
-            // A thread that died leaves its files' fate unknown: they are
-            // reported as failed below, so their rows stay and a later run
-            // retries them.
-            if let Ok(runs) = handle.await {
-                for (start, run) in runs {
-                    for (slot, outcome) in outcomes[start..].iter_mut().zip(run) {
-                        *slot = Some(outcome);
-                    }
-                }
+        let storage = self.clone();
+        let lost = Removal::Failed("unlink thread failed".to_owned());
+        pool::run(paths, concurrency, lost, move |path, folders: &mut Folders| match quarantine {
+            Some(job_id) => storage.quarantine_in(path, job_id, folders),
+            None => {
+                let (parent, name) = path.split_parent();
+                storage.unlink_in(parent, name, &mut folders.source)
             }
-        }
-        outcomes
-            .into_iter()
-            .map(|outcome| outcome.unwrap_or_else(|| Removal::Failed("unlink thread failed".to_owned())))
-            .collect()
+        })
+        .await
     }
 
     /// A scanner over the category folders, for the orphan sweep.
@@ -162,14 +144,14 @@ impl Storage {
         Scanner::new(self.inner.root.clone())
     }
 
+    /// The root's descriptor: the start of every resolution.
+    fn root_fd(&self) -> BorrowedFd<'_> {
+        self.inner.root_fd.as_fd()
+    }
+
+    /// Opens an existing folder beneath the root, through the wall.
     fn open_dir(&self, relative: &str) -> Result<OwnedFd, Errno> {
-        rustix::fs::openat2(
-            self.inner.root_fd.as_fd(),
-            relative,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )
+        tree::open(self.root_fd(), relative)
     }
 }
 

@@ -1,123 +1,230 @@
-//! Quarantine: orphans are moved, not unlinked, into
-//! `<root>/.janitor-trash/<job id>/<their path>` (a rename on the same file
-//! system: instant, and reversible with `janitor restore <job id>`). The
-//! trash is outside the category folders, so it is never scanned as
-//! storage; `purge-trash` empties folders older than the retention.
+//! The trash: `<root>/.janitor-trash/<job id>/`, one folder per sweep that
+//! quarantined orphans (see `quarantine` for the moves of single files). It
+//! is outside the category folders, so it is never scanned as storage;
+//! `janitor restore` moves a job's files back, and `purge-trash` empties
+//! folders older than the retention.
+//!
+//! Everything here goes through the wall: the trash is listed, walked,
+//! measured and removed with descriptors opened beneath the root fd with
+//! `RESOLVE_NO_SYMLINKS`. A symlinked `.janitor-trash` or job folder is
+//! refused with a clear error, never followed.
 
 use std::os::fd::AsFd as _;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use anyhow::bail;
+use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 use uuid::Uuid;
 
-use super::{describe, RelativePath, Removal, Storage};
+use super::{describe, tree, Folders, RelativePath, Storage, Tally, Unquarantine};
 
 /// The trash folder, relative to the storage root.
 pub const TRASH: &str = ".janitor-trash";
 
-impl Storage {
-    /// Moves one file into the job's trash folder, without following
-    /// symlinks (a symlink is moved itself). Blocking.
-    pub fn quarantine(&self, path: &RelativePath, job_id: Uuid) -> Removal {
-        let (parent, name) = path.split_parent();
-        let source = match self.open_dir(parent) {
-            Ok(dir) => dir,
-            Err(Errno::NOENT) => return Removal::Missing,
-            Err(errno) => return Removal::Failed(describe(errno, "opening its folder")),
-        };
-        match rustix::fs::statat(&source, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(stat) if rustix::fs::FileType::from_raw_mode(stat.st_mode) == rustix::fs::FileType::Directory => {
-                return Removal::Failed("is a directory".to_owned())
-            }
-            Ok(_) => {}
-            Err(Errno::NOENT) => return Removal::Missing,
-            Err(errno) => return Removal::Failed(describe(errno, "inspecting")),
-        }
-        let folder = self.root().join(TRASH).join(job_id.to_string()).join(parent);
-        if let Err(err) = std::fs::create_dir_all(&folder) {
-            return Removal::Failed(format!("cannot create the trash folder: {err}"));
-        }
-        let target = match rustix::fs::open(&folder, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
-        {
-            Ok(dir) => dir,
-            Err(errno) => return Removal::Failed(describe(errno, "opening the trash folder")),
-        };
-        match rustix::fs::renameat(&source, name, target.as_fd(), name) {
-            Ok(()) => Removal::Removed,
-            Err(Errno::NOENT) => Removal::Missing,
-            Err(errno) => Removal::Failed(describe(errno, "moving to the trash")),
-        }
-    }
+/// A job's trash folder, relative to the storage root.
+pub fn job_folder(job_id: Uuid) -> String {
+    format!("{TRASH}/{job_id}")
 }
 
 /// What a restore did.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Restored {
     pub restored: u64,
-    /// Files left in the trash, with why (the original path is taken again).
+    /// Files left in the trash, with why (the original path is taken again,
+    /// or cannot be reached through the wall).
     pub conflicts: Vec<(String, String)>,
 }
 
 /// Moves a job's quarantined files back where they were. A file whose
-/// original path exists again stays in the trash and is reported.
-pub fn restore(root: &Path, job_id: Uuid) -> anyhow::Result<Restored> {
-    let folder = root.join(TRASH).join(job_id.to_string());
-    anyhow::ensure!(folder.is_dir(), "no quarantined files of job {job_id} under {}", folder.display());
+/// original path is taken again, or whose folder is now a symlink, stays in
+/// the trash and is reported. Blocking.
+pub fn restore(storage: &Storage, job_id: Uuid) -> anyhow::Result<Restored> {
+    let folder = job_folder(job_id);
+    let mut files: Vec<PathBuf> = Vec::new();
+    // Wall: the job's folder and every folder in it are opened beneath the
+    // root fd with RESOLVE_NO_SYMLINKS. A symlinked trash or job folder is
+    // refused here; a symlink inside is listed and moved back as an entry.
+    let walked = tree::walk(storage.root_fd(), &folder, &mut |step| {
+        if step.kind != FileType::Directory {
+            files.push(step.path.to_owned());
+        }
+        Ok(())
+    });
+    match walked {
+        Ok(()) => {}
+        Err(Errno::NOENT) => {
+            bail!("no quarantined files of job {job_id} under {}", storage.root().join(&folder).display())
+        }
+        Err(errno) => bail!("cannot restore job {job_id}: {folder}: {}", describe(errno, "listing")),
+    }
     let mut report = Restored::default();
-    for entry in walkdir::WalkDir::new(&folder).follow_links(false).sort_by_file_name() {
-        let entry = entry?;
-        if entry.file_type().is_dir() {
+    let mut folders = Folders::default();
+    for file in files {
+        let shown = file.display().to_string();
+        let Some(path) = file.to_str().and_then(|raw| RelativePath::parse(raw).ok()) else {
+            report.conflicts.push((shown, "not a storage path; left in the trash".to_owned()));
             continue;
-        }
-        let relative = entry.path().strip_prefix(&folder)?.to_owned();
-        let original = root.join(&relative);
-        let shown = relative.display().to_string();
-        if std::fs::symlink_metadata(&original).is_ok() {
-            report.conflicts.push((shown, "the original path exists again; left in the trash".into()));
-            continue;
-        }
-        if let Some(parent) = original.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        match std::fs::rename(entry.path(), &original) {
-            Ok(()) => report.restored += 1,
-            Err(err) => report.conflicts.push((shown, err.to_string())),
+        };
+        match storage.unquarantine_in(&path, job_id, &mut folders) {
+            Unquarantine::Restored => report.restored += 1,
+            Unquarantine::Missing => report.conflicts.push((shown, "gone from the trash before it was moved".into())),
+            Unquarantine::Conflict(why) | Unquarantine::Failed(why) => report.conflicts.push((shown, why)),
         }
     }
     if report.conflicts.is_empty() {
-        let _ = std::fs::remove_dir_all(&folder);
+        // Only folders are left. Pruning removes empty ones and never a
+        // file, so one quarantined since the walk stays in the trash.
+        if let Err(errno) = tree::prune(storage.root_fd(), &folder) {
+            tracing::warn!(%job_id, "cannot remove the emptied trash folder {folder}: {}", describe(errno, "removing"));
+        }
     }
     Ok(report)
 }
 
-/// The trash folders of jobs, with when each was last changed.
-pub fn folders(root: &Path) -> std::io::Result<Vec<(Uuid, PathBuf, SystemTime)>> {
-    let trash = root.join(TRASH);
-    let entries = match std::fs::read_dir(&trash) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
+/// The jobs that have a trash folder, with when each was last changed.
+/// Entries whose name is not a job id, and files, are left alone. A symlink
+/// named as a job is listed, so that measuring or purging it fails loudly.
+pub fn folders(storage: &Storage) -> anyhow::Result<Vec<(Uuid, SystemTime)>> {
+    // Wall: the trash is opened beneath the root fd with
+    // RESOLVE_NO_SYMLINKS, so a symlinked `.janitor-trash` is refused here.
+    let trash = match storage.open_dir(TRASH) {
+        Ok(trash) => trash,
+        Err(Errno::NOENT) => return Ok(Vec::new()),
+        Err(errno) => bail!("cannot list the trash folder {TRASH}: {}", describe(errno, "opening")),
     };
+    let entries = tree::list(trash.as_fd())
+        .map_err(|errno| anyhow::anyhow!("cannot list {TRASH}: {}", describe(errno, "listing")))?;
     let mut folders = Vec::new();
     for entry in entries {
-        let entry = entry?;
-        let Some(job_id) = entry.file_name().to_str().and_then(|name| name.parse().ok()) else { continue };
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
-            folders.push((job_id, entry.path(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
+        let Some(job_id) = entry.name.to_str().and_then(|name| name.parse().ok()) else { continue };
+        if !matches!(entry.kind, FileType::Directory | FileType::Symlink) {
+            continue;
         }
+        let modified = match rustix::fs::statat(&trash, &entry.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => modified(&stat),
+            Err(Errno::NOENT) => continue,
+            Err(errno) => bail!("cannot inspect {TRASH}/{job_id}: {}", describe(errno, "inspecting")),
+        };
+        folders.push((job_id, modified));
     }
     Ok(folders)
 }
 
-/// Files and bytes under a folder (not following symlinks).
-pub fn measure(folder: &Path) -> (u64, u64) {
-    walkdir::WalkDir::new(folder)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_type().is_dir())
-        .fold((0, 0), |(files, bytes), e| (files + 1, bytes + e.metadata().map(|m| m.len()).unwrap_or(0)))
+/// Files and bytes in a job's trash folder, not following symlinks.
+pub fn measure(storage: &Storage, job_id: Uuid) -> anyhow::Result<Tally> {
+    let folder = job_folder(job_id);
+    // Wall: walked with descriptors opened beneath the root fd with
+    // RESOLVE_NO_SYMLINKS; a symlinked job folder is refused here.
+    tree::measure(storage.root_fd(), &folder)
+        .map_err(|errno| anyhow::anyhow!("{folder}: {}", describe(errno, "measuring")))
+}
+
+/// Removes a job's trash folder and everything in it, and returns what it
+/// held. Blocking.
+pub fn purge(storage: &Storage, job_id: Uuid) -> anyhow::Result<Tally> {
+    let folder = job_folder(job_id);
+    // Wall: removed with `unlinkat` relative to descriptors opened beneath
+    // the root fd with RESOLVE_NO_SYMLINKS: a symlinked job folder is
+    // refused, and a symlink inside is unlinked, never followed.
+    tree::remove(storage.root_fd(), &folder)
+        .map_err(|errno| anyhow::anyhow!("{folder}: {}", describe(errno, "removing")))
+}
+
+fn modified(stat: &rustix::fs::Stat) -> SystemTime {
+    let seconds = u64::try_from(stat.st_mtime).unwrap_or(0);
+    SystemTime::UNIX_EPOCH + Duration::new(seconds, stat.st_mtime_nsec as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
+
+    fn setup() -> (tempfile::TempDir, Storage, Uuid, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("photos")).unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        (dir, storage, Uuid::new_v4(), tempfile::tempdir().unwrap())
+    }
+
+    /// Writes a file in the job's trash folder, as a quarantine would.
+    fn trashed(dir: &tempfile::TempDir, job: Uuid, relative: &str) -> PathBuf {
+        let path = dir.path().join(job_folder(job)).join(relative);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, b"x").unwrap();
+        path
+    }
+
+    #[test]
+    fn restore_moves_a_symlink_back_as_itself_and_removes_the_emptied_folder() {
+        let (dir, storage, job, outside) = setup();
+        fs::write(outside.path().join("target.jpg"), b"keep").unwrap();
+        trashed(&dir, job, "photos/a/x.jpg");
+        symlink(outside.path().join("target.jpg"), dir.path().join(job_folder(job)).join("photos/a/l.jpg")).unwrap();
+        let report = restore(&storage, job).unwrap();
+        assert_eq!(report, Restored { restored: 2, conflicts: Vec::new() });
+        assert!(fs::symlink_metadata(dir.path().join("photos/a/l.jpg")).unwrap().file_type().is_symlink());
+        assert_eq!(fs::read(outside.path().join("target.jpg")).unwrap(), b"keep");
+        assert!(!dir.path().join(job_folder(job)).exists(), "the emptied trash folder is gone");
+    }
+
+    #[test]
+    fn restore_leaves_what_it_cannot_move_and_keeps_its_folder() {
+        let (dir, storage, job, _outside) = setup();
+        trashed(&dir, job, "photos/a/x.jpg");
+        trashed(&dir, job, "elsewhere/y.jpg");
+        fs::create_dir_all(dir.path().join("photos/a/x.jpg")).unwrap();
+        let report = restore(&storage, job).unwrap();
+        let want = [
+            ("elsewhere/y.jpg", "not a storage path; left in the trash"),
+            ("photos/a/x.jpg", "the original path exists again; left in the trash"),
+        ];
+        assert_eq!(report.conflicts, want.map(|(path, why)| (path.to_owned(), why.to_owned())));
+        assert!(dir.path().join(job_folder(job)).join("photos/a/x.jpg").is_file());
+        let missing = restore(&storage, Uuid::new_v4()).unwrap_err().to_string();
+        assert!(missing.starts_with("no quarantined files of job"), "{missing}");
+    }
+
+    #[test]
+    fn folders_lists_jobs_and_purge_refuses_a_symlinked_one() {
+        let (dir, storage, job, outside) = setup();
+        assert_eq!(folders(&storage).unwrap(), []);
+        trashed(&dir, job, "photos/a/x.jpg");
+        fs::create_dir(dir.path().join(TRASH).join("not-a-job")).unwrap();
+        let linked = Uuid::new_v4();
+        fs::write(outside.path().join("keep.jpg"), b"keep").unwrap();
+        symlink(outside.path(), dir.path().join(job_folder(linked))).unwrap();
+        let mut ids: Vec<Uuid> = folders(&storage).unwrap().into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        let mut want = vec![job, linked];
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(measure(&storage, job).unwrap(), Tally { files: 1, bytes: 1 });
+        let refused = purge(&storage, linked).unwrap_err().to_string();
+        assert!(refused.ends_with("path goes through a symbolic link"), "{refused}");
+        assert!(outside.path().join("keep.jpg").exists());
+        assert_eq!(purge(&storage, job).unwrap(), Tally { files: 1, bytes: 1 });
+        assert!(!dir.path().join(job_folder(job)).exists());
+    }
+
+    #[test]
+    fn a_symlinked_trash_is_refused_by_every_reader() {
+        let (dir, storage, job, outside) = setup();
+        fs::create_dir_all(outside.path().join(format!("{job}/photos"))).unwrap();
+        fs::write(outside.path().join(format!("{job}/photos/x.jpg")), b"keep").unwrap();
+        symlink(outside.path(), dir.path().join(TRASH)).unwrap();
+        for refused in [
+            folders(&storage).map(|_| ()),
+            restore(&storage, job).map(|_| ()),
+            measure(&storage, job).map(|_| ()),
+            purge(&storage, job).map(|_| ()),
+        ] {
+            let message = refused.unwrap_err().to_string();
+            assert!(message.contains("symbolic link"), "{message}");
+        }
+        assert!(outside.path().join(format!("{job}/photos/x.jpg")).exists());
+    }
 }
