@@ -88,6 +88,8 @@ impl WorkerProcess {
             // After the expired cleanup, the seeded orphans are a quarter of
             // what is left: above the default guard, by design of the data.
             .env("JANITOR_MAX_ORPHAN_RATIO", "1")
+            // The seeded orphans are minutes old; the sweeps take them all.
+            .env("JANITOR_MIN_GRACE", "0s")
             .env("RUST_LOG", "warn")
             .kill_on_drop(true)
             .spawn()?;

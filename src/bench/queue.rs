@@ -283,7 +283,9 @@ async fn start_worker(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     std::fs::create_dir_all(ctx.root.path().join("photos"))?;
-    let engine = Engine::new(ctx.db.pool.clone(), ctx.root.path(), EngineSettings::default());
+    // The sweep it runs beside the logouts takes files seeded a moment ago.
+    let settings = EngineSettings { min_grace: Duration::ZERO, ..EngineSettings::default() };
+    let engine = Engine::new(ctx.db.pool.clone(), ctx.root.path(), settings);
     let settings = WorkerSettings {
         session_concurrency: concurrency,
         bulk_concurrency: 1,

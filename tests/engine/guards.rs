@@ -8,8 +8,9 @@ use sqlx::PgPool;
 use crate::harness::{run, spec};
 use crate::support::{count_images, insert_image, seed_expired, Image, Store};
 
+/// An engine with `settings`, that sweeps files written a moment ago.
 fn engine(pool: &PgPool, store: &Store, settings: EngineSettings) -> Engine {
-    Engine::new(pool.clone(), store.root(), settings)
+    Engine::new(pool.clone(), store.root(), EngineSettings { min_grace: std::time::Duration::ZERO, ..settings })
 }
 
 fn orphans() -> JobSpec {
@@ -38,6 +39,35 @@ async fn too_many_orphans_means_nothing_is_deleted(pool: PgPool) {
     assert!(reason.contains("--max-orphan-ratio"), "{reason}");
     assert_eq!(record.deleted_count, 0);
     assert!((0..15).all(|i| store.exists(&format!("photos/o/{i}.jpg"))), "nothing was deleted");
+}
+
+/// Only a walk that covered the whole store decides. A sweep stopped during
+/// its walk (a deploy, SIGTERM) or before it (a signal at once) and resumed,
+/// maybe elsewhere, still refuses a store where half the files look
+/// orphaned, as a plain run does.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn an_interrupted_walk_never_lets_the_resumed_sweep_past_the_guard(pool: PgPool) {
+    let store = store_with(&pool, 20, 20).await;
+    let engine = engine(&pool, &store, EngineSettings { batch_size: 5, ..EngineSettings::default() });
+    let job = orphans();
+    let during = uuid::Uuid::new_v4();
+    assert!(matches!(
+        crate::harness::run_until(&engine, during, &job, 2).await,
+        janitor_workers::RunOutcome::Interrupted
+    ));
+    let before = uuid::Uuid::new_v4();
+    let control = janitor_workers::RunControl::default();
+    control.cancel.cancel();
+    assert!(matches!(engine.run(before, &job, &control).await.unwrap(), janitor_workers::RunOutcome::Interrupted));
+
+    for job_id in [during, before] {
+        let record = crate::harness::run_as(&engine, job_id, &job).await;
+        assert_eq!(record.status, "failed", "{job_id}");
+        let reason = record.last_error.unwrap();
+        assert!(reason.starts_with("refusing: 50% of 40 files look orphaned"), "{reason}");
+        assert_eq!(record.deleted_count, 0);
+    }
+    assert!((0..20).all(|i| store.exists(&format!("photos/o/{i}.jpg"))), "nothing was deleted or moved");
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -90,7 +120,12 @@ async fn the_purge_empties_only_old_trash(pool: PgPool) {
     assert_eq!(young.deleted_count, 0, "a sweep that just ended is kept");
     assert!(store.exists(&format!(".janitor-trash/{}", sweep.job_id)));
 
-    let record = run(&engine, &purge(0)).await;
+    sqlx::query("UPDATE job_results SET finished_at = now() - interval '2 hours' WHERE job_id = $1")
+        .bind(sweep.job_id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let record = run(&engine, &purge(3600)).await;
     assert_eq!((record.deleted_count, record.deleted_bytes), (2, 2));
     assert!(!store.exists(&format!(".janitor-trash/{}", sweep.job_id)));
 }
@@ -132,21 +167,22 @@ async fn a_limit_bounds_the_deletions_of_one_run(pool: PgPool) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_row_committed_after_the_scan_protects_its_file(pool: PgPool) {
-    use janitor_workers::progress::{Cursor, PendingOrphans, Progress};
+    use janitor_workers::progress::{Census, Cursor, PendingOrphans, Progress};
     use janitor_workers::results::{self, Start};
     let store = store_with(&pool, 10, 2).await;
     let job = orphans();
     let job_id = uuid::Uuid::new_v4();
     // A sweep decided both files were orphans and saved them as pending
-    // (past its survey), then stopped before deleting them.
+    // (past its complete walk), then stopped before moving them.
     let Start::Run(lease, _, now) = results::start(&pool, job_id, &job, "test", None).await.unwrap() else { panic!() };
     let mut progress = Progress::new(now, 1, 10);
-    progress.checkpoint.survey = Some((12, 2));
+    progress.checkpoint.census = Some(Census { files: 12, candidates: 2, bytes: 2 });
     progress.checkpoint.cursor = Cursor::Start;
     let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
     progress.checkpoint.pending = Some(PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 12 });
     results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
-    // Meanwhile the app committed a row for one of them.
+    // Meanwhile the app committed a row for one of them: the check after the
+    // move brings it back.
     sqlx::query("INSERT INTO images (filename, storage_path, category, storage_type) VALUES ('0.jpg', 'photos/o/0.jpg', 'photos', 'permanent')")
         .execute(&pool)
         .await
@@ -156,4 +192,75 @@ async fn a_row_committed_after_the_scan_protects_its_file(pool: PgPool) {
     assert_eq!(record.deleted_count, 1);
     assert!(store.exists("photos/o/0.jpg"), "the file a new row references stays");
     assert!(!store.exists("photos/o/1.jpg"));
+}
+
+/// The check before the move and the move are not under one lock: a row
+/// the application commits between them must not leave its file in the
+/// trash. Pacing (one file a second) stretches the time between batches.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_row_committed_during_the_sweep_keeps_its_file_in_place(pool: PgPool) {
+    let store = store_with(&pool, 10, 3).await;
+    let settings = EngineSettings {
+        batch_size: 1,
+        max_deletes_per_sec: Some(1),
+        max_orphan_ratio: 1.0,
+        ..EngineSettings::default()
+    };
+    let engine = engine(&pool, &store, settings);
+    let sweep = tokio::spawn({
+        let engine = engine.clone();
+        async move { run(&engine, &orphans()).await }
+    });
+    // Once the first orphan is in the trash, the application claims the
+    // other two.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !trashed(&store, "photos/o/0.jpg") {
+        assert!(std::time::Instant::now() < deadline, "the sweep moved nothing");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    for i in [1, 2] {
+        insert_image(&pool, None, &Image::permanent(&format!("photos/o/{i}.jpg"), 1)).await;
+    }
+    let record = sweep.await.unwrap();
+
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1), "{:?}", record.errors);
+    for i in [1, 2] {
+        let path = format!("photos/o/{i}.jpg");
+        assert!(store.exists(&path), "{path} has a row now and stays where it is");
+        assert!(!trashed(&store, &path), "{path} is not in the trash");
+    }
+}
+
+/// Whether `path` is in some job's trash folder.
+fn trashed(store: &Store, path: &str) -> bool {
+    let Ok(jobs) = std::fs::read_dir(store.path(".janitor-trash")) else { return false };
+    jobs.flatten().any(|job| job.path().join(path).exists())
+}
+
+/// A grace period under the floor (`min_grace`) is refused by the engine
+/// too, whoever enqueued it.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_grace_period_under_the_minimum_is_refused(pool: PgPool) {
+    let store = store_with(&pool, 10, 1).await;
+    let settings = EngineSettings { min_grace: std::time::Duration::from_secs(600), ..EngineSettings::default() };
+    let engine = Engine::new(pool.clone(), store.root(), settings);
+    let record = run(&engine, &spec(CleanupJob::Orphaned { min_age_secs: 599 })).await;
+    assert_eq!(record.status, "failed");
+    let reason = record.last_error.unwrap();
+    assert!(reason.contains("a grace period of 9m 59s is shorter than the minimum of 10m"), "{reason}");
+    assert!(store.exists("photos/o/0.jpg"));
+}
+
+/// A duration no input path accepts, built in code, ends the job as bad
+/// input instead of panicking in time arithmetic.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn an_out_of_range_duration_fails_the_job_as_bad_input(pool: PgPool) {
+    let store = store_with(&pool, 1, 1).await;
+    let engine = engine(&pool, &store, EngineSettings::default());
+    for job in [CleanupJob::Orphaned { min_age_secs: u64::MAX }, CleanupJob::PurgeTrash { retention_secs: 0 }] {
+        let record = run(&engine, &spec(job.clone())).await;
+        assert_eq!(record.status, "failed", "{job:?}");
+        assert!(record.last_error.unwrap().starts_with("bad input: "), "{job:?}");
+    }
+    assert!(store.exists("photos/o/0.jpg"));
 }

@@ -12,8 +12,14 @@ use crate::support::Store;
 pub fn engine(pool: &PgPool, store: &Store, batch_size: usize) -> Engine {
     // Tests of one behaviour at a time use tiny stores, where most files
     // are orphans: the ratio guard has its own tests (`guards.rs`).
-    let settings =
-        EngineSettings { batch_size, unlink_concurrency: 4, max_orphan_ratio: 1.0, ..EngineSettings::default() };
+    // They also sweep files written a moment ago (`min_age_secs: 0`).
+    let settings = EngineSettings {
+        batch_size,
+        unlink_concurrency: 4,
+        max_orphan_ratio: 1.0,
+        min_grace: std::time::Duration::ZERO,
+        ..EngineSettings::default()
+    };
     Engine::new(pool.clone(), store.root(), settings)
 }
 

@@ -92,12 +92,17 @@ async fn old_results_delete_result_images_and_keep_the_tasks(pool: PgPool) {
 async fn orphaned_deletes_unreferenced_old_files_only(pool: PgPool) {
     let store = Store::new();
     insert_image(&pool, None, &Image::permanent("photos/known.jpg", 5)).await;
-    store.write_old("photos/known.jpg", 5);
-    store.write_old("photos/deep/er/orphan.jpg", 11);
-    store.write_old("templates/orphan.png", 4);
+    let old = ["photos/known.jpg", "photos/deep/er/orphan.jpg", "templates/orphan.png", "stray-at-root.jpg"];
+    for (path, size) in old.iter().zip([5, 11, 4, 3]) {
+        store.write(path, size);
+    }
+    let grace = std::time::Duration::from_secs(1);
+    store.wait_until_older(&old, grace).await;
     store.write("results/just-written.jpg", 3);
-    store.write_old("stray-at-root.jpg", 3);
-    let job = CleanupJob::Orphaned { min_age_secs: 3600 };
+    // Copied in a moment ago, keeping its old modification time (`cp -p`):
+    // its status-change time says it is new.
+    store.write_old("results/copied.jpg", 3);
+    let job = CleanupJob::Orphaned { min_age_secs: grace.as_secs() };
     let record = run(&engine(&pool, &store, 2), &spec(job)).await;
 
     assert_eq!(record.status, "completed");
@@ -105,8 +110,9 @@ async fn orphaned_deletes_unreferenced_old_files_only(pool: PgPool) {
     assert!(!store.exists("photos/deep/er/orphan.jpg") && !store.exists("templates/orphan.png"));
     assert!(store.exists("photos/known.jpg"), "referenced");
     assert!(store.exists("results/just-written.jpg"), "inside the grace period");
+    assert!(store.exists("results/copied.jpg"), "copied in with an old mtime: inside the grace period");
     assert!(store.exists("stray-at-root.jpg"), "outside the category folders");
-    assert_eq!(record.result.unwrap()["files_scanned"], 4);
+    assert_eq!(record.result.unwrap()["files_scanned"], 5);
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -116,7 +122,7 @@ async fn all_runs_every_phase_and_nests_their_results(pool: PgPool) {
     let result_image = insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 10)).await;
     insert_task(&pool, "completed", TaskImages { result: Some(result_image), ..TaskImages::default() }, Some(40)).await;
     store.write_old("photos/orphan.jpg", 100);
-    let job = CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 60 };
+    let job = CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 0 };
     let record = run(&engine(&pool, &store, 1000), &spec(job)).await;
 
     assert_eq!((record.deleted_count, record.deleted_bytes), (3, 111));
@@ -141,8 +147,8 @@ async fn dry_runs_change_nothing_but_report_and_record(pool: PgPool) {
         (CleanupJob::Expired, 1),
         (CleanupJob::Session { session_id: SessionId::parse("s").unwrap() }, 1),
         (CleanupJob::OldResults { days_old }, 1),
-        (CleanupJob::Orphaned { min_age_secs: 60 }, 1),
-        (CleanupJob::All { days_old, min_age_secs: 60 }, 3),
+        (CleanupJob::Orphaned { min_age_secs: 0 }, 1),
+        (CleanupJob::All { days_old, min_age_secs: 0 }, 3),
     ];
     for (job, would_delete) in jobs {
         let record = run(&engine, &dry(job.clone())).await;

@@ -82,7 +82,7 @@ async fn all_resumes_in_the_phase_it_stopped_in(pool: PgPool) {
     }
     let engine = engine(&pool, &store, 10);
     let job_id = Uuid::new_v4();
-    let job = spec(CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 60 });
+    let job = spec(CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 0 });
     // Two batches finish the expired phase; the third is old results' first.
     run_until(&engine, job_id, &job, 3).await;
     let (status, deleted) = status_and_count(&pool, job_id).await;
@@ -97,19 +97,38 @@ async fn all_resumes_in_the_phase_it_stopped_in(pool: PgPool) {
     assert_eq!(result["totals"]["deleted_count"], 60);
 }
 
+/// The sweep walks the store in batches (three here: 10, 10 and 5 files),
+/// then deletes in batches. A stop in either part resumes where it was.
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn the_orphan_sweep_resumes_after_its_last_path(pool: PgPool) {
+async fn the_orphan_sweep_resumes_its_walk_and_its_deletions(pool: PgPool) {
     let store = Store::new();
     for i in 0..25 {
-        store.write_old(&format!("photos/{}/{i:02}.jpg", i % 3), 4);
+        store.write(&format!("photos/{}/{i:02}.jpg", i % 3), 4);
     }
     let engine = engine(&pool, &store, 10);
-    let job_id = Uuid::new_v4();
-    let job = spec(CleanupJob::Orphaned { min_age_secs: 60 });
-    run_until(&engine, job_id, &job, 1).await;
-    assert_eq!(status_and_count(&pool, job_id).await, ("running".into(), 10));
+    let job = spec(CleanupJob::Orphaned { min_age_secs: 0 });
 
-    let record = run_as(&engine, job_id, &job).await;
+    let walking = Uuid::new_v4();
+    run_until(&engine, walking, &job, 1).await;
+    let checkpoint: serde_json::Value = sqlx::query_scalar("SELECT checkpoint FROM job_results WHERE job_id = $1")
+        .bind(walking)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(checkpoint["walk"]["files"], 10, "stopped after the first walk batch: {checkpoint}");
+    assert!(checkpoint.get("census").is_none(), "an unfinished walk has no census");
+    assert_eq!(status_and_count(&pool, walking).await, ("running".into(), 0), "nothing deleted while walking");
+    let record = run_as(&engine, walking, &job).await;
+    assert_eq!((record.deleted_count, record.deleted_bytes), (25, 100));
+    assert_eq!(record.result.unwrap()["files_scanned"], 25, "the walk went on from its checkpoint");
+
+    for i in 0..25 {
+        store.write(&format!("templates/{}/{i:02}.png", i % 3), 4);
+    }
+    let deleting = Uuid::new_v4();
+    run_until(&engine, deleting, &job, 4).await;
+    assert_eq!(status_and_count(&pool, deleting).await, ("running".into(), 10), "three walk batches, one deletion");
+    let record = run_as(&engine, deleting, &job).await;
     assert_eq!((record.deleted_count, record.deleted_bytes), (25, 100));
     assert_eq!(record.result.unwrap()["files_scanned"], 25);
 }

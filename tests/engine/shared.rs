@@ -1,5 +1,7 @@
-//! A file that another row refers to is never unlinked by a row operation,
-//! under any spelling of its path: the row is skipped and both stay.
+//! One normalisation of stored paths for everything: a file that a row
+//! refers to, under any spelling of its path, is never unlinked by a row
+//! operation for another row, and never an orphan; a path that cannot be
+//! read without guessing stops the sweep.
 
 use janitor_workers::{CleanupJob, Engine, EngineSettings};
 use sqlx::PgPool;
@@ -43,4 +45,70 @@ async fn a_file_another_remaining_row_refers_to_is_kept(pool: PgPool) {
     for id in pair {
         assert!(!image_exists(&pool, id).await);
     }
+}
+
+/// The orphan sweep reads rows the way row operations find files: a file
+/// that any row refers to, under any spelling of its path, is never an
+/// orphan.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_file_a_row_refers_to_under_another_spelling_is_not_an_orphan(pool: PgPool) {
+    let store = Store::new();
+    let spellings = [
+        ("photos/lead.jpg", "/photos/lead.jpg"),
+        ("photos/dot.jpg", "./photos/dot.jpg"),
+        ("photos/a/double.jpg", "photos//a/double.jpg"),
+        ("photos/a/trail.jpg", "photos/a/trail.jpg/"),
+        ("photos/caf\u{e9}.jpg", "photos/cafe\u{301}.jpg"),
+        ("photos/cafe\u{301}-nfd.jpg", "photos/caf\u{e9}-nfd.jpg"),
+    ];
+    for (file, row) in spellings {
+        store.write(file, 1);
+        insert_image(&pool, None, &Image::permanent(row, 1)).await;
+    }
+    store.write("photos/orphan.jpg", 1);
+    let job = spec(CleanupJob::Orphaned { min_age_secs: 0 });
+    let record = run(&crate::harness::engine(&pool, &store, 2), &job).await;
+
+    assert_eq!(record.status, "completed", "{:?}", record.last_error);
+    assert_eq!(record.deleted_count, 1, "only the orphan: {:?}", record.result);
+    for (file, row) in spellings {
+        assert!(store.exists(file), "{file} is referenced as {row:?}");
+    }
+    assert!(!store.exists("photos/orphan.jpg"));
+}
+
+/// A stored path that can only be read by guessing refuses the sweep, and
+/// says how many there are and shows one.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_path_that_cannot_be_normalised_refuses_the_sweep(pool: PgPool) {
+    let store = Store::new();
+    store.write("photos/a.jpg", 1);
+    for unsafe_path in ["/srv/storage/photos/a.jpg", "photos/../photos/a.jpg", "photos\\a.jpg"] {
+        sqlx::query("DELETE FROM images").execute(&pool).await.unwrap();
+        insert_image(&pool, None, &Image::permanent(unsafe_path, 1)).await;
+        insert_image(&pool, None, &Image::permanent("templates/fine.png", 1)).await;
+        let job = spec(CleanupJob::Orphaned { min_age_secs: 0 });
+        let record = run(&crate::harness::engine(&pool, &store, 10), &job).await;
+        assert_eq!(record.status, "failed", "{unsafe_path}");
+        let reason = record.last_error.unwrap();
+        assert!(reason.contains("1 rows have a storage_path that cannot be normalised safely"), "{reason}");
+        assert!(reason.contains(&format!("{unsafe_path:?}")), "the example is shown: {reason}");
+        assert!(store.exists("photos/a.jpg"));
+    }
+}
+
+/// Without its index on stored paths the sweep would read the whole table
+/// for every batch: it refuses and says how to create it.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_missing_path_index_refuses_the_sweep(pool: PgPool) {
+    let store = Store::new();
+    store.write("photos/orphan.jpg", 1);
+    sqlx::query("DROP INDEX janitor_images_storage_path").execute(&pool).await.unwrap();
+    let job = spec(CleanupJob::Orphaned { min_age_secs: 0 });
+    let record = run(&crate::harness::engine(&pool, &store, 10), &job).await;
+    assert_eq!(record.status, "failed");
+    let reason = record.last_error.unwrap();
+    assert!(reason.contains("janitor migrate"), "{reason}");
+    assert!(reason.contains("CREATE INDEX CONCURRENTLY janitor_images_storage_path"), "{reason}");
+    assert!(store.exists("photos/orphan.jpg"));
 }

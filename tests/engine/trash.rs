@@ -31,12 +31,12 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 /// Backdates a folder, so that a purge with any retention finds it old.
 fn backdate(folder: &Path) {
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600);
     fs::File::open(folder).unwrap().set_modified(old).unwrap();
 }
 
 fn purge() -> janitor_workers::JobSpec {
-    spec(CleanupJob::PurgeTrash { retention_secs: 0 })
+    spec(CleanupJob::PurgeTrash { retention_secs: 3600 })
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -103,6 +103,15 @@ async fn the_purge_never_follows_a_symlinked_job_folder_or_a_symlink_inside_one(
     store.write(&format!(".janitor-trash/{real}/photos/a/x.jpg"), 3);
     symlink(outside.path(), store.path(&format!(".janitor-trash/{real}/photos/a/link"))).unwrap();
     backdate(&store.path(&format!(".janitor-trash/{real}")));
+    // The link's own time cannot be backdated: its job ended long ago.
+    sqlx::query(
+        "INSERT INTO job_results (job_id, operation, status, finished_at)
+         VALUES ($1, 'cleanup_orphaned_files', 'completed', now() - interval '2 hours')",
+    )
+    .bind(linked)
+    .execute(&pool)
+    .await
+    .unwrap();
 
     let record = run(&engine(&pool, &store, 10), &purge()).await;
     assert_eq!(files_under(outside.path()), ["x.jpg"], "nothing outside the root was deleted");

@@ -108,7 +108,7 @@ fn orphan_path(i: usize) -> String {
 async fn files_vanishing_mid_sweep_are_not_counted_and_the_sweep_completes(pool: PgPool) {
     let env = Env::new(pool);
     for i in 0..ORPHANS {
-        env.store.write_old(&orphan_path(i), ORPHAN_SIZE);
+        env.store.write(&orphan_path(i), ORPHAN_SIZE);
     }
     // Referenced files among them must survive (none in the last folder,
     // which the test removes whole).
@@ -124,12 +124,24 @@ async fn files_vanishing_mid_sweep_are_not_counted_and_the_sweep_completes(pool:
     let job_id = Uuid::new_v4();
     let id = job_id.to_string();
     // Nearly every file is an orphan here, so the ratio guard is lifted.
-    let sweep = ["run", "orphaned", "--min-age", "0s", "--max-orphan-ratio", "1", "--json", "--job-id", &id];
+    let sweep = [
+        "run",
+        "orphaned",
+        "--min-age",
+        "0s",
+        "--min-grace",
+        "0s",
+        "--max-orphan-ratio",
+        "1",
+        "--json",
+        "--job-id",
+        &id,
+    ];
     let args = [&sweep[..], &SLOW].concat();
     let removed = async {
         wait_for_job(&env.pool, job_id, "the sweep has committed a batch", Duration::from_secs(20), |r| r.1 > 0).await;
-        // Every third file of the later folders, then the last folder whole
-        // (the walk has already listed it, so it finds it gone).
+        // Every third file of the later folders, then the last folder whole:
+        // the walk has listed them, and the deletions find them gone.
         let mut removed = (0..ORPHANS)
             .filter(|i| i % FOLDERS >= 8 && i % 3 == 0)
             .filter(|i| fs::remove_file(env.store.path(&orphan_path(*i))).is_ok())

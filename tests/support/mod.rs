@@ -39,11 +39,39 @@ impl Store {
         fs::write(path, vec![b'x'; size]).unwrap();
     }
 
-    /// Writes a file and backdates it, so the orphan grace period is over.
+    /// Writes a file and backdates its modification time, as `cp -p` or
+    /// rsync would. Its status-change time stays now: no program can set
+    /// it, so the orphan grace period still sees a new file (see
+    /// [`Store::wait_until_older`]).
     pub fn write_old(&self, relative: &str, size: usize) {
         self.write(relative, size);
         let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 3600);
         fs::File::options().write(true).open(self.path(relative)).unwrap().set_modified(old).unwrap();
+    }
+
+    /// Waits until each file's last change (the newer of its mtime and
+    /// ctime, what the orphan grace period measures) lies more than `age`
+    /// in the past.
+    pub async fn wait_until_older(&self, relative: &[&str], age: std::time::Duration) {
+        use std::os::unix::fs::MetadataExt as _;
+        use std::time::{Duration, SystemTime, UNIX_EPOCH};
+        let deadline = std::time::Instant::now() + age + Duration::from_secs(10);
+        loop {
+            let newest = relative
+                .iter()
+                .map(|path| {
+                    let meta = fs::symlink_metadata(self.path(path)).unwrap();
+                    let changed = UNIX_EPOCH + Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32);
+                    meta.modified().unwrap().max(changed)
+                })
+                .max()
+                .unwrap_or(UNIX_EPOCH);
+            if SystemTime::now().duration_since(newest).is_ok_and(|elapsed| elapsed > age) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "files did not get older than {age:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn exists(&self, relative: &str) -> bool {

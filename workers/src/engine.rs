@@ -17,6 +17,9 @@ use crate::progress::Progress;
 use crate::results::{self, JobRecord, Lease, Start, StoreError};
 use crate::storage::Storage;
 
+/// The default floor of the orphan sweep's grace period.
+pub const DEFAULT_MIN_GRACE: Duration = Duration::from_secs(600);
+
 /// Tuning knobs. The defaults come from the benchmark (see the README).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -33,6 +36,10 @@ pub struct EngineSettings {
     pub max_orphan_ratio: f64,
     /// Orphans are moved to `.janitor-trash/<job id>/` instead of unlinked.
     pub quarantine: bool,
+    /// The shortest grace period the orphan sweep accepts: a file younger
+    /// than this may be one the application is still writing, before it
+    /// commits the row that refers to it.
+    pub min_grace: Duration,
 }
 
 impl Default for EngineSettings {
@@ -44,6 +51,7 @@ impl Default for EngineSettings {
             max_deletes_per_sec: None,
             max_orphan_ratio: 0.2,
             quarantine: true,
+            min_grace: DEFAULT_MIN_GRACE,
         }
     }
 }
@@ -167,6 +175,11 @@ impl Engine {
             }
             None => Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap),
         };
+        // A job built in code may carry a duration no decoding would accept:
+        // it ends here as bad input, never in time arithmetic.
+        if let Err(err) = spec.job.validate() {
+            return self.end(lease, Err(("failed", format!("bad input: {err}")))).await;
+        }
         let storage = match Storage::open(&self.storage_root) {
             Ok(storage) => storage,
             Err(err) => return self.end(lease, Err(("failed", format!("{err:#}")))).await,

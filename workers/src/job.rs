@@ -32,20 +32,20 @@ pub enum CleanupJob {
     },
     /// Files under the category folders that no row references.
     Orphaned {
-        #[serde(default = "default_min_age_secs")]
+        #[serde(default = "default_min_age_secs", deserialize_with = "min_age_secs")]
         min_age_secs: u64,
     },
     /// Empties quarantine folders of jobs that ended more than
     /// `retention_secs` ago.
     PurgeTrash {
-        #[serde(default = "default_retention_secs")]
+        #[serde(default = "default_retention_secs", deserialize_with = "retention_secs")]
         retention_secs: u64,
     },
     /// Expired, then old results, then orphaned, as one job.
     All {
         #[serde(default)]
         days_old: DaysOld,
-        #[serde(default = "default_min_age_secs")]
+        #[serde(default = "default_min_age_secs", deserialize_with = "min_age_secs")]
         min_age_secs: u64,
     },
 }
@@ -59,6 +59,41 @@ pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 fn default_retention_secs() -> u64 {
     DEFAULT_TRASH_RETENTION.as_secs()
+}
+
+/// The longest duration a job takes (a grace period, a retention): ten
+/// years. Longer ones are typos, and overflow time arithmetic.
+pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
+
+/// The shortest trash retention: an hour, so that a sweep's quarantine stays
+/// reversible for a while after it ends.
+pub const MIN_RETENTION_SECS: u64 = 3600;
+
+/// Checks an orphan grace period (the floor of the sweep's setting
+/// `min_grace` is checked where the settings are known).
+pub fn check_min_age(secs: u64) -> Result<u64, InputError> {
+    if secs <= MAX_DURATION_SECS {
+        Ok(secs)
+    } else {
+        Err(InputError::MinAgeOutOfRange(secs))
+    }
+}
+
+/// Checks a trash retention.
+pub fn check_retention(secs: u64) -> Result<u64, InputError> {
+    if (MIN_RETENTION_SECS..=MAX_DURATION_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(InputError::RetentionOutOfRange(secs))
+    }
+}
+
+fn min_age_secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    check_min_age(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+}
+
+fn retention_secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    check_retention(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
 }
 
 /// A job and whether it only reports.
@@ -176,6 +211,19 @@ impl CleanupJob {
         }
     }
 
+    /// Checks the parameters that the types do not: the durations. A job
+    /// built in code is checked here; one decoded from the queue or a record
+    /// was checked by its decoding.
+    pub fn validate(&self) -> Result<(), InputError> {
+        match self {
+            CleanupJob::Orphaned { min_age_secs } | CleanupJob::All { min_age_secs, .. } => {
+                check_min_age(*min_age_secs).map(drop)
+            }
+            CleanupJob::PurgeTrash { retention_secs } => check_retention(*retention_secs).map(drop),
+            CleanupJob::Expired | CleanupJob::Session { .. } | CleanupJob::OldResults { .. } => Ok(()),
+        }
+    }
+
     /// The parameters as recorded in `job_results.params`.
     pub fn params(&self) -> serde_json::Value {
         match self {
@@ -204,6 +252,10 @@ pub enum InputError {
     SessionIdControl,
     #[error("days_old must be an integer from {min} to {max}, got {0}", min = DaysOld::MIN, max = DaysOld::MAX)]
     DaysOldOutOfRange(i64),
+    #[error("min_age must be at most 3650 days ({MAX_DURATION_SECS} seconds), got {0} seconds")]
+    MinAgeOutOfRange(u64),
+    #[error("retention must be from 1 hour to 3650 days ({MIN_RETENTION_SECS} to {MAX_DURATION_SECS} seconds), got {0} seconds")]
+    RetentionOutOfRange(u64),
 }
 
 /// A session id as the application issues it: 1 to 255 bytes, no control
@@ -319,6 +371,22 @@ mod tests {
             let rebuilt = JobSpec::from_record(job.operation(), &job.params(), true).unwrap();
             assert_eq!(rebuilt, JobSpec { job, dry_run: true, limit: None });
         }
+    }
+
+    #[test]
+    fn durations_are_bounded_on_the_wire() {
+        for bad in [
+            r#"{"op":"orphaned","min_age_secs":315360001}"#,
+            r#"{"op":"orphaned","min_age_secs":-1}"#,
+            r#"{"op":"all","min_age_secs":18446744073709551615}"#,
+            r#"{"op":"purge-trash","retention_secs":0}"#,
+            r#"{"op":"purge-trash","retention_secs":99999999999}"#,
+        ] {
+            assert!(serde_json::from_str::<QueuedJob>(bad).is_err(), "{bad}");
+        }
+        let ok: QueuedJob = serde_json::from_str(r#"{"op":"orphaned","min_age_secs":315360000}"#).unwrap();
+        assert_eq!(ok.spec.job.validate(), Ok(()));
+        assert_eq!(CleanupJob::PurgeTrash { retention_secs: 60 }.validate(), Err(InputError::RetentionOutOfRange(60)));
     }
 
     #[test]

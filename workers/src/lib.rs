@@ -10,10 +10,11 @@
 //! - [`engine`]: [`Engine`] (pool, storage root, settings), which runs one
 //!   job from start or checkpoint to its result row.
 //! - [`jobs`]: one file per operation with its SQL; `rows` is the batch loop
-//!   the row-deleting operations share.
+//!   the row-deleting operations share, `orphaned` the one-walk sweep,
+//!   `references` the one normalisation of stored paths both use.
 //! - [`storage`]: the storage-root wall: path validation; unlinking, the
-//!   quarantine's moves and the trash, all resolved beneath the root without
-//!   following symlinks; the orphan scan.
+//!   quarantine's moves and the trash, the inspection of files and the
+//!   sweep's walk, all resolved beneath the root without following symlinks.
 //! - [`progress`]: counters, error items and the checkpoint of a running job.
 //! - [`results`]: the `job_results` table: leases, per-batch progress, the
 //!   final result, queries.
@@ -21,11 +22,14 @@
 //!
 //! ## Invariants
 //! - This crate never depends on the CLI or HTTP layers (no clap, no axum).
-//! - An image used by a pending or processing task is never deleted.
-//! - A batch's row deletions, counters and checkpoint commit in one
-//!   transaction, fenced by the job's lease epoch.
-//! - Nothing outside the storage root's category folders is touched, and no
-//!   symlink is followed.
+//! - An image used by a task that is not finished is never deleted: the
+//!   decision and the row's deletion are one transaction under locks on the
+//!   image and its tasks; the file goes only after that commit.
+//! - A batch's row deletions, counters, unlink intent and checkpoint commit
+//!   in one transaction, fenced by the job's lease epoch.
+//! - Nothing outside the storage root's category folders (and its trash) is
+//!   touched, and no symlink is followed; renames never replace a file.
+//! - The orphan sweep decides only on a complete walk.
 
 mod dedup;
 pub mod engine;

@@ -81,9 +81,14 @@ pub struct Checkpoint {
     pub batch_seconds: Vec<u64>,
     #[serde(default)]
     pub batch_seconds_sum: f64,
-    /// The orphan sweep's survey before deleting: (files, candidates).
+    /// The orphan sweep's walk while it is under way. Only the candidates it
+    /// spilled are kept in the database; everything else is here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub survey: Option<(u64, u64)>,
+    pub walk: Option<WalkState>,
+    /// What the orphan sweep's walk found, set only once the walk has
+    /// covered the whole store: the ratio guard decides on nothing less.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub census: Option<Census>,
     /// Unlink intents this job has recorded (`janitor_unlink_intents`), which
     /// numbers the next one.
     #[serde(default)]
@@ -105,6 +110,31 @@ pub struct PendingOrphans {
     pub cursor: String,
     /// Files the batch scanned.
     pub scanned: u64,
+}
+
+/// An orphan walk under way: how far it got and what it counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalkState {
+    /// The last path walked.
+    pub cursor: String,
+    pub files: u64,
+    /// Files no row refers to, past the grace period (spilled).
+    pub candidates: u64,
+    pub bytes: u64,
+    /// Entries the walk could not read or could not safely name; counted
+    /// into the job when the walk completes, so a walk done again does not
+    /// count them twice.
+    pub errors: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_items: Vec<ErrorItem>,
+}
+
+/// What a complete orphan walk found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Census {
+    pub files: u64,
+    pub candidates: u64,
+    pub bytes: u64,
 }
 
 /// The job's state as the engine carries it from batch to batch.
@@ -131,7 +161,8 @@ impl Progress {
                 recheck: Vec::new(),
                 batch_seconds: Vec::new(),
                 batch_seconds_sum: 0.0,
-                survey: None,
+                walk: None,
+                census: None,
                 intents: 0,
             },
             errors: Vec::new(),

@@ -6,7 +6,7 @@
 //! job (validation lives in the types) that survives encode and decode
 //! unchanged.
 
-use janitor_workers::job::{CleanupJob, DaysOld, JobSpec, QueuedJob, SessionId};
+use janitor_workers::job::{CleanupJob, DaysOld, JobSpec, QueuedJob, SessionId, MAX_DURATION_SECS, MIN_RETENTION_SECS};
 use janitor_workers::queue::wire::encode;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -25,6 +25,11 @@ fn check_job(job: &CleanupJob) -> Result<(), TestCaseError> {
             prop_assert!(days_ok(days_old), "days_old {}", days_old.get());
         }
         CleanupJob::Expired | CleanupJob::Orphaned { .. } | CleanupJob::PurgeTrash { .. } => {}
+    }
+    // Durations are checked by decoding too: whatever decodes is in range.
+    prop_assert_eq!(job.validate(), Ok(()));
+    if let CleanupJob::All { min_age_secs, .. } | CleanupJob::Orphaned { min_age_secs } = job {
+        prop_assert!(*min_age_secs <= MAX_DURATION_SECS);
     }
     Ok(())
 }
@@ -55,7 +60,8 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
 // ---------------------------------------------------------------------------
 // Generators.
 
-const KEYS: [&str; 8] = ["op", "session_id", "days_old", "min_age_secs", "dry_run", "job_id", "requested_by", "job"];
+const KEYS: [&str; 9] =
+    ["op", "session_id", "days_old", "min_age_secs", "retention_secs", "dry_run", "job_id", "requested_by", "job"];
 const OPS: [&str; 7] = ["expired", "session", "old-results", "orphaned", "all", "Session", "old_results"];
 
 /// Values around the edges the types check.
@@ -63,7 +69,8 @@ fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
-        prop::sample::select(vec![0i64, 1, -1, 30, 36_500, 36_501, i64::MIN, i64::MAX]).prop_map(Value::from),
+        prop::sample::select(vec![0i64, 1, -1, 30, 3600, 36_500, 36_501, 315_360_000, 315_360_001, i64::MIN, i64::MAX])
+            .prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
         prop::sample::select(vec![1.0f64, 1.5, -0.0, 1e300, 36_500.0]).prop_map(Value::from),
@@ -101,12 +108,14 @@ fn job_like() -> impl Strategy<Value = Value> {
 fn valid_job() -> impl Strategy<Value = QueuedJob> {
     let session = prop_oneof!["\\PC{1,40}", "[a-z]{255}"].prop_filter_map("invalid id", |s| SessionId::parse(&s).ok());
     let days = (DaysOld::MIN..=DaysOld::MAX).prop_map(|d| DaysOld::new(d).unwrap());
+    let grace = 0..=MAX_DURATION_SECS;
     let job = prop_oneof![
         Just(CleanupJob::Expired),
         session.prop_map(|session_id| CleanupJob::Session { session_id }),
         days.clone().prop_map(|days_old| CleanupJob::OldResults { days_old }),
-        any::<u64>().prop_map(|min_age_secs| CleanupJob::Orphaned { min_age_secs }),
-        (days, any::<u64>()).prop_map(|(days_old, min_age_secs)| CleanupJob::All { days_old, min_age_secs }),
+        grace.clone().prop_map(|min_age_secs| CleanupJob::Orphaned { min_age_secs }),
+        (days, grace).prop_map(|(days_old, min_age_secs)| CleanupJob::All { days_old, min_age_secs }),
+        (MIN_RETENTION_SECS..=MAX_DURATION_SECS).prop_map(|retention_secs| CleanupJob::PurgeTrash { retention_secs }),
     ];
     let job_id = prop::option::of(any::<u128>().prop_map(Uuid::from_u128));
     (job_id, job, any::<bool>(), prop::option::of("\\PC{0,20}")).prop_map(|(job_id, job, dry_run, requested_by)| {
@@ -242,5 +251,5 @@ fn inputs_reach_both_outcomes() {
         mutate(encode(&job).unwrap().into_bytes(), &mutations)
     });
     assert!((100..=900).contains(&job_like), "{job_like} of 1000 objects decoded");
-    assert!((30..=900).contains(&mutated), "{mutated} of 1000 mutated payloads decoded");
+    assert!((10..=900).contains(&mutated), "{mutated} of 1000 mutated payloads decoded");
 }

@@ -9,7 +9,6 @@
 pub mod all;
 pub mod expired;
 pub mod old_results;
-mod orphan_guards;
 pub mod orphaned;
 mod references;
 pub(crate) mod rows;

@@ -26,7 +26,9 @@ pub(crate) async fn run(
     progress: &mut Progress,
 ) -> anyhow::Result<PhaseEnd> {
     let started = std::time::Instant::now();
-    let cutoff = SystemTime::from(progress.checkpoint.as_of) - retention;
+    // Nothing is older than the epoch: a retention longer than the clock
+    // (refused as input anyway) purges nothing, and never panics.
+    let cutoff = SystemTime::from(progress.checkpoint.as_of).checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
     let storage = ctx.storage.clone();
     let folders = match tokio::task::spawn_blocking(move || trash::folders(&storage)).await? {
         Ok(folders) => folders,

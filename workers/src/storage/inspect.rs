@@ -14,7 +14,8 @@ use std::os::fd::OwnedFd;
 use rustix::fs::{Access, AtFlags, FileType};
 use rustix::io::Errno;
 
-use super::{describe, RelativePath, Storage};
+use super::scan::{stat_at, FileStat};
+use super::{describe, tree, RelativePath, Storage};
 
 /// What the inspection found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,43 @@ impl Storage {
             paths.iter().map(|path| storage.inspect_cached(path, &mut folder)).collect::<Vec<_>>()
         });
         inspected.await.unwrap_or_else(|_| Vec::new())
+    }
+
+    /// The `lstat` of many files through the wall, on one blocking thread:
+    /// `Ok(None)` for a file that is not there.
+    pub async fn stat_many(&self, paths: Vec<RelativePath>) -> Vec<Result<Option<FileStat>, String>> {
+        let storage = self.clone();
+        let stats = tokio::task::spawn_blocking(move || {
+            let mut folder = tree::Cached::default();
+            let mut stat = |path: &RelativePath| {
+                let (parent, name) = path.split_parent();
+                // Wall: the folder is resolved beneath the root fd with
+                // RESOLVE_NO_SYMLINKS; the stat is of the name in it.
+                let dir = match folder.get(parent, || storage.open_dir(parent)) {
+                    Ok(dir) => dir,
+                    Err(Errno::NOENT) => return Ok(None),
+                    Err(errno) => return Err(describe(errno, "opening its folder")),
+                };
+                match stat_at(dir, name) {
+                    Ok(found) => Ok(Some(found)),
+                    Err(Errno::NOENT) => Ok(None),
+                    Err(errno) => Err(describe(errno, "inspecting")),
+                }
+            };
+            paths.iter().map(&mut stat).collect::<Vec<_>>()
+        });
+        stats.await.unwrap_or_default()
+    }
+
+    /// Whether `relative` is a real folder beneath the root (a symlink, a
+    /// file or nothing is not), with the reason when it is not.
+    pub fn folder_usable(&self, relative: &str) -> Result<(), String> {
+        self.open_dir(relative).map(drop).map_err(|errno| match errno {
+            Errno::NOENT => "it does not exist".to_owned(),
+            Errno::LOOP => "it is a symbolic link, which is never followed".to_owned(),
+            Errno::NOTDIR => "it is not a directory".to_owned(),
+            errno => describe(errno, "opening it"),
+        })
     }
 
     fn inspect_cached(&self, path: &RelativePath, folder: &mut Folder) -> Inspection {

@@ -36,7 +36,7 @@ use rustix::io::Errno;
 pub use inspect::Inspection;
 pub use path::{PathError, RelativePath, CATEGORIES};
 pub use quarantine::Unquarantine;
-pub use scan::{FileEntry, ScanItem, Scanner};
+pub use scan::{FileStat, Found, ScanItem, Walk};
 pub use tree::Tally;
 
 /// A handle on the storage root, cheap to clone and share with blocking
@@ -137,11 +137,6 @@ impl Storage {
             }
         })
         .await
-    }
-
-    /// A scanner over the category folders, for the orphan sweep.
-    pub fn scanner(&self) -> Scanner {
-        Scanner::new(self.inner.root.clone())
     }
 
     /// The root's descriptor: the start of every resolution.

@@ -68,6 +68,16 @@ impl Storage {
         .await
     }
 
+    /// Removes the job's trash folders that are empty (after
+    /// `--no-quarantine` purged their files). Files stay, with their folders.
+    pub fn prune_trash(&self, job_id: Uuid) -> Result<(), String> {
+        // Wall: every folder is removed by one name in a walled parent.
+        match tree::prune(self.root_fd(), &super::trash::job_folder(job_id)) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(errno) => Err(describe(errno, "pruning the trash")),
+        }
+    }
+
     /// [`Storage::purge_quarantined`] for many files, on up to `concurrency`
     /// blocking threads; outcomes in input order.
     pub async fn purge_quarantined_many(

@@ -56,6 +56,12 @@ pub fn open<Fd: AsFd, P: Arg>(base: Fd, relative: P) -> Result<OwnedFd, Errno> {
     rustix::fs::openat2(base, relative, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), WALL)
 }
 
+/// Opens a folder beneath `base` for reading (listing it, and `*at` calls
+/// relative to it), through the wall like [`open`].
+pub fn open_readable<Fd: AsFd, P: Arg>(base: Fd, relative: P) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat2(base, relative, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), WALL)
+}
+
 /// Opens a folder beneath `base`, creating the missing ones component by
 /// component. `relative` is `/`-separated with no empty, `.` or `..` part.
 pub fn create(base: BorrowedFd<'_>, relative: &str) -> Result<OwnedFd, Errno> {

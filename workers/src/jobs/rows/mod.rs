@@ -150,6 +150,9 @@ async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut P
     paged?;
     // Every intent this run committed has been unlinked: record that.
     let done = drain(&mut unlinked);
+    if done.is_empty() {
+        return Ok(());
+    }
     intents::confirm(ctx, progress, done).await
 }
 

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS janitor_orphan_candidates;
