@@ -38,7 +38,7 @@ pub enum Command {
     /// Enqueue scheduled runs, exactly once per tick, until SIGINT/SIGTERM.
     Scheduler {
         /// Missed ticks younger than this run once when a scheduler comes back.
-        #[arg(long, env = "JANITOR_CATCH_UP", default_value = "6h", value_parser = parse_min_age)]
+        #[arg(long, env = "JANITOR_CATCH_UP", default_value = "6h", value_parser = parse_duration)]
         catch_up: Duration,
     },
     /// Serve the admin HTTP API.
@@ -52,7 +52,7 @@ pub enum Command {
     /// Show the admin API's audit log, newest first.
     Audit {
         /// How far back, e.g. 1d, 2h.
-        #[arg(long, default_value = "1d", value_parser = parse_min_age)]
+        #[arg(long, default_value = "1d", value_parser = parse_duration)]
         since: Duration,
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         limit: i64,
@@ -83,7 +83,7 @@ pub struct EnqueueArgs {
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
     /// With --wait: give up after this long (the job goes on).
-    #[arg(long, global = true, default_value = "1h", value_parser = parse_min_age)]
+    #[arg(long, global = true, default_value = "1h", value_parser = parse_duration)]
     pub timeout: Duration,
 }
 
@@ -120,16 +120,16 @@ pub struct WorkerArgs {
     #[arg(long, env = "JANITOR_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub max_attempts: u32,
     /// First retry delay; it doubles with each attempt, up to the lease.
-    #[arg(long, env = "JANITOR_RETRY_BASE", default_value = "1s", value_parser = parse_min_age)]
+    #[arg(long, env = "JANITOR_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
     pub retry_base: Duration,
     /// How often to look for jobs Redis lost and for dead letters.
     #[arg(long, env = "JANITOR_RECONCILE_INTERVAL", default_value = "10s", value_parser = parse_positive)]
     pub reconcile_interval: Duration,
     /// How long a queued job may go unseen before it is re-enqueued.
-    #[arg(long, env = "JANITOR_RECONCILE_GRACE", default_value = "30s", value_parser = parse_min_age)]
+    #[arg(long, env = "JANITOR_RECONCILE_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub reconcile_grace: Duration,
     /// After SIGTERM, how long running jobs get to checkpoint.
-    #[arg(long, env = "JANITOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_min_age)]
+    #[arg(long, env = "JANITOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -167,24 +167,36 @@ pub enum Operation {
     },
     /// Files no image row references, older than a grace period.
     Orphaned {
-        #[arg(long, default_value = "1h", value_parser = parse_min_age)]
+        /// Grace period: only files older than this (by the newer of mtime
+        /// and ctime) can be orphans. At least --min-grace, at most 3650d.
+        #[arg(long, default_value = "1h", value_parser = parse_grace)]
         min_age: Duration,
     },
     /// Empty quarantine folders of jobs that ended more than the retention ago.
     PurgeTrash {
-        #[arg(long, default_value = "7d", value_parser = parse_min_age)]
+        /// From 1h to 3650d.
+        #[arg(long, default_value = "7d", value_parser = parse_retention)]
         retention: Duration,
     },
     /// Expired, then old results, then orphaned, as one job.
     All {
         #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = parse_days_old)]
         days_old: DaysOld,
-        #[arg(long, default_value = "1h", value_parser = parse_min_age)]
+        /// The orphan phase's grace period, as for `orphaned`.
+        #[arg(long, default_value = "1h", value_parser = parse_grace)]
         min_age: Duration,
     },
 }
 
 impl Operation {
+    /// The orphan grace period this operation asks for, if any.
+    pub fn min_age(&self) -> Option<Duration> {
+        match self {
+            Operation::Orphaned { min_age } | Operation::All { min_age, .. } => Some(*min_age),
+            _ => None,
+        }
+    }
+
     pub fn job(&self) -> CleanupJob {
         match self.clone() {
             Operation::Expired => CleanupJob::Expired,
@@ -223,8 +235,8 @@ fn parse_days_old(raw: &str) -> Result<DaysOld, String> {
     DaysOld::new(days).map_err(|e| e.to_string())
 }
 
-fn parse_positive(raw: &str) -> Result<Duration, String> {
-    match parse_min_age(raw)? {
+pub(crate) fn parse_positive(raw: &str) -> Result<Duration, String> {
+    match parse_duration(raw)? {
         zero if zero.is_zero() => Err("must be longer than zero".to_owned()),
         duration => Ok(duration),
     }
@@ -233,13 +245,27 @@ fn parse_positive(raw: &str) -> Result<Duration, String> {
 /// The lease must leave room for heartbeats (a quarter of it) of at least
 /// a few hundred milliseconds.
 fn parse_lease(raw: &str) -> Result<Duration, String> {
-    let lease = parse_min_age(raw)?;
+    let lease = parse_duration(raw)?;
     if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
         return Err(format!("lease must be from 1s to 1h, got {raw:?}"));
     }
     Ok(lease)
 }
 
-fn parse_min_age(raw: &str) -> Result<Duration, String> {
+/// An orphan grace period: a duration of at most 3650 days (the floor is
+/// the `--min-grace` setting, checked where the settings are known).
+fn parse_grace(raw: &str) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    janitor_workers::job::check_min_age(duration.as_secs()).map_err(|e| e.to_string())?;
+    Ok(duration)
+}
+
+fn parse_retention(raw: &str) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    janitor_workers::job::check_retention(duration.as_secs()).map_err(|e| e.to_string())?;
+    Ok(duration)
+}
+
+pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw).map_err(|e| format!("invalid duration {raw:?} ({e}); use e.g. 30m, 1h, 2d"))
 }

@@ -58,6 +58,18 @@ pub struct Settings {
     #[arg(long, env = "JANITOR_NO_QUARANTINE", global = true)]
     pub no_quarantine: bool,
 
+    /// The shortest `--min-age` the orphan sweep accepts. A younger file may
+    /// be one the application is still writing, before it commits its row.
+    #[arg(long, env = "JANITOR_MIN_GRACE", default_value = "10m", global = true, value_parser = crate::cli::parse_duration)]
+    pub min_grace: Duration,
+
+    /// Postgres ends a janitor session that sits this long inside a
+    /// transaction (a stopped or wedged process), releasing its row locks.
+    /// Janitor never waits inside a transaction itself.
+    #[arg(long, env = "JANITOR_IDLE_TRANSACTION_TIMEOUT", default_value = "60s", global = true,
+          value_parser = crate::cli::parse_positive)]
+    pub idle_transaction_timeout: Duration,
+
     /// Most database connections this process opens.
     #[arg(long, env = "JANITOR_DB_CONNECTIONS", default_value_t = 20, global = true,
           value_parser = clap::value_parser!(u32).range(2..=500))]
@@ -85,6 +97,7 @@ impl Settings {
             max_deletes_per_sec: self.max_deletes_per_sec,
             max_orphan_ratio: self.max_orphan_ratio,
             quarantine: !self.no_quarantine,
+            min_grace: self.min_grace,
             ..EngineSettings::default()
         }
     }
@@ -96,7 +109,9 @@ impl Settings {
             .with_context(|| format!("DATABASE_URL is not a valid Postgres URL: {}", redact(&self.database_url)))?;
         // A paused or wedged process must not hold row locks for long: its
         // session ends, its transaction rolls back, and its batch is redone.
-        Ok(options.options([("idle_in_transaction_session_timeout", "60s")]))
+        // (No file is touched before a batch commits, so this is safe.)
+        let timeout = format!("{}ms", self.idle_transaction_timeout.as_millis());
+        Ok(options.options([("idle_in_transaction_session_timeout", timeout.as_str())]))
     }
 
     pub fn redis(&self) -> anyhow::Result<redis::Client> {

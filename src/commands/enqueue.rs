@@ -13,6 +13,9 @@ use crate::cli::EnqueueArgs;
 use crate::settings::Settings;
 
 pub async fn enqueue(settings: &Settings, args: EnqueueArgs) -> anyhow::Result<ExitCode> {
+    if let Some(refused) = super::short_grace(settings, &args.operation) {
+        return Ok(refused);
+    }
     let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run, limit: args.limit };
     let producer = settings.producer().await?;
     let enqueued = producer

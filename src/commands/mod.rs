@@ -101,3 +101,19 @@ pub fn schema_hint(err: sqlx::Error) -> anyhow::Error {
     }
     anyhow::Error::new(err).context("database query failed")
 }
+
+/// Refuses (exit 2, nothing done) an orphan grace period shorter than the
+/// `--min-grace` floor: a younger file may still be on its way to its row.
+fn short_grace(settings: &Settings, operation: &crate::cli::Operation) -> Option<ExitCode> {
+    let min_age = operation.min_age()?;
+    if min_age >= settings.min_grace {
+        return None;
+    }
+    eprintln!(
+        "error: --min-age {} is shorter than the minimum grace period {}; a file the application is still \
+         writing could look orphaned. Lower --min-grace (JANITOR_MIN_GRACE) to allow it",
+        humantime::format_duration(min_age),
+        humantime::format_duration(settings.min_grace)
+    );
+    Some(ExitCode::from(exit::USAGE))
+}

@@ -13,6 +13,9 @@ use crate::output;
 use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(refused) = super::short_grace(settings, &args.operation) {
+        return Ok(refused);
+    }
     let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run, limit: args.limit };
     let engine = settings.engine().await?;
     let job_id = args.job_id.unwrap_or_else(Uuid::new_v4);

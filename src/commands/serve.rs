@@ -29,7 +29,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     };
     let producer = settings.producer().await?;
     let redis = redis::aio::ConnectionManager::new(settings.redis()?).await.context("cannot connect to Redis")?;
-    let state = AppState { pool: settings.pool().await?, producer, redis, tokens, limits };
+    let state =
+        AppState { pool: settings.pool().await?, producer, redis, tokens, limits, min_grace: settings.min_grace };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -17,6 +17,8 @@ use super::{Actor, AppState, JobCreated};
 
 const POST_PARAMS: [&str; 3] = ["dry_run", "wait", "timeout"];
 const POST_DAYS_PARAMS: [&str; 4] = ["dry_run", "days_old", "wait", "timeout"];
+const POST_ORPHAN_PARAMS: [&str; 4] = ["dry_run", "min_age", "wait", "timeout"];
+const POST_ALL_PARAMS: [&str; 5] = ["dry_run", "days_old", "min_age", "wait", "timeout"];
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/expired", tag = "cleanup",
     params(("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query, description = "seconds, with wait")),
@@ -58,29 +60,31 @@ pub async fn old_results(
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/orphaned", tag = "cleanup",
-    params(("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
+    params(("dry_run" = Option<bool>, Query), ("min_age" = Option<u64>, Query, description = "grace period in seconds"),
+           ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
     responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
 pub async fn orphaned(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref(), &POST_PARAMS)?;
-    let job = CleanupJob::Orphaned { min_age_secs: janitor_workers::job::DEFAULT_MIN_AGE.as_secs() };
+    let params = Params::parse(query.as_deref(), &POST_ORPHAN_PARAMS)?;
+    let job = CleanupJob::Orphaned { min_age_secs: params.min_age(state.min_grace)? };
     submit(&state, &actor, job, "orphaned", &params).await
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/all", tag = "cleanup",
-    params(("days_old" = Option<i64>, Query), ("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
+    params(("days_old" = Option<i64>, Query), ("dry_run" = Option<bool>, Query),
+           ("min_age" = Option<u64>, Query, description = "grace period in seconds"),
+           ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
     responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
 pub async fn all(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = Params::parse(query.as_deref(), &POST_DAYS_PARAMS)?;
-    let job =
-        CleanupJob::All { days_old: params.days_old()?, min_age_secs: janitor_workers::job::DEFAULT_MIN_AGE.as_secs() };
+    let params = Params::parse(query.as_deref(), &POST_ALL_PARAMS)?;
+    let job = CleanupJob::All { days_old: params.days_old()?, min_age_secs: params.min_age(state.min_grace)? };
     submit(&state, &actor, job, "all", &params).await
 }
 

@@ -43,6 +43,8 @@ pub struct AppState {
     /// `None`: explicitly unauthenticated (loopback only).
     pub tokens: Option<Arc<Tokens>>,
     pub limits: Arc<RateLimiter>,
+    /// The shortest orphan grace period a request may ask for.
+    pub min_grace: std::time::Duration,
 }
 
 /// The token name of an authenticated request (set by [`audit::gate`]).

@@ -58,6 +58,22 @@ impl Params {
         DaysOld::new(days).map_err(|_| ApiError::invalid("days_old", message))
     }
 
+    /// `min_age`, an orphan grace period in seconds (default one hour): at
+    /// least `floor` (the `--min-grace` setting), at most 3650 days.
+    pub fn min_age(&self, floor: Duration) -> Result<u64, ApiError> {
+        let Some(raw) = self.get("min_age") else {
+            return Ok(janitor_workers::job::DEFAULT_MIN_AGE.as_secs());
+        };
+        let max = janitor_workers::job::MAX_DURATION_SECS;
+        let message =
+            format!("must be a number of seconds from {} (the minimum grace period) to {max}", floor.as_secs());
+        let secs: u64 = raw.parse().map_err(|_| ApiError::invalid("min_age", message.clone()))?;
+        if secs < floor.as_secs() || janitor_workers::job::check_min_age(secs).is_err() {
+            return Err(ApiError::invalid("min_age", message));
+        }
+        Ok(secs)
+    }
+
     /// `wait=true` with its `timeout` (seconds, default 60, at most 300).
     pub fn wait(&self) -> Result<Option<Duration>, ApiError> {
         let timeout = match self.get("timeout") {
@@ -107,5 +123,24 @@ mod tests {
         assert_eq!(ok.days_old().unwrap().get(), 7);
         assert_eq!(ok.wait().unwrap(), Some(Duration::from_secs(5)));
         assert!(!ok.flag("dry_run").unwrap(), "dry_run defaults to false");
+    }
+
+    #[test]
+    fn min_age_is_bounded_by_the_grace_floor_and_ten_years() {
+        let floor = Duration::from_secs(600);
+        for bad in [
+            "min_age=0",
+            "min_age=599",
+            "min_age=-1",
+            "min_age=315360001",
+            "min_age=1e9",
+            "min_age=99999999999999999999",
+        ] {
+            let params = Params::parse(Some(bad), &["min_age"]).unwrap();
+            assert_eq!(field(params.min_age(floor).unwrap_err()), "min_age", "{bad}");
+        }
+        let params = Params::parse(Some("min_age=600"), &["min_age"]).unwrap();
+        assert_eq!(params.min_age(floor).unwrap(), 600);
+        assert_eq!(Params::default().min_age(floor).unwrap(), 3600);
     }
 }

@@ -71,6 +71,12 @@ async fn bad_input_is_422_naming_the_field_and_enqueues_nothing(pool: PgPool) {
         ("/expired?dry_run=1&dry_run=0".to_owned(), "dry_run"),
         ("/expired?wait=true&timeout=0".to_owned(), "timeout"),
         ("/all?wait=true&timeout=301".to_owned(), "timeout"),
+        ("/orphaned?min_age=0".to_owned(), "min_age"),
+        ("/orphaned?min_age=599".to_owned(), "min_age"),
+        ("/orphaned?min_age=315360001".to_owned(), "min_age"),
+        ("/orphaned?min_age=-1".to_owned(), "min_age"),
+        ("/all?min_age=18446744073709551616".to_owned(), "min_age"),
+        ("/expired?min_age=3600".to_owned(), "min_age"),
     ];
     for (path, field) in &cases {
         let response = api.post(path, Some(OPS.1)).await;
@@ -86,6 +92,8 @@ async fn bad_input_is_422_naming_the_field_and_enqueues_nothing(pool: PgPool) {
     accepted_job(&api.post(&format!("/session/{}", "a".repeat(255)), Some(OPS.1)).await);
     accepted_job(&api.post("/old-results?days_old=1", Some(OPS.1)).await);
     accepted_job(&api.post("/old-results?days_old=36500", Some(OPS.1)).await);
+    accepted_job(&api.post("/orphaned?min_age=600", Some(OPS.1)).await);
+    accepted_job(&api.post("/all?min_age=315360000", Some(OPS.1)).await);
     api.finish().await;
 }
 

@@ -164,7 +164,7 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
         Arc::new(Tokens::new(tokens).unwrap())
     });
     let limits = Arc::new(RateLimiter::parse(&config.rate_limits).unwrap());
-    AppState { pool, producer, redis, tokens, limits }
+    AppState { pool, producer, redis, tokens, limits, min_grace: janitor_workers::engine::DEFAULT_MIN_GRACE }
 }
 
 /// The job id of a 202, checking the rest of its shape.

@@ -6,20 +6,25 @@ use sqlx::PgPool;
 use crate::binary::Janitor;
 use crate::support::{count_images, insert_image, seed_expired, Image, Store};
 
+/// A grace period short enough to wait out in a test.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn orphans_go_to_quarantine_and_restore_puts_them_back(pool: PgPool) {
     let store = Store::new();
     insert_image(&pool, Some(&store), &Image::permanent("templates/keep.png", 1)).await;
-    store.write_old("photos/a/orphan.jpg", 3);
+    store.write("photos/a/orphan.jpg", 3);
+    store.wait_until_older(&["photos/a/orphan.jpg"], GRACE).await;
     let janitor = Janitor::new(&pool, &store);
 
     // One orphan in two files is far past the default 20%: refused, untouched.
-    let refused = janitor.run(&["run", "orphaned", "--json"]).await;
+    let refused = janitor.run(&["run", "orphaned", "--json", "--min-age", "1s", "--min-grace", "1s"]).await;
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stdout.contains("refusing: 50% of 2 files look orphaned"), "{}", refused.stdout);
     assert!(store.exists("photos/a/orphan.jpg"));
 
-    let result = janitor.json(&["run", "orphaned", "--max-orphan-ratio", "1", "--json"], 0).await;
+    let sweep = ["run", "orphaned", "--max-orphan-ratio", "1", "--json", "--min-age", "1s", "--min-grace", "1s"];
+    let result = janitor.json(&sweep, 0).await;
     assert_eq!(result["deleted_count"], 1);
     let job_id = result["job_id"].as_str().unwrap().to_owned();
     assert!(!store.exists("photos/a/orphan.jpg"));

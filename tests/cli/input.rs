@@ -10,6 +10,8 @@ use crate::support::{count_images, insert_image, insert_task, Image, Store, Task
 /// Seeds one of everything a cleanup could remove, runs `args`, and checks
 /// that the run was refused with `message` and touched nothing.
 async fn assert_refused(pool: &PgPool, args: &[&str], message: &str) {
+    // A test may check several refusals: each starts from the same seed.
+    sqlx::raw_sql("DELETE FROM face_swap_tasks; DELETE FROM images").execute(pool).await.unwrap();
     let store = Store::new();
     insert_image(pool, Some(&store), &Image::expired("photos/expired.jpg", 10).session("s1")).await;
     let result = insert_image(pool, Some(&store), &Image::permanent("results/old.jpg", 10)).await;
@@ -67,6 +69,32 @@ async fn zero_days_old_is_refused_for_all(pool: PgPool) {
 async fn unparseable_min_age_is_refused(pool: PgPool) {
     let args = ["run", "orphaned", "--min-age", "bogus"];
     assert_refused(&pool, &args, "invalid duration \"bogus\"").await;
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_grace_period_below_the_minimum_is_refused(pool: PgPool) {
+    for args in [
+        &["run", "orphaned", "--min-age", "0s"][..],
+        &["run", "all", "--min-age", "9m"],
+        &["enqueue", "orphaned", "--min-age", "1m"],
+        &["run", "orphaned", "--min-age", "30m", "--min-grace", "1h"],
+    ] {
+        assert_refused(&pool, args, "is shorter than the minimum grace period").await;
+    }
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn huge_or_zero_durations_are_refused(pool: PgPool) {
+    let cases: [(&[&str], &str); 5] = [
+        (&["run", "orphaned", "--min-age", "3651d"], "min_age must be at most 3650 days"),
+        (&["run", "all", "--min-age", "100000000y"], "--min-age"),
+        (&["enqueue", "orphaned", "--min-age", "9999999999999s"], "min_age must be at most 3650 days"),
+        (&["run", "purge-trash", "--retention", "0s"], "retention must be from 1 hour to 3650 days"),
+        (&["run", "purge-trash", "--retention", "3651d"], "retention must be from 1 hour to 3650 days"),
+    ];
+    for (args, message) in cases {
+        assert_refused(&pool, args, message).await;
+    }
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]

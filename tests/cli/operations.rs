@@ -69,10 +69,12 @@ async fn all_nests_each_phase_and_the_totals(pool: PgPool) {
     let store = Store::new();
     insert_image(&pool, Some(&store), &Image::expired("photos/expired.jpg", 10)).await;
     old_result(&pool, &store, "results/old.jpg", 40).await;
-    store.write_old("templates/orphan.jpg", 30);
+    store.write("templates/orphan.jpg", 30);
+    store.wait_until_older(&["templates/orphan.jpg"], std::time::Duration::from_secs(1)).await;
     store.write("photos/new-orphan.jpg", 5);
 
-    let result = Janitor::new(&pool, &store).json(&["run", "all", "--json", "--max-orphan-ratio", "1"], 0).await;
+    let args = ["run", "all", "--json", "--max-orphan-ratio", "1", "--min-age", "1s", "--min-grace", "1s"];
+    let result = Janitor::new(&pool, &store).json(&args, 0).await;
 
     assert_eq!(result["operation"], "cleanup_all");
     assert_eq!(result["status"], "completed");

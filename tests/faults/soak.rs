@@ -37,7 +37,7 @@ const ORPHAN_SIZE: i64 = 7;
 /// When the survivor's memory is first sampled (after warm-up).
 const WARM_UP: Duration = Duration::from_secs(15);
 
-const WORKER: [(&str, &str); 7] = [
+const WORKER: [(&str, &str); 8] = [
     ("JANITOR_LEASE", "3s"),
     ("JANITOR_RECONCILE_INTERVAL", "1s"),
     ("JANITOR_RETRY_BASE", "200ms"),
@@ -46,15 +46,23 @@ const WORKER: [(&str, &str); 7] = [
     // Most files here are orphans on purpose.
     ("JANITOR_MAX_ORPHAN_RATIO", "1"),
     ("JANITOR_DB_CONNECTIONS", "10"),
+    // The orphans are made old by waiting, so the grace period is short.
+    ("JANITOR_MIN_GRACE", "1s"),
 ];
+
+/// The orphan grace period of the soak's sweeps.
+const GRACE: Duration = Duration::from_secs(1);
 
 /// Seeds everything but the sessions; returns the number of rows that must
 /// survive.
 async fn seed(env: &Env) -> i64 {
     seed_expired(&env.pool, &env.store, "bulk", EXPIRED, SIZE).await;
-    for i in 0..ORPHANS {
-        env.store.write_old(&format!("templates/orphans/{}/{i}.png", i / 200), ORPHAN_SIZE as usize);
+    let orphans: Vec<String> = (0..ORPHANS).map(|i| format!("templates/orphans/{}/{i}.png", i / 200)).collect();
+    for path in &orphans {
+        env.store.write(path, ORPHAN_SIZE as usize);
     }
+    let orphans: Vec<&str> = orphans.iter().map(String::as_str).collect();
+    env.store.wait_until_older(&orphans, GRACE).await;
     for i in 0..OLD_RESULTS {
         env.store.write(&format!("results/old/{i}.png"), SIZE as usize);
     }
@@ -170,8 +178,8 @@ async fn a_soak_with_a_killed_worker_loses_no_job_and_counts_exactly(pool: PgPoo
     let redis = redis::Client::open(env.redis_url.as_str()).unwrap();
     let producer = Producer::connect(env.pool.clone(), redis, Layout::new(&env.prefix)).await.unwrap();
     let mut workers = vec![env.worker(&[], &WORKER), env.worker(&[], &WORKER)];
-    let all = CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: 3600 };
-    let sweep = CleanupJob::Orphaned { min_age_secs: 3600 };
+    let all = CleanupJob::All { days_old: DaysOld::new(30).unwrap(), min_age_secs: GRACE.as_secs() };
+    let sweep = CleanupJob::Orphaned { min_age_secs: GRACE.as_secs() };
     let mut jobs = Vec::new();
     for job in [all, sweep] {
         jobs.push(producer.enqueue(&JobSpec::new(job, false), Some("soak")).await.unwrap().job_id);

@@ -202,6 +202,40 @@ async fn bad_messages_are_dead_lettered_and_the_worker_goes_on(pool: PgPool) {
     env.cleanup_keys().await;
 }
 
+/// Durations out of range (a grace period of centuries, a retention of
+/// zero) are bad input on the queue too: dead-lettered with the reason,
+/// never run, never a panic in time arithmetic.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn out_of_range_durations_are_dead_lettered(pool: PgPool) {
+    let env = Env::new(pool);
+    let worker = env.worker(&[], &[]);
+    let bulk = Layout::new(&env.prefix).stream(Lane::Bulk);
+    let bad = [
+        (r#"{"op":"orphaned","min_age_secs":18446744073709551615}"#, "min_age must be at most 3650 days"),
+        (r#"{"op":"all","min_age_secs":400000000}"#, "min_age must be at most 3650 days"),
+        (r#"{"op":"orphaned","min_age_secs":-5}"#, "expected u64"),
+        (r#"{"op":"purge-trash","retention_secs":0}"#, "retention must be from 1 hour"),
+    ];
+    let mut expected = HashMap::new();
+    for (job, reason) in bad {
+        let id: String = env.redis().await.xadd(&bulk, "*", &[("job", job)]).await.unwrap();
+        expected.insert(id, reason);
+    }
+    wait_until("four dead letters", Duration::from_secs(20), || async {
+        dead_letters(&env, Lane::Bulk).await.len() == 4
+    })
+    .await;
+    for (source, reason) in dead_letters(&env, Lane::Bulk).await {
+        let wanted = expected[&source];
+        assert!(reason.contains(wanted), "{source}: {reason:?} should mention {wanted:?}");
+    }
+    assert_eq!(status_counts(&env).await.values().sum::<i64>(), 0, "bad messages leave no rows");
+
+    worker.signal("TERM").await;
+    assert_eq!(worker.exit_code(Duration::from_secs(15)).await, Some(0));
+    env.cleanup_keys().await;
+}
+
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_session_cleanup_starts_at_once_behind_a_long_job(pool: PgPool) {
     let env = Env::new(pool);
