@@ -195,46 +195,33 @@ async fn a_row_committed_after_the_scan_protects_its_file(pool: PgPool) {
 }
 
 /// The check before the move and the move are not under one lock: a row
-/// the application commits between them must not leave its file in the
-/// trash. Pacing (one file a second) stretches the time between batches.
+/// the application commits in between finds its file already in the trash.
+/// The check after the move brings it back. Here the sweep stopped right
+/// after moving the first of its pending files, before that check, and the
+/// application committed a row for it meanwhile.
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn a_row_committed_during_the_sweep_keeps_its_file_in_place(pool: PgPool) {
-    let store = store_with(&pool, 10, 3).await;
-    let settings = EngineSettings {
-        batch_size: 1,
-        max_deletes_per_sec: Some(1),
-        max_orphan_ratio: 1.0,
-        ..EngineSettings::default()
-    };
-    let engine = engine(&pool, &store, settings);
-    let sweep = tokio::spawn({
-        let engine = engine.clone();
-        async move { run(&engine, &orphans()).await }
-    });
-    // Once the first orphan is in the trash, the application claims the
-    // other two.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !trashed(&store, "photos/o/0.jpg") {
-        assert!(std::time::Instant::now() < deadline, "the sweep moved nothing");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    for i in [1, 2] {
-        insert_image(&pool, None, &Image::permanent(&format!("photos/o/{i}.jpg"), 1)).await;
-    }
-    let record = sweep.await.unwrap();
+async fn a_file_moved_to_the_trash_that_a_row_now_refers_to_goes_back(pool: PgPool) {
+    use janitor_workers::progress::{Census, PendingOrphans, Progress};
+    use janitor_workers::results::{self, Start};
+    let store = store_with(&pool, 10, 2).await;
+    let job = orphans();
+    let job_id = uuid::Uuid::new_v4();
+    let Start::Run(lease, _, now) = results::start(&pool, job_id, &job, "test", None).await.unwrap() else { panic!() };
+    let mut progress = Progress::new(now, 1, 10);
+    progress.checkpoint.census = Some(Census { files: 12, candidates: 2, bytes: 2 });
+    let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
+    progress.checkpoint.pending = Some(PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 0 });
+    results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
+    let trashed = format!(".janitor-trash/{job_id}/photos/o/0.jpg");
+    std::fs::create_dir_all(store.path(&trashed).parent().unwrap()).unwrap();
+    std::fs::rename(store.path("photos/o/0.jpg"), store.path(&trashed)).unwrap();
+    insert_image(&pool, None, &Image::permanent("photos/o/0.jpg", 1)).await;
 
+    let record = crate::harness::run_as(&engine(&pool, &store, EngineSettings::default()), job_id, &job).await;
     assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1), "{:?}", record.errors);
-    for i in [1, 2] {
-        let path = format!("photos/o/{i}.jpg");
-        assert!(store.exists(&path), "{path} has a row now and stays where it is");
-        assert!(!trashed(&store, &path), "{path} is not in the trash");
-    }
-}
-
-/// Whether `path` is in some job's trash folder.
-fn trashed(store: &Store, path: &str) -> bool {
-    let Ok(jobs) = std::fs::read_dir(store.path(".janitor-trash")) else { return false };
-    jobs.flatten().any(|job| job.path().join(path).exists())
+    assert!(store.exists("photos/o/0.jpg"), "the file a row refers to is back in place");
+    assert!(!store.exists(&trashed));
+    assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/o/1.jpg")), "the orphan stays in the trash");
 }
 
 /// A grace period under the floor (`min_grace`) is refused by the engine
