@@ -1,0 +1,213 @@
+//! The invariants, checked once the queue has drained, against the
+//! simulator's own record of what it committed (never against janitor's
+//! reports). Each violation names the ids, paths, statuses and jobs
+//! involved.
+//!
+//! - I1: an image that a pending or processing task uses keeps its row and
+//!   its file.
+//! - I2: nothing outside the storage root changes.
+//! - I3: once its job has finished, a deleted row's file is gone.
+//! - I4: every job's counts equal what it deleted; every job finishes.
+//! - I5: a live row keeps its file (no sweep takes a file whose row came
+//!   within the grace period; deleting one row does not take another's file).
+//! - I6: a job deletes only rows it selects (old results: no newer or active
+//!   task shares the image; expired: past `expires_at`; session: that session).
+//! - W: workers exit only when told to, and promptly when told to.
+//! - H: the harness's own assumptions (a broken one makes the run meaningless).
+
+mod counts;
+mod selection;
+
+use std::collections::BTreeMap;
+
+use crate::facts::Facts;
+use crate::model::{active, Model};
+use crate::world::{World, MIN_AGE};
+
+pub const I1: &str = "I1 an image in use keeps its row and its file";
+pub const I2: &str = "I2 nothing outside the storage root changes";
+pub const I3: &str = "I3 a deleted row's file is gone once its job has finished";
+pub const I4: &str = "I4 counts equal what was deleted; no job stuck";
+pub const I5: &str = "I5 a live row keeps its file";
+pub const I6: &str = "I6 a job deletes only what it selects";
+pub const W: &str = "W workers exit only when told to, and promptly";
+pub const H: &str = "H the harness's assumptions";
+
+const COLUMNS: [&str; 4] = ["husband_photo_id", "wife_photo_id", "template_id", "result_image_id"];
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub violations: BTreeMap<&'static str, Vec<String>>,
+    /// Findings that are allowed (documented limits), shown for judgement.
+    pub notes: Vec<String>,
+    pub summary: Vec<String>,
+}
+
+impl Report {
+    pub fn add(&mut self, invariant: &'static str, text: String) {
+        self.violations.entry(invariant).or_default().push(text);
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The violations, at most `cap` per invariant.
+    pub fn render(&self, cap: usize) -> String {
+        let mut out = String::new();
+        for (invariant, found) in &self.violations {
+            out.push_str(&format!("\n== {invariant}: {} violation(s)\n", found.len()));
+            for text in found.iter().take(cap) {
+                out.push_str(&format!("  - {text}\n"));
+            }
+            if found.len() > cap {
+                out.push_str(&format!("  … and {} more\n", found.len() - cap));
+            }
+        }
+        out
+    }
+}
+
+/// Checks every invariant; `drained` holds what the drain found (stuck jobs,
+/// workers that would not stop).
+pub async fn check(world: &World, drained: Vec<(&'static str, String)>) -> Report {
+    let facts = Facts::read(&world.env.pool, world.env.store.root()).await.expect("the oracle reads the database");
+    let mut report = Report::default();
+    for (invariant, text) in drained {
+        report.add(invariant, text);
+    }
+    for change in world.sentinel.changes() {
+        report.add(I2, format!("outside the root, in the sentinel folder {}: {change}", world.sentinel.path().display()));
+    }
+    let model = world.model();
+    for (seen, image) in &model.seen {
+        let how = match image {
+            Some(image) if facts.images.contains_key(image) => {
+                let place = model.images[image].place.clone().unwrap_or_default();
+                taken_by(&facts, &model, &place)
+            }
+            Some(image) => format!("; {}", facts.how_deleted(*image)),
+            None => String::new(),
+        };
+        report.add(if seen.starts_with("I1") { I1 } else { W }, format!("{seen}{how}"));
+    }
+    in_use(&facts, &model, &mut report);
+    deleted_files(&facts, &model, &mut report);
+    live_files(&facts, &model, &mut report);
+    counts::check(&facts, &model, &mut report);
+    selection::check(&facts, &model, &mut report);
+    report
+}
+
+/// I1, as the simulator committed it, and as each deleting transaction saw
+/// the tasks.
+fn in_use(facts: &Facts, model: &Model, report: &mut Report) {
+    for (id, task) in model.tasks.iter().filter(|(_, t)| active(t.status)) {
+        let Some(row) = facts.tasks.get(id) else {
+            report.add(H, format!("task {id} that the simulator made is gone"));
+            continue;
+        };
+        if row.status != task.status {
+            report.add(H, format!("task {id} is {} in the database but {} in the model", row.status, task.status));
+            continue;
+        }
+        for r in &task.refs {
+            let column = COLUMNS.iter().position(|c| *c == r.column).unwrap();
+            let image = &model.images[&r.image];
+            let what = format!(
+                "task {id} ({}, active since simulator commit #{}) uses image {} ({}, {}, stored {:?})",
+                task.status, task.since, r.image, r.column, image.kind, image.stored
+            );
+            let now = row.columns[column];
+            if now != Some(r.image) || !facts.images.contains_key(&r.image) {
+                report.add(I1, format!("{what}: the column is now {now:?}; {}", facts.how_deleted(r.image)));
+            } else if let Some(place) = image.place.as_ref().filter(|p| r.file_checked && !facts.store.contains(*p)) {
+                report.add(I1, format!("{what}: its file {place} is gone from the store{}", taken_by(facts, model, place)));
+            }
+        }
+    }
+    for (image, deletion) in &facts.deletions {
+        let users = deletion.users.as_array().cloned().unwrap_or_default();
+        let busy: Vec<_> = users.iter().filter(|u| u["status"].as_str().is_some_and(active)).collect();
+        if !busy.is_empty() {
+            report.add(
+                I1,
+                format!(
+                    "image {image} (stored {:?}) was deleted while the database showed active tasks using it: {}",
+                    deletion.path,
+                    facts.how_deleted(*image)
+                ),
+            );
+        }
+    }
+}
+
+/// Where a file went, if a sweep took it.
+fn taken_by(facts: &Facts, model: &Model, place: &str) -> String {
+    let swept: Vec<String> = model
+        .snapshots
+        .iter()
+        .filter(|(_, snapshot)| snapshot.files.contains(place))
+        .map(|(job, _)| facts.jobs.get(job).map(|j| j.describe()).unwrap_or_else(|| job.to_string()))
+        .collect();
+    if swept.is_empty() {
+        String::new()
+    } else {
+        format!(" (taken as an orphan by {})", swept.join(", "))
+    }
+}
+
+/// I3: the simulator's rows that are gone have no file left in the store,
+/// unless another live row names the same file or the operator restored it.
+fn deleted_files(facts: &Facts, model: &Model, report: &mut Report) {
+    let named = facts.named_paths();
+    let restored = model.restored_paths();
+    for (id, image) in model.images.iter().filter(|(id, _)| !facts.images.contains_key(id)) {
+        let Some(place) = &image.place else { continue };
+        if facts.store.contains(place) && !named.contains_key(place) && !restored.contains(place) {
+            report.add(
+                I3,
+                format!(
+                    "image {id} ({}, stored {:?}) is deleted but its file {place} is still in the store; {}",
+                    image.kind,
+                    image.stored,
+                    facts.how_deleted(*id)
+                ),
+            );
+        }
+    }
+}
+
+/// I5: a live row whose file was there when it committed still has it,
+/// unless a documented limit explains the loss (then it is a note).
+fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
+    for (id, image) in model.images.iter().filter(|(id, i)| facts.images.contains_key(id) && i.file_at_insert) {
+        let Some(place) = &image.place else { continue };
+        if facts.store.contains(place) {
+            continue;
+        }
+        let what = format!(
+            "the file {place} of live image {id} ({}, stored {:?}{})",
+            image.kind,
+            image.stored,
+            if image.old_mtime { ", written with an old mtime as cp -p does" } else { "" }
+        );
+        let swept = taken_by(facts, model, place);
+        let sharer = model
+            .images
+            .iter()
+            .find(|(other, i)| *other != id && i.place.as_ref() == Some(place) && facts.deletions.contains_key(other));
+        if !swept.is_empty() && image.row_within_grace {
+            report.add(I5, format!("{what} is gone{swept}, though the row was committed less than {MIN_AGE:?} after the file was written"));
+        } else if let Some((other, i)) = sharer {
+            report.add(I5, format!("{what} is gone: it was unlinked with image {other} (stored {:?}), {}", i.stored, facts.how_deleted(*other)));
+        } else if !swept.is_empty() {
+            report.notes.push(format!("{what} is gone{swept}; the simulator was slow to commit its row (allowed)"));
+        } else {
+            report.notes.push(format!(
+                "{what} is gone and no sweep or row deletion explains it (the README's known limit: a batch unlinked it, \
+                 rolled back, and the row no longer qualified when the job resumed)"
+            ));
+        }
+    }
+}
