@@ -180,7 +180,10 @@ async fn read_jobs(pool: &PgPool) -> sqlx::Result<BTreeMap<Uuid, Job>> {
             .map(|phases| {
                 phases
                     .iter()
-                    .map(|p| Count { rows: p["deleted"].as_i64().unwrap_or(0), bytes: p["bytes"].as_i64().unwrap_or(0) })
+                    .map(|p| Count {
+                        rows: p["deleted"].as_i64().unwrap_or(0),
+                        bytes: p["bytes"].as_i64().unwrap_or(0),
+                    })
                     .collect()
             })
             .unwrap_or_default();

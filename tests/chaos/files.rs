@@ -89,11 +89,26 @@ pub fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
 }
 
 /// One entry of the sentinel folder as the oracle compares it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Entry {
     Dir,
     File { bytes: Vec<u8>, modified: SystemTime },
     Link(PathBuf),
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Dir => write!(f, "a folder"),
+            Entry::File { bytes, modified } => write!(
+                f,
+                "a file of {} bytes modified {}",
+                bytes.len(),
+                chrono::DateTime::<chrono::Utc>::from(*modified)
+            ),
+            Entry::Link(target) => write!(f, "a symlink to {}", target.display()),
+        }
+    }
 }
 
 /// A folder outside the storage root: files, a folder of "secrets" that a

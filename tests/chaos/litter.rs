@@ -27,7 +27,8 @@ pub async fn run(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
                     if let Some((done, _)) = previous {
                         model.closed_folders.insert(done);
                     }
-                    let category = pick(&mut rng, &[("photos", 3), ("templates", 1), ("preprocessed", 1), ("results", 1)]);
+                    let category =
+                        pick(&mut rng, &[("photos", 3), ("templates", 1), ("preprocessed", 1), ("results", 1)]);
                     (format!("{category}/litter/g{}", model.next_name()), rng.gen_range(1..=4))
                 }
             };
@@ -76,7 +77,7 @@ pub async fn operate(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(pause(&mut rng, 1500, 4000)) => {}
+            () = tokio::time::sleep(pause(&mut rng, 3000, 8000)) => {}
         }
         let candidates: Vec<(uuid::Uuid, Vec<String>)> = {
             let model = world.model();

@@ -54,7 +54,13 @@ const DRAIN: Duration = Duration::from_secs(240);
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn janitor_keeps_its_invariants_under_load_and_faults(pool: PgPool) {
     let plan = Plan::from_env();
-    eprintln!("chaos: seed {} for {} s{}\n{}", plan.seed, plan.seconds, if plan.replayed { " (replayed)" } else { "" }, plan.replay());
+    eprintln!(
+        "chaos: seed {} for {} s{}\n{}",
+        plan.seed,
+        plan.seconds,
+        if plan.replayed { " (replayed)" } else { "" },
+        plan.replay()
+    );
     let mut rng = plan.rng();
     let world = Arc::new(World::new(pool, plan.clone(), &mut rng).await);
     let watching = CancellationToken::new();
@@ -154,14 +160,14 @@ async fn drain(world: &World) -> Vec<(&'static str, String)> {
 }
 
 async fn stuck_jobs(world: &World) -> Vec<String> {
-    let rows: Vec<(uuid::Uuid, String, String, i32, Option<String>, Option<String>, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as(
-            "SELECT job_id, operation, status, attempts, worker, last_error, updated_at FROM job_results
+    type Stuck = (uuid::Uuid, String, String, i32, Option<String>, Option<String>, chrono::DateTime<chrono::Utc>);
+    let rows: Vec<Stuck> = sqlx::query_as(
+        "SELECT job_id, operation, status, attempts, worker, last_error, updated_at FROM job_results
              WHERE status IN ('queued', 'running') ORDER BY created_at",
-        )
-        .fetch_all(&world.env.pool)
-        .await
-        .unwrap();
+    )
+    .fetch_all(&world.env.pool)
+    .await
+    .unwrap();
     rows.into_iter()
         .map(|(id, op, status, attempts, worker, error, updated)| {
             format!(
@@ -174,12 +180,11 @@ async fn stuck_jobs(world: &World) -> Vec<String> {
 
 /// What the round did, for the log.
 async fn summary(world: &World, report: &Report, round: usize, rounds: usize, took: Duration) -> String {
-    let jobs: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT operation, status, count(*) FROM job_results GROUP BY 1, 2 ORDER BY 1, 2",
-    )
-    .fetch_all(&world.env.pool)
-    .await
-    .unwrap();
+    let jobs: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT operation, status, count(*) FROM job_results GROUP BY 1, 2 ORDER BY 1, 2")
+            .fetch_all(&world.env.pool)
+            .await
+            .unwrap();
     let failures: Vec<(String, String)> = sqlx::query_as(
         "SELECT operation, left(coalesce(last_error, ''), 160) FROM job_results WHERE status = 'failed' LIMIT 5",
     )

@@ -5,8 +5,8 @@
 //! committed, and each task has one writer (the flipper), so the order of a
 //! task's entries is its commit order.
 
-use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// One image row the simulator inserted.
@@ -143,9 +143,9 @@ impl Model {
         *self.stats.faults.entry(name).or_default() += 1;
     }
 
-    /// Image ids whose kind is one of `kinds` (any kind if empty).
+    /// Image ids whose kind is one of `kinds`, newest first.
     pub fn images_of(&self, kinds: &[&str]) -> Vec<i64> {
-        self.images.iter().filter(|(_, image)| kinds.is_empty() || kinds.contains(&image.kind)).map(|(id, _)| *id).collect()
+        self.images.iter().rev().filter(|(_, image)| kinds.contains(&image.kind)).map(|(id, _)| *id).collect()
     }
 
     /// Every store path the operator's restores put back (or tried to).

@@ -77,14 +77,15 @@ pub async fn check(world: &World, drained: Vec<(&'static str, String)>) -> Repor
         report.add(invariant, text);
     }
     for change in world.sentinel.changes() {
-        report.add(I2, format!("outside the root, in the sentinel folder {}: {change}", world.sentinel.path().display()));
+        report
+            .add(I2, format!("outside the root, in the sentinel folder {}: {change}", world.sentinel.path().display()));
     }
     let model = world.model();
     for (seen, image) in &model.seen {
         let how = match image {
             Some(image) if facts.images.contains_key(image) => {
                 let place = model.images[image].place.clone().unwrap_or_default();
-                taken_by(&facts, &model, &place)
+                file_fate(&facts, &model, *image, &place)
             }
             Some(image) => format!("; {}", facts.how_deleted(*image)),
             None => String::new(),
@@ -122,7 +123,13 @@ fn in_use(facts: &Facts, model: &Model, report: &mut Report) {
             if now != Some(r.image) || !facts.images.contains_key(&r.image) {
                 report.add(I1, format!("{what}: the column is now {now:?}; {}", facts.how_deleted(r.image)));
             } else if let Some(place) = image.place.as_ref().filter(|p| r.file_checked && !facts.store.contains(*p)) {
-                report.add(I1, format!("{what}: its file {place} is gone from the store{}", taken_by(facts, model, place)));
+                report.add(
+                    I1,
+                    format!(
+                        "{what}: its file {place} is gone from the store{}",
+                        file_fate(facts, model, r.image, place)
+                    ),
+                );
             }
         }
     }
@@ -154,6 +161,24 @@ fn taken_by(facts: &Facts, model: &Model, place: &str) -> String {
         String::new()
     } else {
         format!(" (taken as an orphan by {})", swept.join(", "))
+    }
+}
+
+/// Where an image's file went: into a sweep's quarantine, or away with
+/// another row that names the same file.
+fn file_fate(facts: &Facts, model: &Model, image: i64, place: &str) -> String {
+    let swept = taken_by(facts, model, place);
+    if !swept.is_empty() {
+        return swept;
+    }
+    let sharer = model.images.iter().find(|(other, i)| {
+        **other != image && i.place.as_deref() == Some(place) && facts.deletions.contains_key(other)
+    });
+    match sharer {
+        Some((other, i)) => {
+            format!(" (unlinked with image {other}, stored {:?}: {})", i.stored, facts.how_deleted(*other))
+        }
+        None => String::new(),
     }
 }
 
@@ -200,7 +225,14 @@ fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
         if !swept.is_empty() && image.row_within_grace {
             report.add(I5, format!("{what} is gone{swept}, though the row was committed less than {MIN_AGE:?} after the file was written"));
         } else if let Some((other, i)) = sharer {
-            report.add(I5, format!("{what} is gone: it was unlinked with image {other} (stored {:?}), {}", i.stored, facts.how_deleted(*other)));
+            report.add(
+                I5,
+                format!(
+                    "{what} is gone: it was unlinked with image {other} (stored {:?}), {}",
+                    i.stored,
+                    facts.how_deleted(*other)
+                ),
+            );
         } else if !swept.is_empty() {
             report.notes.push(format!("{what} is gone{swept}; the simulator was slow to commit its row (allowed)"));
         } else {

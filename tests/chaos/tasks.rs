@@ -27,6 +27,8 @@ const PHOTOS: [&str; 10] =
     ["expired", "expiring", "session", "permanent", "fresh", "slash", "alias", "symlink", "linked", "outside"];
 
 type Returned = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+/// A task's id (or its result column before an update) and its four columns.
+type Row = (Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
 
 /// Creates tasks until told to stop.
 pub async fn create(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
@@ -46,8 +48,11 @@ pub async fn flip(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
     }
 }
 
+/// One of `ids` (newest first): mostly a recent one, since janitor deletes
+/// old ones soon and a task on a deleted image is refused.
 fn any(rng: &mut Rng, ids: &[i64]) -> Option<i64> {
-    (!ids.is_empty()).then(|| ids[rng.gen_range(0..ids.len())])
+    let recent = if rng.gen_bool(0.8) { ids.len().min(120) } else { ids.len() };
+    (recent > 0).then(|| ids[rng.gen_range(0..recent)])
 }
 
 /// Four columns' images for a new task.
@@ -61,9 +66,13 @@ fn choose_images(world: &World, rng: &mut Rng, finished: bool) -> [Option<i64>; 
     let wife = rng.gen_bool(0.5).then(|| pick_photo(rng)).flatten();
     let template = rng.gen_bool(0.3).then(|| any(rng, &templates)).flatten();
     // Recent results are shared most: the newest few.
-    let recent: Vec<i64> = results.iter().rev().take(8).copied().collect();
+    let recent: Vec<i64> = results.iter().take(8).copied().collect();
     let result = if rng.gen_bool(if finished { 0.9 } else { 0.15 }) {
-        if rng.gen_bool(0.4) { any(rng, &recent) } else { any(rng, &results) }
+        if rng.gen_bool(0.4) {
+            any(rng, &recent)
+        } else {
+            any(rng, &results)
+        }
     } else {
         None
     };
@@ -86,7 +95,7 @@ async fn create_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     if images.iter().all(Option::is_none) {
         return;
     }
-    let inserted: sqlx::Result<(i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+    let inserted: sqlx::Result<Row> = sqlx::query_as(
         "INSERT INTO face_swap_tasks (husband_photo_id, wife_photo_id, template_id, result_image_id, status, completed_at)
          VALUES ($1, $2, $3, $4, $5, CASE $6 WHEN 'old' THEN now() - interval '40 days'
                                              WHEN 'now' THEN now() - interval '1 hour' END)
@@ -102,7 +111,7 @@ async fn create_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     .await;
     let mut model = world.model();
     let (id, h, w, t, r) = match inserted {
-        Ok(row) => row,
+        Ok((id, h, w, t, r)) => (id.expect("a new task has an id"), h, w, t, r),
         Err(err) if is_foreign_key(&err) => {
             // An image janitor deleted meanwhile: the insert is refused.
             model.stats.tasks_refused += 1;
@@ -152,11 +161,8 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     let statuses: Vec<&'static str> =
         ["pending", "processing", "completed", "failed"].into_iter().filter(|s| *s != before.status).collect();
     let status = statuses[rng.gen_range(0..statuses.len())];
-    let completed = if active(status) {
-        pick(rng, &[("keep", 1), ("null", 1)])
-    } else {
-        pick(rng, &[("old", 1), ("now", 1)])
-    };
+    let completed =
+        if active(status) { pick(rng, &[("keep", 1), ("null", 1)]) } else { pick(rng, &[("old", 1), ("now", 1)]) };
     let result = if status == "completed" && rng.gen_bool(0.2) {
         let model = world.model();
         any(rng, &model.images_of(&["result"]))
@@ -164,13 +170,16 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
         None
     };
     let vanished = if active(before.status) { files_still_there(world, id, &before) } else { Vec::new() };
-    let returned: sqlx::Result<Returned> = sqlx::query_as(
-        "UPDATE face_swap_tasks SET status = $2,
+    // The result column as it was before this update (read under the row
+    // lock, so nothing can change it in between), and as it is after it.
+    let returned: sqlx::Result<Row> = sqlx::query_as(
+        "WITH old AS (SELECT id, result_image_id FROM face_swap_tasks WHERE id = $1 FOR UPDATE)
+         UPDATE face_swap_tasks t SET status = $2,
              completed_at = CASE $3 WHEN 'old' THEN now() - interval '40 days' WHEN 'now' THEN now()
-                                    WHEN 'null' THEN NULL ELSE completed_at END,
-             result_image_id = coalesce($4, result_image_id)
-         WHERE id = $1
-         RETURNING husband_photo_id, wife_photo_id, template_id, result_image_id",
+                                    WHEN 'null' THEN NULL ELSE t.completed_at END,
+             result_image_id = coalesce($4, t.result_image_id)
+         FROM old WHERE t.id = old.id
+         RETURNING t.husband_photo_id, t.wife_photo_id, t.template_id, old.result_image_id, t.result_image_id",
     )
     .bind(id)
     .bind(status)
@@ -178,8 +187,8 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     .bind(result)
     .fetch_one(&mut *conn)
     .await;
-    let returned = match returned {
-        Ok(returned) => returned,
+    let (before_update, returned) = match returned {
+        Ok((h, w, t, old_r, r)) => ((h, w, t, old_r), (h, w, t, r)),
         Err(err) if is_foreign_key(&err) => {
             world.model().stats.flips_refused += 1;
             return;
@@ -189,7 +198,7 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     let since = world.model().commit();
     let mut kept = before.refs.clone();
     if active(before.status) {
-        kept = rows_still_there(world, id, &before, returned, &vanished);
+        kept = rows_still_there(world, id, &before, before_update, &vanished);
     }
     let refs = match (active(before.status), active(status)) {
         (true, true) => kept,
@@ -224,8 +233,8 @@ fn files_still_there(world: &World, task: i64, before: &TaskRec) -> Vec<i64> {
     vanished
 }
 
-/// The flip's returned columns: an image the task had while active must
-/// not have been cleared (it was deleted while in use). Returns the refs
+/// The task's columns just before the flip changed them: an image the task
+/// had while active must not have been cleared (it was deleted while in use). Returns the refs
 /// still there, with the files already reported no longer checked.
 fn rows_still_there(world: &World, task: i64, before: &TaskRec, returned: Returned, vanished: &[i64]) -> Vec<Ref> {
     let (h, w, t, r) = returned;

@@ -135,7 +135,8 @@ fn plan_upload(world: &World, rng: &mut Rng) -> Option<Upload> {
             }
         }
         "linked" => {
-            let linked = format!("photos/ld{}/secret{}", rng.gen_range(0..LINKED_FOLDERS), rng.gen_range(0..SENTINEL_FILES));
+            let linked =
+                format!("photos/ld{}/secret{}", rng.gen_range(0..LINKED_FOLDERS), rng.gen_range(0..SENTINEL_FILES));
             upload.stored = linked.clone();
             upload.place = Some(linked);
             upload.writes = Writes::Nothing;

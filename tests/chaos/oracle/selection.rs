@@ -22,7 +22,12 @@ pub fn check(facts: &Facts, model: &Model, report: &mut Report) {
         let Some((job, phase)) = facts.deleted_by(*image) else { continue };
         let Some(job) = facts.jobs.get(&job) else { continue };
         let Some(record) = model.images.get(image) else { continue };
-        let what = format!("{} phase {phase} deleted image {image} ({}, stored {:?})", job.describe(), record.kind, record.stored);
+        let what = format!(
+            "{} phase {phase} deleted image {image} ({}, stored {:?})",
+            job.describe(),
+            record.kind,
+            record.stored
+        );
         let problem = match (job.operation.as_str(), phase) {
             ("cleanup_old_results", 0) | ("cleanup_all", 1) => match old_result(job, &deletion.users) {
                 Some((problem, tasks)) if changed_during(job, &tasks, model) => {
@@ -36,7 +41,9 @@ pub fn check(facts: &Facts, model: &Model, report: &mut Report) {
             },
             ("cleanup_expired_images", 0) | ("cleanup_all", 0) => match (record.expires_at, job.as_of) {
                 (Some(expires), Some(as_of)) if expires < as_of => None,
-                (expires, as_of) => Some(format!("it was not a temporary image expired before {as_of:?} (expires_at {expires:?})")),
+                (expires, as_of) => {
+                    Some(format!("it was not a temporary image expired before {as_of:?} (expires_at {expires:?})"))
+                }
             },
             ("cleanup_session", 0) => {
                 let session = job.params["session_id"].as_str();
@@ -86,11 +93,18 @@ fn old_result(job: &Job, users: &Value) -> Option<(String, (Vec<i64>, bool))> {
     }
     let newer: Vec<&Value> = users
         .iter()
-        .filter(|user| !active(user["status"].as_str().unwrap_or_default()) && finished_at(user).is_none_or(|at| at >= cutoff))
+        .filter(|user| {
+            !active(user["status"].as_str().unwrap_or_default()) && finished_at(user).is_none_or(|at| at >= cutoff)
+        })
         .collect();
     let shown: Vec<String> = newer
         .iter()
-        .map(|user| format!("task {} ({}, completed_at {}, {})", user["task"], user["status"], user["completed_at"], user["columns"]))
+        .map(|user| {
+            format!(
+                "task {} ({}, completed_at {}, {})",
+                user["task"], user["status"], user["completed_at"], user["columns"]
+            )
+        })
         .collect();
     (!newer.is_empty()).then(|| {
         let tasks = newer.iter().map(|u| task(u)).collect();
