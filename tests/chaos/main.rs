@@ -67,16 +67,30 @@ async fn janitor_keeps_its_invariants_under_load_and_faults(pool: PgPool) {
     let monitor = tokio::spawn(driver::monitor(Arc::clone(&world), watching.clone()));
     let rounds = plan.rounds();
     let mut failed = None;
+    let mut coverage = (0, 0);
     for (n, length) in rounds.iter().enumerate() {
         let started = Instant::now();
         run_round(&world, &mut rng, *length).await;
         let drained = drain(&world).await;
         let report = oracle::check(&world, drained).await;
         eprintln!("{}", summary(&world, &report, n + 1, rounds.len(), started.elapsed()).await);
+        coverage = report.coverage;
         if !report.is_clean() {
             failed = Some((n + 1, report));
             break;
         }
+    }
+    if failed.is_none() && plan.seconds >= 20 && (coverage.0 == 0 || coverage.1 == 0) {
+        let mut report = Report::default();
+        let (rows, orphans) = coverage;
+        report.add(
+            oracle::H,
+            format!(
+                "the run deleted {rows} rows and quarantined {orphans} orphans: it exercised nothing there \
+                 (are the jobs refused, or were the workers' settings renamed?)"
+            ),
+        );
+        failed = Some((rounds.len(), report));
     }
     watching.cancel();
     monitor.await.expect("the quarantine monitor ends cleanly");

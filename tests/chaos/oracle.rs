@@ -41,6 +41,9 @@ pub struct Report {
     /// Findings that are allowed (documented limits), shown for judgement.
     pub notes: Vec<String>,
     pub summary: Vec<String>,
+    /// Rows deleted and orphans quarantined so far: a run in which either
+    /// stays zero exercised nothing (jobs refused, settings renamed).
+    pub coverage: (i64, i64),
 }
 
 impl Report {

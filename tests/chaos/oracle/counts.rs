@@ -83,6 +83,7 @@ fn rows(facts: &Facts, model: &Model, report: &mut Report) {
         );
     }
     report.summary.push(format!("rows: {vanished} deleted, {reported} counted by jobs"));
+    report.coverage.0 = vanished;
 }
 
 fn orphans(facts: &Facts, model: &Model, report: &mut Report) {
@@ -152,6 +153,7 @@ fn orphans(facts: &Facts, model: &Model, report: &mut Report) {
     {
         report.notes.push(format!("janitor restore {} did not succeed: {}", restore.job, restore.output));
     }
+    report.coverage.1 = quarantined;
     let restores: usize = model.restores.iter().map(|r| r.moved.len()).sum();
     report.summary.push(format!(
         "orphans: {counted} counted by sweeps, {quarantined} found in their quarantine folders, {restores} restored by the operator"
