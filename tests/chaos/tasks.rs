@@ -112,8 +112,7 @@ async fn create_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     let mut model = world.model();
     let (id, h, w, t, r) = match inserted {
         Ok((id, h, w, t, r)) => (id.expect("a new task has an id"), h, w, t, r),
-        Err(err) if is_foreign_key(&err) => {
-            // An image janitor deleted meanwhile: the insert is refused.
+        Err(err) if refused(&err) => {
             model.stats.tasks_refused += 1;
             return;
         }
@@ -142,8 +141,12 @@ fn checked_refs(world: &World, returned: Returned) -> Vec<Ref> {
         .collect()
 }
 
-fn is_foreign_key(err: &sqlx::Error) -> bool {
-    err.as_database_error().and_then(|e| e.code()).is_some_and(|code| code == "23503")
+/// Whether the statement was refused and changed nothing: an image janitor
+/// deleted meanwhile (foreign key), or a lock conflict with janitor's
+/// batch that Postgres broke (deadlock, lock timeout).
+fn refused(err: &sqlx::Error) -> bool {
+    let code = err.as_database_error().and_then(|e| e.code());
+    code.is_some_and(|code| matches!(code.as_ref(), "23503" | "40P01" | "40001" | "55P03"))
 }
 
 async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
@@ -189,7 +192,7 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     .await;
     let (before_update, returned) = match returned {
         Ok((h, w, t, old_r, r)) => ((h, w, t, old_r), (h, w, t, r)),
-        Err(err) if is_foreign_key(&err) => {
+        Err(err) if refused(&err) => {
             world.model().stats.flips_refused += 1;
             return;
         }
