@@ -149,20 +149,24 @@ fn refused(err: &sqlx::Error) -> bool {
     code.is_some_and(|code| matches!(code.as_ref(), "23503" | "40P01" | "40001" | "55P03"))
 }
 
-async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
-    let (id, before) = {
-        let model = world.model();
-        if model.tasks.is_empty() {
-            return;
-        }
-        // Mostly recent tasks (they hold the images janitor is after).
-        let ids: Vec<i64> = model.tasks.keys().copied().collect();
-        let newest = ids.len().saturating_sub(60);
-        let index = if rng.gen_bool(0.7) { rng.gen_range(newest..ids.len()) } else { rng.gen_range(0..ids.len()) };
-        (ids[index], model.tasks[&ids[index]].clone())
-    };
+/// A task to flip (mostly a recent one: they hold the images janitor is
+/// after), as the model has it.
+fn choose_task(world: &World, rng: &mut Rng) -> Option<(i64, TaskRec)> {
+    let model = world.model();
+    let ids: Vec<i64> = model.tasks.keys().copied().collect();
+    if ids.is_empty() {
+        return None;
+    }
+    let newest = ids.len().saturating_sub(60);
+    let index = if rng.gen_bool(0.7) { rng.gen_range(newest..ids.len()) } else { rng.gen_range(0..ids.len()) };
+    Some((ids[index], model.tasks[&ids[index]].clone()))
+}
+
+/// The flip: a new status, what happens to `completed_at`, and sometimes a
+/// result image set with a completion.
+fn choose_flip(world: &World, rng: &mut Rng, from: &str) -> (&'static str, &'static str, Option<i64>) {
     let statuses: Vec<&'static str> =
-        ["pending", "processing", "completed", "failed"].into_iter().filter(|s| *s != before.status).collect();
+        ["pending", "processing", "completed", "failed"].into_iter().filter(|s| *s != from).collect();
     let status = statuses[rng.gen_range(0..statuses.len())];
     let completed =
         if active(status) { pick(rng, &[("keep", 1), ("null", 1)]) } else { pick(rng, &[("old", 1), ("now", 1)]) };
@@ -172,6 +176,12 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     } else {
         None
     };
+    (status, completed, result)
+}
+
+async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
+    let Some((id, before)) = choose_task(world, rng) else { return };
+    let (status, completed, result) = choose_flip(world, rng, before.status);
     let vanished = if active(before.status) { files_still_there(world, id, &before) } else { Vec::new() };
     // The result column as it was before this update (read under the row
     // lock, so nothing can change it in between), and as it is after it.

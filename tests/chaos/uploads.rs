@@ -63,6 +63,34 @@ struct Upload {
     old_mtime: bool,
 }
 
+impl Upload {
+    /// The upload names a file it does not write itself.
+    fn names_no_new_file(&mut self, stored: String, place: Option<String>) {
+        self.stored = stored;
+        self.place = place;
+        self.writes = Writes::Nothing;
+        self.old_mtime = false;
+    }
+}
+
+/// A path through a folder symlinked to the sentinel's secrets, or a path
+/// outside the root (absolute, or climbing out with `..`).
+fn elsewhere(world: &World, rng: &mut Rng, kind: &str) -> (String, Option<String>) {
+    if kind == "linked" {
+        let linked =
+            format!("photos/ld{}/secret{}", rng.gen_range(0..LINKED_FOLDERS), rng.gen_range(0..SENTINEL_FILES));
+        return (linked.clone(), Some(linked));
+    }
+    let file = world.sentinel.path().join(format!("f{}", rng.gen_range(0..SENTINEL_FILES)));
+    let stored = if rng.gen_bool(0.5) {
+        file.display().to_string()
+    } else {
+        let depth = world.env.store.root().components().count() - 1;
+        format!("photos/{}{}", "../".repeat(depth + 1), file.display().to_string().trim_start_matches('/'))
+    };
+    (stored, None)
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Writes {
     File,
@@ -125,34 +153,15 @@ fn plan_upload(world: &World, rng: &mut Rng) -> Option<Upload> {
             // A second row for another row's file, through a non-canonical
             // spelling of its path (the unique index allows both).
             let target = alias?;
-            upload.stored = format!("/{target}");
-            upload.place = Some(target);
-            upload.writes = Writes::Nothing;
-            upload.old_mtime = false;
+            upload.names_no_new_file(format!("/{target}"), Some(target));
             if rng.gen_bool(0.7) {
                 upload.storage_type = "permanent";
                 upload.expires_in = None;
             }
         }
-        "linked" => {
-            let linked =
-                format!("photos/ld{}/secret{}", rng.gen_range(0..LINKED_FOLDERS), rng.gen_range(0..SENTINEL_FILES));
-            upload.stored = linked.clone();
-            upload.place = Some(linked);
-            upload.writes = Writes::Nothing;
-            upload.old_mtime = false;
-        }
-        "outside" => {
-            let file = world.sentinel.path().join(format!("f{}", rng.gen_range(0..SENTINEL_FILES)));
-            upload.stored = if rng.gen_bool(0.5) {
-                file.display().to_string()
-            } else {
-                let depth = world.env.store.root().components().count() - 1;
-                format!("photos/{}{}", "../".repeat(depth + 1), file.display().to_string().trim_start_matches('/'))
-            };
-            upload.place = None;
-            upload.writes = Writes::Nothing;
-            upload.old_mtime = false;
+        "linked" | "outside" => {
+            let (stored, place) = elsewhere(world, rng, kind);
+            upload.names_no_new_file(stored, place);
         }
         _ => unreachable!("every kind is handled"),
     }

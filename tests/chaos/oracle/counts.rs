@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 use super::{Report, H, I4};
-use crate::facts::{Count, Facts};
-use crate::model::Model;
+use crate::facts::{Count, Facts, Job};
+use crate::model::{Model, TrashSnapshot};
 use crate::world::WORKER_APP;
 
 pub fn check(facts: &Facts, model: &Model, report: &mut Report) {
@@ -101,35 +101,8 @@ fn orphans(facts: &Facts, model: &Model, report: &mut Report) {
             let said = if job.dry_run { 0 } else { job.phase(phase).rows };
             counted += said;
             quarantined += snapshot.files.len() as i64;
-            if snapshot.files.len() as i64 != said {
-                report.add(
-                    I4,
-                    format!(
-                        "{} reports {said} orphans deleted, but its quarantine folder held {} files when it finished: {}",
-                        job.describe(),
-                        snapshot.files.len(),
-                        list(&snapshot.files)
-                    ),
-                );
-            }
-            let now = facts.trash.get(&job.id.to_string()).cloned().unwrap_or_default();
             let none = BTreeSet::new();
-            let expected: BTreeSet<String> =
-                snapshot.files.difference(restored.get(&job.id).unwrap_or(&none)).cloned().collect();
-            if now != expected {
-                let appeared: BTreeSet<String> = now.difference(&expected).cloned().collect();
-                let vanished: BTreeSet<String> = expected.difference(&now).cloned().collect();
-                report.add(
-                    I4,
-                    format!(
-                        "the quarantine folder of {} changed after it finished (at {}): appeared {}, vanished {}",
-                        job.describe(),
-                        snapshot.at,
-                        list(&appeared),
-                        list(&vanished)
-                    ),
-                );
-            }
+            sweep(facts, job, said, snapshot, restored.get(&job.id).unwrap_or(&none), report);
         } else if job.operation == "cleanup_trash" && !job.dry_run && job.phase(0).rows != 0 {
             report.add(
                 I4,
@@ -158,6 +131,45 @@ fn orphans(facts: &Facts, model: &Model, report: &mut Report) {
     report.summary.push(format!(
         "orphans: {counted} counted by sweeps, {quarantined} found in their quarantine folders, {restores} restored by the operator"
     ));
+}
+
+/// One sweep: its count is the files its quarantine folder held when it
+/// finished, and the folder changed since only by the operator's restores.
+fn sweep(
+    facts: &Facts,
+    job: &Job,
+    said: i64,
+    snapshot: &TrashSnapshot,
+    restored: &BTreeSet<String>,
+    report: &mut Report,
+) {
+    if snapshot.files.len() as i64 != said {
+        report.add(
+            I4,
+            format!(
+                "{} reports {said} orphans deleted, but its quarantine folder held {} files when it finished: {}",
+                job.describe(),
+                snapshot.files.len(),
+                list(&snapshot.files)
+            ),
+        );
+    }
+    let now = facts.trash.get(&job.id.to_string()).cloned().unwrap_or_default();
+    let expected: BTreeSet<String> = snapshot.files.difference(restored).cloned().collect();
+    if now != expected {
+        let appeared: BTreeSet<String> = now.difference(&expected).cloned().collect();
+        let vanished: BTreeSet<String> = expected.difference(&now).cloned().collect();
+        report.add(
+            I4,
+            format!(
+                "the quarantine folder of {} changed after it finished (at {}): appeared {}, vanished {}",
+                job.describe(),
+                snapshot.at,
+                list(&appeared),
+                list(&vanished)
+            ),
+        );
+    }
 }
 
 /// Every file the simulator put in the store that is gone was taken by a
