@@ -93,7 +93,7 @@ pub async fn operate(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
             continue;
         }
         let (job, quarantined) = &candidates[rng.gen_range(0..candidates.len())];
-        if rng.gen_bool(0.5) {
+        if rng.gen_bool(0.5) && world.plan.does("restore-escape") {
             plant_folder_link(&world, &mut rng, quarantined);
         }
         let root = world.env.store.root();

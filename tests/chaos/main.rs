@@ -8,7 +8,8 @@
 //! invariants against the simulator's own record of what it committed.
 //!
 //! `JANITOR_CHAOS_SEED` replays a run's choices (timing still varies);
-//! `JANITOR_CHAOS_SECONDS` sets its length (default: two rounds, 40 s).
+//! `JANITOR_CHAOS_SECONDS` sets its length (default: two rounds, 40 s);
+//! `JANITOR_CHAOS_WITHOUT` leaves oddities out, to look past a known hole.
 //! Every failure message carries the command that replays it.
 //!
 //! Layout: `plan` (seed, rounds), `world` (database, store, Redis, triggers

@@ -24,6 +24,12 @@ pub struct Plan {
     pub seconds: u64,
     /// Whether the seed came from the environment (a replay).
     pub replayed: bool,
+    /// Oddities the simulator leaves out (`JANITOR_CHAOS_WITHOUT`, comma
+    /// separated): an upload kind (`slash`, `alias`, `symlink`, `linked`,
+    /// `outside`), `cp-p` (old modification times) or `restore-escape`
+    /// (folders swapped for symlinks before a restore). For looking past a
+    /// known hole to the next one; the seed's other choices stay the same.
+    pub without: Vec<String>,
 }
 
 impl Plan {
@@ -40,7 +46,18 @@ impl Plan {
             Ok(raw) => raw.trim().parse().unwrap_or_else(|_| panic!("JANITOR_CHAOS_SECONDS={raw:?} is not a number")),
             Err(_) => DEFAULT_SECONDS,
         };
-        Self { seed, seconds: seconds.max(1), replayed }
+        let without = std::env::var("JANITOR_CHAOS_WITHOUT")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Self { seed, seconds: seconds.max(1), replayed, without }
+    }
+
+    /// Whether the simulator does this oddity in this run.
+    pub fn does(&self, oddity: &str) -> bool {
+        !self.without.iter().any(|w| w == oddity)
     }
 
     /// The length of each round: whole rounds of [`ROUND`], the last one
@@ -75,6 +92,9 @@ impl Plan {
             .unwrap_or_default();
         if !database.is_empty() {
             database = format!("DATABASE_URL={database} ");
+        }
+        if !self.without.is_empty() {
+            database = format!("{database}JANITOR_CHAOS_WITHOUT={} ", self.without.join(","));
         }
         format!(
             "replay: {database}JANITOR_CHAOS_SEED={seed} JANITOR_CHAOS_SECONDS={secs} cargo test --test chaos -- --nocapture\n\

@@ -99,7 +99,9 @@ enum Writes {
 }
 
 fn plan_upload(world: &World, rng: &mut Rng) -> Option<Upload> {
-    let kind = pick(rng, &KINDS);
+    let kinds: Vec<(&str, u32)> =
+        KINDS.iter().map(|&(kind, weight)| (kind, if world.plan.does(kind) { weight } else { 0 })).collect();
+    let kind = pick(rng, &kinds);
     let (n, session, alias) = {
         let mut model = world.model();
         let session = (kind == "session" && !model.sessions.is_empty())
@@ -131,7 +133,7 @@ fn plan_upload(world: &World, rng: &mut Rng) -> Option<Upload> {
         expires_in: Some(-(rng.gen_range(1.0..600.0))),
         session: None,
         writes: Writes::File,
-        old_mtime: rng.gen_bool(0.05),
+        old_mtime: rng.gen_bool(0.05) && world.plan.does("cp-p"),
     };
     match kind {
         "expired" | "symlink" => {}
