@@ -26,9 +26,10 @@ pub struct Plan {
     pub replayed: bool,
     /// Oddities the simulator leaves out (`JANITOR_CHAOS_WITHOUT`, comma
     /// separated): an upload kind (`slash`, `alias`, `symlink`, `linked`,
-    /// `outside`), `cp-p` (old modification times) or `restore-escape`
-    /// (folders swapped for symlinks before a restore). For looking past a
-    /// known hole to the next one; the seed's other choices stay the same.
+    /// `outside`), `cp-p` (old modification times), `restore-escape`
+    /// (folders swapped for symlinks before a restore), or an invariant
+    /// (`I6`: its violations become notes). For looking past a known hole to
+    /// the next one; the seed's other choices stay the same.
     pub without: Vec<String>,
 }
 
