@@ -181,6 +181,12 @@ fn taken_by(facts: &Facts, model: &Model, place: &str) -> String {
     }
 }
 
+/// Whether some row job could have claimed the row: expired, of a session,
+/// or a result image (the README's known limit needs a claim).
+fn claimable(image: &crate::model::ImageRec) -> bool {
+    image.session.is_some() || image.kind == "result" || image.expires_at.is_some_and(|at| at < chrono::Utc::now())
+}
+
 /// Where an image's file went: into a sweep's quarantine, or away with
 /// another row that names the same file.
 fn file_fate(facts: &Facts, model: &Model, image: i64, place: &str) -> String {
@@ -252,6 +258,11 @@ fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
             );
         } else if !swept.is_empty() {
             report.notes.push(format!("{what} is gone{swept}; the simulator was slow to commit its row (allowed)"));
+        } else if !claimable(image) {
+            report.add(
+                I5,
+                format!("{what} is gone, though no job could ever claim the row (not expired, no session, no result)"),
+            );
         } else {
             report.notes.push(format!(
                 "{what} is gone and no sweep or row deletion explains it (the README's known limit: a batch unlinked it, \

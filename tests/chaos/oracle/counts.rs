@@ -173,8 +173,10 @@ fn sweep(
 }
 
 /// Every file the simulator put in the store that is gone was taken by a
-/// sweep (it is in some sweep's quarantine) or with its row.
+/// sweep (it is in some sweep's quarantine) or with its row. (A live row's
+/// lost file is judged by I5.)
 fn explained(facts: &Facts, model: &Model, report: &mut Report) {
+    let named = facts.named_paths();
     let swept: BTreeSet<&String> = model.snapshots.values().flat_map(|s| s.files.iter()).collect();
     let with_rows: BTreeSet<&String> = model
         .images
@@ -183,7 +185,11 @@ fn explained(facts: &Facts, model: &Model, report: &mut Report) {
         .filter_map(|(_, image)| image.place.as_ref())
         .collect();
     for (path, file) in &model.files {
-        if !facts.store.contains(path) && !swept.contains(path) && !with_rows.contains(path) {
+        if !facts.store.contains(path)
+            && !swept.contains(path)
+            && !with_rows.contains(path)
+            && !named.contains_key(path)
+        {
             report.add(
                 I4,
                 format!(
