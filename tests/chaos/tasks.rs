@@ -153,7 +153,10 @@ fn refused(err: &sqlx::Error) -> bool {
 /// after), as the model has it.
 fn choose_task(world: &World, rng: &mut Rng) -> Option<(i64, TaskRec)> {
     let model = world.model();
-    let ids: Vec<i64> = model.tasks.keys().copied().collect();
+    // Often a finished task: bringing it back to life is where a batch
+    // that already judged its images free can be caught out.
+    let finished = rng.gen_bool(0.4);
+    let ids: Vec<i64> = model.tasks.iter().filter(|(_, t)| !finished || !active(t.status)).map(|(id, _)| *id).collect();
     if ids.is_empty() {
         return None;
     }
@@ -167,7 +170,12 @@ fn choose_task(world: &World, rng: &mut Rng) -> Option<(i64, TaskRec)> {
 fn choose_flip(world: &World, rng: &mut Rng, from: &str) -> (&'static str, &'static str, Option<i64>) {
     let statuses: Vec<&'static str> =
         ["pending", "processing", "completed", "failed"].into_iter().filter(|s| *s != from).collect();
-    let status = statuses[rng.gen_range(0..statuses.len())];
+    let revive = !active(from) && rng.gen_bool(0.6);
+    let status = if revive {
+        pick(rng, &[("pending", 1), ("processing", 1)])
+    } else {
+        statuses[rng.gen_range(0..statuses.len())]
+    };
     let completed =
         if active(status) { pick(rng, &[("keep", 1), ("null", 1)]) } else { pick(rng, &[("old", 1), ("now", 1)]) };
     let result = if status == "completed" && rng.gen_bool(0.2) {
