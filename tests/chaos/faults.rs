@@ -9,6 +9,7 @@ use std::time::Duration;
 use rand::Rng as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::Seen;
 use crate::plan::{pause, pick, Rng};
 use crate::world::{World, WORKER_APP};
 
@@ -25,7 +26,7 @@ pub async fn run(world: Arc<World>, mut rng: Rng, stop: CancellationToken) {
         let exited = fleet.reap(&world.env).await;
         drop(fleet);
         for violation in exited {
-            world.model().saw(violation, None);
+            world.model().saw(Seen { text: violation, image: None, active_since: None });
         }
         if tokio::time::Instant::now() >= next {
             inject(&world, &mut rng).await;

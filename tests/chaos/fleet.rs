@@ -53,6 +53,8 @@ impl Fleet {
             ("JANITOR_BATCH_SIZE", &batch),
             // The simulated store is small and mostly litter on purpose.
             ("JANITOR_MAX_ORPHAN_RATIO", "1"),
+            // The sweeps' two-second grace is below the default floor.
+            ("JANITOR_MIN_GRACE", "1s"),
             ("JANITOR_RECONCILE_INTERVAL", "1s"),
             ("JANITOR_RECONCILE_GRACE", "3s"),
             ("JANITOR_RETRY_BASE", "200ms"),

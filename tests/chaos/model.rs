@@ -29,6 +29,8 @@ pub struct ImageRec {
     pub row_within_grace: bool,
     /// The file was written with an old modification time (`cp -p`).
     pub old_mtime: bool,
+    /// When the insert ran (database clock), just before it committed.
+    pub inserted_at: DateTime<Utc>,
 }
 
 /// A reference from a task to an image, as the task's last committed
@@ -49,6 +51,8 @@ pub struct TaskRec {
     pub refs: Vec<Ref>,
     /// The simulator commit (in [`Model::commits`] order) that activated it.
     pub since: u64,
+    /// When that commit was done (wall clock, the database's machine).
+    pub since_at: DateTime<Utc>,
     /// When the simulator's last change to it had committed (wall clock).
     pub changed_at: DateTime<Utc>,
 }
@@ -63,6 +67,15 @@ impl ImageRec {
 
 pub fn active(status: &str) -> bool {
     matches!(status, "pending" | "processing")
+}
+
+/// A violation seen while running, with the image and the active spell of
+/// the task concerned, if any.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub text: String,
+    pub image: Option<i64>,
+    pub active_since: Option<DateTime<Utc>>,
 }
 
 /// A file or symlink the simulator put into a category folder.
@@ -115,8 +128,8 @@ pub struct Model {
     pub snapshots: BTreeMap<Uuid, TrashSnapshot>,
     pub restores: Vec<Restore>,
     /// Violations seen while running (a task losing an image while active,
-    /// a worker exiting on its own), with the image concerned, if any.
-    pub seen: Vec<(String, Option<i64>)>,
+    /// a worker exiting on its own).
+    pub seen: Vec<Seen>,
     pub stats: Stats,
     /// Simulator commits so far (task activations are numbered by it).
     pub commits: u64,
@@ -135,8 +148,8 @@ impl Model {
         self.commits
     }
 
-    pub fn saw(&mut self, violation: String, image: Option<i64>) {
-        self.seen.push((violation, image));
+    pub fn saw(&mut self, seen: Seen) {
+        self.seen.push(seen);
     }
 
     pub fn fault(&mut self, name: &'static str) {

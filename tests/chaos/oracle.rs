@@ -21,7 +21,9 @@ mod selection;
 use std::collections::BTreeMap;
 
 use crate::facts::Facts;
-use crate::model::{active, Model};
+use chrono::{DateTime, Utc};
+
+use crate::model::{active, ImageRec, Model};
 use crate::world::{World, MIN_AGE};
 
 pub const I1: &str = "I1 an image in use keeps its row and its file";
@@ -96,16 +98,17 @@ pub async fn check(world: &World, drained: Vec<(&'static str, String)>) -> Repor
             .add(I2, format!("outside the root, in the sentinel folder {}: {change}", world.sentinel.path().display()));
     }
     let model = world.model();
-    for (seen, image) in &model.seen {
-        let how = match image {
-            Some(image) if facts.images.contains_key(image) => {
-                let place = model.images[image].place.clone().unwrap_or_default();
-                file_fate(&facts, &model, *image, &place)
+    for seen in &model.seen {
+        let invariant = if seen.text.starts_with("I1") { I1 } else { W };
+        match seen.image {
+            Some(image) if facts.images.contains_key(&image) => {
+                let place = model.images[&image].place.clone().unwrap_or_default();
+                let since = seen.active_since.unwrap_or_default();
+                judge_lost_file(&facts, &model, image, &place, since, seen.text.clone(), &mut report);
             }
-            Some(image) => format!("; {}", facts.how_deleted(*image)),
-            None => String::new(),
-        };
-        report.add(if seen.starts_with("I1") { I1 } else { W }, format!("{seen}{how}"));
+            Some(image) => report.add(invariant, format!("{}; {}", seen.text, facts.how_deleted(image))),
+            None => report.add(invariant, seen.text.clone()),
+        }
     }
     in_use(&facts, &model, &mut report);
     deleted_files(&facts, &model, &mut report);
@@ -140,13 +143,8 @@ fn in_use(facts: &Facts, model: &Model, report: &mut Report) {
             if now != Some(r.image) || !facts.images.contains_key(&r.image) {
                 report.add(I1, format!("{what}: the column is now {now:?}; {}", facts.how_deleted(r.image)));
             } else if let Some(place) = image.place.as_ref().filter(|p| r.file_checked && !facts.store.contains(*p)) {
-                report.add(
-                    I1,
-                    format!(
-                        "{what}: its file {place} is gone from the store{}",
-                        file_fate(facts, model, r.image, place)
-                    ),
-                );
+                let text = format!("{what}: its file {place} is gone from the store");
+                judge_lost_file(facts, model, r.image, place, task.since_at, text, report);
             }
         }
     }
@@ -183,25 +181,48 @@ fn taken_by(facts: &Facts, model: &Model, place: &str) -> String {
 
 /// Whether some row job could have claimed the row: expired, of a session,
 /// or a result image (the README's known limit needs a claim).
-fn claimable(image: &crate::model::ImageRec) -> bool {
+fn claimable(image: &ImageRec) -> bool {
     image.session.is_some() || image.kind == "result" || image.expires_at.is_some_and(|at| at < chrono::Utc::now())
 }
 
-/// Where an image's file went: into a sweep's quarantine, or away with
-/// another row that names the same file.
-fn file_fate(facts: &Facts, model: &Model, image: i64, place: &str) -> String {
+/// How long before a deletion a row or task must have committed for the
+/// deleting job to have certainly seen it (statement and commit latency).
+const SEEN_BEFORE: chrono::Duration = chrono::Duration::milliseconds(100);
+
+/// Another row naming the same file that janitor deleted: (id, record, when).
+fn sharer<'m>(facts: &Facts, model: &'m Model, image: i64, place: &str) -> Option<(i64, &'m ImageRec, DateTime<Utc>)> {
+    model.images.iter().find_map(|(other, i)| {
+        let deletion = facts.deletions.get(other).filter(|_| *other != image && i.place.as_deref() == Some(place))?;
+        Some((*other, i, deletion.at))
+    })
+}
+
+/// I1 for a file that vanished while an active task used it (active since
+/// `since`). If it went away with another row naming the same file, that is
+/// janitor's fault for sure only if the task was active before that row's
+/// deletion ran; a task activated while or after it was being deleted may
+/// have raced an unlink that was already decided (a note).
+fn judge_lost_file(
+    facts: &Facts,
+    model: &Model,
+    image: i64,
+    place: &str,
+    since: DateTime<Utc>,
+    text: String,
+    report: &mut Report,
+) {
     let swept = taken_by(facts, model, place);
-    if !swept.is_empty() {
-        return swept;
-    }
-    let sharer = model.images.iter().find(|(other, i)| {
-        **other != image && i.place.as_deref() == Some(place) && facts.deletions.contains_key(other)
-    });
-    match sharer {
-        Some((other, i)) => {
-            format!(" (unlinked with image {other}, stored {:?}: {})", i.stored, facts.how_deleted(*other))
+    match sharer(facts, model, image, place) {
+        Some((other, i, deleted)) if swept.is_empty() => {
+            let how =
+                format!("{text} (unlinked with image {other}, stored {:?}: {})", i.stored, facts.how_deleted(other));
+            if since + SEEN_BEFORE < deleted {
+                report.add(I1, how);
+            } else {
+                report.notes.push(format!("{how}; the task became active as that row was being deleted"));
+            }
         }
-        None => String::new(),
+        _ => report.add(I1, format!("{text}{swept}")),
     }
 }
 
@@ -241,21 +262,22 @@ fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
             if image.old_mtime { ", written with an old mtime as cp -p does" } else { "" }
         );
         let swept = taken_by(facts, model, place);
-        let sharer = model
-            .images
-            .iter()
-            .find(|(other, i)| *other != id && i.place.as_ref() == Some(place) && facts.deletions.contains_key(other));
+        let sharer = sharer(facts, model, *id, place);
         if !swept.is_empty() && image.row_within_grace {
             report.add(I5, format!("{what} is gone{swept}, though the row was committed less than {MIN_AGE:?} after the file was written"));
-        } else if let Some((other, i)) = sharer {
-            report.add(
-                I5,
-                format!(
-                    "{what} is gone: it was unlinked with image {other} (stored {:?}), {}",
-                    i.stored,
-                    facts.how_deleted(*other)
-                ),
+        } else if let Some((other, i, deleted)) = sharer {
+            let how = format!(
+                "{what} is gone: it was unlinked with image {other} (stored {:?}), {}",
+                i.stored,
+                facts.how_deleted(other)
             );
+            // Janitor could see the row only if it was there when it deleted
+            // the other one.
+            if image.inserted_at + SEEN_BEFORE < deleted {
+                report.add(I5, how);
+            } else {
+                report.notes.push(format!("{how}; the row was inserted as the other one was being deleted"));
+            }
         } else if !swept.is_empty() {
             report.notes.push(format!("{what} is gone{swept}; the simulator was slow to commit its row (allowed)"));
         } else if !claimable(image) {

@@ -18,7 +18,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use crate::files;
-use crate::model::{active, Ref, TaskRec};
+use crate::model::{active, Ref, Seen, TaskRec};
 use crate::plan::{pause, pick, Rng};
 use crate::world::World;
 
@@ -122,7 +122,8 @@ async fn create_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     model.stats.tasks += 1;
     drop(model);
     let refs = if active(status) { checked_refs(world, (h, w, t, r)) } else { Vec::new() };
-    world.model().tasks.insert(id, TaskRec { status, refs, since, changed_at: Utc::now() });
+    let now = Utc::now();
+    world.model().tasks.insert(id, TaskRec { status, refs, since, since_at: now, changed_at: now });
 }
 
 /// The images a commit returned, each with whether its file is there now.
@@ -226,10 +227,12 @@ async fn flip_one(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
         (false, true) => checked_refs(world, returned),
         _ => Vec::new(),
     };
-    let since = if active(before.status) && active(status) { before.since } else { since };
+    let now = Utc::now();
+    let (since, since_at) =
+        if active(before.status) && active(status) { (before.since, before.since_at) } else { (since, now) };
     let mut model = world.model();
     model.stats.flips += 1;
-    model.tasks.insert(id, TaskRec { status, refs, since, changed_at: Utc::now() });
+    model.tasks.insert(id, TaskRec { status, refs, since, since_at, changed_at: now });
 }
 
 /// While the task is still active (before the flip commits), every file it
@@ -247,7 +250,7 @@ fn files_still_there(world: &World, task: i64, before: &TaskRec) -> Vec<i64> {
                  at {place} vanished while the task was active",
                 before.status, before.since, r.image, r.column
             );
-            model.saw(violation, Some(r.image));
+            model.saw(Seen { text: violation, image: Some(r.image), active_since: Some(before.since_at) });
             vanished.push(r.image);
         }
     }
@@ -274,7 +277,7 @@ fn rows_still_there(world: &World, task: i64, before: &TaskRec, returned: Return
              while the task was active (the column is NULL when the simulator next changed the task)",
             before.status, before.since, r.image, r.column
         );
-        model.saw(violation, Some(r.image));
+        model.saw(Seen { text: violation, image: Some(r.image), active_since: Some(before.since_at) });
     }
     kept
 }

@@ -187,10 +187,10 @@ async fn upload(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
     made.unwrap_or_else(|err| panic!("the simulator writes {:?}: {err}", upload.place));
     // The row comes a little later, as the application's does.
     tokio::time::sleep(pause(rng, 0, 300)).await;
-    let inserted: sqlx::Result<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let inserted: sqlx::Result<(i64, Option<DateTime<Utc>>, DateTime<Utc>)> = sqlx::query_as(
         "INSERT INTO images (filename, storage_path, category, storage_type, session_id, file_size, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7))
-         RETURNING id, CASE WHEN storage_type = 'temporary' THEN expires_at END",
+         RETURNING id, CASE WHEN storage_type = 'temporary' THEN expires_at END, clock_timestamp()",
     )
     .bind(upload.stored.rsplit('/').next().unwrap_or("x"))
     .bind(&upload.stored)
@@ -207,7 +207,7 @@ async fn upload(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
         let kind = if upload.writes == Writes::File { "row-file" } else { "row-symlink" };
         model.files.insert(upload.place.clone().unwrap(), FileRec { kind });
     }
-    let Ok((id, expires_at)) = inserted else {
+    let Ok((id, expires_at, inserted_at)) = inserted else {
         // A duplicate path (an alias or linked path taken before); the file
         // written for it, if any, is litter now.
         model.stats.upload_refused += 1;
@@ -230,6 +230,7 @@ async fn upload(world: &World, conn: &mut PgConnection, rng: &mut Rng) {
             file_at_insert,
             row_within_grace,
             old_mtime: upload.old_mtime,
+            inserted_at,
         },
     );
 }
