@@ -26,7 +26,8 @@ pub struct Plan {
     pub replayed: bool,
     /// Oddities the simulator leaves out (`JANITOR_CHAOS_WITHOUT`, comma
     /// separated): an upload kind (`slash`, `alias`, `symlink`, `linked`,
-    /// `outside`), `cp-p` (old modification times), `restore-escape`
+    /// `outside`), `climb` (outside paths with `..`, in runs whose seed is a
+    /// multiple of 4), `cp-p` (old modification times), `restore-escape`
     /// (folders swapped for symlinks before a restore), or an invariant
     /// (`I6`: its violations become notes). For looking past a known hole to
     /// the next one; the seed's other choices stay the same.
