@@ -179,12 +179,6 @@ fn taken_by(facts: &Facts, model: &Model, place: &str) -> String {
     }
 }
 
-/// Whether some row job could have claimed the row: expired, of a session,
-/// or a result image (the README's known limit needs a claim).
-fn claimable(image: &ImageRec) -> bool {
-    image.session.is_some() || image.kind == "result" || image.expires_at.is_some_and(|at| at < chrono::Utc::now())
-}
-
 /// How long before a deletion a row or task must have committed for the
 /// deleting job to have certainly seen it (statement and commit latency).
 const SEEN_BEFORE: chrono::Duration = chrono::Duration::milliseconds(100);
@@ -247,8 +241,10 @@ fn deleted_files(facts: &Facts, model: &Model, report: &mut Report) {
     }
 }
 
-/// I5: a live row whose file was there when it committed still has it,
-/// unless a documented limit explains the loss (then it is a note).
+/// I5: a live row whose file was there when it committed still has it. A
+/// file taken by a sweep because the simulator committed its row late, or
+/// unlinked with another row naming it while this one was being inserted,
+/// is a note.
 fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
     for (id, image) in model.images.iter().filter(|(id, i)| facts.images.contains_key(id) && i.file_at_insert) {
         let Some(place) = &image.place else { continue };
@@ -280,16 +276,10 @@ fn live_files(facts: &Facts, model: &Model, report: &mut Report) {
             }
         } else if !swept.is_empty() {
             report.notes.push(format!("{what} is gone{swept}; the simulator was slow to commit its row (allowed)"));
-        } else if !claimable(image) {
-            report.add(
-                I5,
-                format!("{what} is gone, though no job could ever claim the row (not expired, no session, no result)"),
-            );
         } else {
-            report.notes.push(format!(
-                "{what} is gone and no sweep or row deletion explains it (the README's known limit: a batch unlinked it, \
-                 rolled back, and the row no longer qualified when the job resumed)"
-            ));
+            // Janitor deletes a row before its file, and only after the
+            // commit: nothing it does leaves a live row without its file.
+            report.add(I5, format!("{what} is gone and no sweep or row deletion explains it"));
         }
     }
 }
