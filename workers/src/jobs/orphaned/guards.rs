@@ -105,11 +105,12 @@ pub(super) async fn unsafe_paths(ctx: &RunContext<'_>) -> sqlx::Result<Option<St
     )))
 }
 
-/// Holds the storage root's sweep lock until dropped. The lock is a
-/// session-level advisory lock on a connection taken out of the pool, so it
-/// goes away with the connection: on drop, or if the process dies.
+/// Holds the storage root's sweep lock until released (or dropped). The
+/// lock is a session-level advisory lock on a connection taken out of the
+/// pool, so it also goes away with the connection if the process dies.
 pub(super) struct SweepLock {
-    _connection: sqlx::PgConnection,
+    connection: sqlx::PgConnection,
+    key: String,
 }
 
 impl SweepLock {
@@ -117,10 +118,24 @@ impl SweepLock {
     /// that Postgres ended (`pg_terminate_backend`, a restart) took the lock
     /// with it, and another sweep of the root may have started.
     pub(super) async fn still_held(&mut self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&mut self._connection).await.map_err(|err| {
+        sqlx::query("SELECT 1").execute(&mut self.connection).await.map_err(|err| {
             anyhow::anyhow!("lost the storage root's sweep lock (its connection ended: {err}); stopping the sweep")
         })?;
         Ok(())
+    }
+
+    /// Releases the lock at once. (Only dropping the connection would leave
+    /// it held until the server notices the closed socket, and a sweep that
+    /// resumes right after could find its own root still locked.)
+    pub(super) async fn release(mut self) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
+            .bind(&self.key)
+            .execute(&mut self.connection)
+            .await;
+        if let Err(err) = unlocked {
+            tracing::debug!(error = %err, "could not release the sweep lock; it goes with its connection");
+        }
+        let _ = self.connection.close().await;
     }
 }
 
@@ -138,7 +153,7 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
         let _ = connection.close().await;
         return Ok(None);
     }
-    Ok(Some(SweepLock { _connection: connection }))
+    Ok(Some(SweepLock { connection, key }))
 }
 
 /// The refusal, if the complete walk found too large a share of orphans.

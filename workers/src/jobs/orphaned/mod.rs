@@ -51,6 +51,18 @@ pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut 
             ctx.storage.root().display()
         )));
     };
+    let end = locked(ctx, min_age, progress, &mut lock).await;
+    lock.release().await;
+    end
+}
+
+/// The sweep, under the root's lock.
+async fn locked(
+    ctx: &RunContext<'_>,
+    min_age: Duration,
+    progress: &mut Progress,
+    lock: &mut guards::SweepLock,
+) -> anyhow::Result<PhaseEnd> {
     let grace_ends = grace_ends(progress, min_age);
     if progress.checkpoint.census.is_none() {
         if let walk::Walked::Interrupted = walk::run(ctx, grace_ends, progress).await? {
@@ -67,6 +79,9 @@ pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut 
             save(ctx, progress).await?;
             return Ok(PhaseEnd::Done);
         }
+        // A retry of the refused job walks again (the store may be fixed).
+        progress.checkpoint.census = None;
+        save(ctx, progress).await?;
         drop_spill(ctx).await?;
         return Ok(PhaseEnd::Refused(reason));
     }
@@ -77,7 +92,7 @@ pub(crate) async fn run(ctx: &RunContext<'_>, min_age: Duration, progress: &mut 
     if let Some(reason) = guards::unsafe_paths(ctx).await? {
         return Ok(PhaseEnd::Refused(reason));
     }
-    let end = sweep::run(ctx, grace_ends, progress, &mut lock).await?;
+    let end = sweep::run(ctx, grace_ends, progress, lock).await?;
     if matches!(end, PhaseEnd::Done) {
         drop_spill(ctx).await?;
     }
