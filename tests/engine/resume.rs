@@ -182,12 +182,12 @@ async fn a_second_entry_of_a_live_job_is_a_duplicate_but_a_rescue_takes_over(poo
     let job = spec(CleanupJob::Expired);
     let job_id = Uuid::new_v4();
     let lease = std::time::Duration::from_secs(30);
-    let first = results::Claim { entry_id: "1-0", lease };
+    let first = results::Claim { entry_id: "1-0", lease, queue: None };
     let Start::Run(held, _, _) = results::start(&pool, job_id, &job, "a", Some(&first)).await.unwrap() else {
         panic!("fresh job")
     };
     // Another entry of the same job, while the holder is alive: refused.
-    let other = results::Claim { entry_id: "2-0", lease };
+    let other = results::Claim { entry_id: "2-0", lease, queue: None };
     let busy = results::start(&pool, job_id, &job, "b", Some(&other)).await.unwrap();
     assert!(matches!(busy, Start::Busy(_)));
     // The same entry, rescued after the lease: takes over.
@@ -195,8 +195,8 @@ async fn a_second_entry_of_a_live_job_is_a_duplicate_but_a_rescue_takes_over(poo
         panic!("a rescue of the same entry takes over")
     };
     assert!(rescued.epoch > held.epoch);
-    // Any entry, once the holder has been quiet for longer than the lease.
-    sqlx::query("UPDATE job_results SET updated_at = now() - interval '1 minute' WHERE job_id = $1")
+    // Any entry, once the holder let its lease expire.
+    sqlx::query("UPDATE job_results SET lease_expires_at = now() - interval '1 second' WHERE job_id = $1")
         .bind(job_id)
         .execute(&pool)
         .await

@@ -185,6 +185,46 @@ async fn a_tick_during_a_running_job_of_the_same_operation_is_skipped(pool: PgPo
     env.cleanup_keys().await;
 }
 
+/// A job whose worker died (its lease ran out, and Redis names an entry
+/// that no longer exists, as after a duplicate delivery was acknowledged)
+/// blocks its schedule only until the reconciler recovers it: it is
+/// re-enqueued, finishes, and the next ticks run.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_whose_worker_died_does_not_block_its_schedule(pool: PgPool) {
+    let env = Env::new(pool);
+    let stale = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO job_results (job_id, operation, params, status, queue, attempts, lease_epoch, entry_id,
+                                  started_at, updated_at, lease_expires_at)
+         VALUES ($1, 'cleanup_expired_images', '{}', 'running', $2, 1, 1, '1-1',
+                 now() - interval '2 minutes', now() - interval '2 minutes', now() - interval '1 minute')",
+    )
+    .bind(stale)
+    .bind(&env.prefix)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let ids = janitor_workers::layout::Layout::new(&env.prefix).ids();
+    let _: i64 = redis::AsyncCommands::hset(&mut env.redis().await, ids, stale.to_string(), "1-1").await.unwrap();
+
+    let worker = env.worker(&[], &[("JANITOR_LEASE", "2s"), ("JANITOR_RECONCILE_INTERVAL", "300ms")]);
+    let config = Config::every(1, "expired");
+    let scheduler = scheduler(&env, &config, &[]);
+    wait_until("a tick's job completes", Duration::from_secs(40), || async {
+        job_rows(&env.pool).await.iter().any(|(_, status)| status == "completed")
+    })
+    .await;
+    let status: String = sqlx::query_scalar("SELECT status FROM job_results WHERE job_id = $1")
+        .bind(stale)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "completed", "the stuck job was recovered");
+    scheduler.signal("TERM").await;
+    worker.signal("TERM").await;
+    env.cleanup_keys().await;
+}
+
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_bad_configuration_stops_start_up_and_enqueues_nothing(pool: PgPool) {
     let env = Env::new(pool);

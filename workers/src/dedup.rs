@@ -116,15 +116,16 @@ pub(crate) const IN_FLIGHT: Duration = Duration::from_secs(30);
 
 /// Whether `holder` still stands for a job that is queued or running.
 pub(crate) async fn holds(pool: &sqlx::PgPool, holder: &Holder) -> sqlx::Result<bool> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM job_results WHERE job_id = $1")
-        .bind(holder.job_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(match status.as_deref() {
-        Some("queued" | "running") => true,
-        Some(_) => false,
-        None => holder.age < IN_FLIGHT,
-    })
+    // A running job counts only while its lease is live: one whose worker
+    // died is recovered by the reconciler, and must not block new cleanups.
+    let live: Option<bool> = sqlx::query_scalar(
+        "SELECT status = 'queued' OR (status = 'running' AND lease_expires_at > now())
+         FROM job_results WHERE job_id = $1",
+    )
+    .bind(holder.job_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(live.unwrap_or(holder.age < IN_FLIGHT))
 }
 
 pub(crate) async fn release<C: ConnectionLike>(conn: &mut C, key: &str, job_id: Uuid) -> RedisResult<()> {

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::job::JobSpec;
 use crate::jobs::{self, Phase, PhaseEnd};
+use crate::lease::{Heartbeat, Stop};
 use crate::progress::Progress;
 use crate::results::{self, JobRecord, Lease, Start, StoreError};
 use crate::storage::Storage;
@@ -90,6 +91,8 @@ pub struct RunControl {
     /// which always takes the job over).
     pub entry_id: Option<String>,
     pub lease: std::time::Duration,
+    /// The queue (key prefix) of a queued run.
+    pub queue: Option<String>,
 }
 
 /// How a run ended.
@@ -151,7 +154,11 @@ impl Engine {
     /// delivery never counts twice.
     #[tracing::instrument(skip_all, fields(job_id = %job_id, operation = spec.job.operation(), dry_run = spec.dry_run))]
     pub async fn run(&self, job_id: Uuid, spec: &JobSpec, control: &RunControl) -> Result<RunOutcome, EngineError> {
-        let claim = control.entry_id.as_deref().map(|entry_id| results::Claim { entry_id, lease: control.lease });
+        let claim = control.entry_id.as_deref().map(|entry_id| results::Claim {
+            entry_id,
+            lease: control.lease,
+            queue: control.queue.as_deref(),
+        });
         let started = results::start(&self.pool, job_id, spec, &control.worker, claim.as_ref()).await?;
         let (lease, resumed, now) = match started {
             Start::Finished(record) => {
@@ -160,6 +167,10 @@ impl Engine {
             }
             Start::Busy(record) => {
                 tracing::info!(worker = ?record.worker, "another delivery of this job is running it; this one is a duplicate");
+                return Ok(RunOutcome::Duplicate);
+            }
+            Start::Equal(other) => {
+                tracing::info!(equal = %other, "an equal job is queued or running; this one does not run");
                 return Ok(RunOutcome::Duplicate);
             }
             Start::Run(lease, resumed, now) => (lease, resumed, now),
@@ -184,32 +195,51 @@ impl Engine {
             Ok(storage) => storage,
             Err(err) => return self.end(lease, Err(("failed", format!("{err:#}")))).await,
         };
+        // The lease stays fresh while the job runs; a cancel request or a
+        // lost lease stops the job at its next batch boundary.
+        let heartbeat = Heartbeat::start(self.pool.clone(), lease, control.cancel.child_token());
+        let control = RunControl { cancel: heartbeat.stop().clone(), ..control.clone() };
         let ctx = RunContext {
             engine: self,
             storage,
             lease,
             dry_run: spec.dry_run,
             limit: spec.limit,
-            control,
+            control: &control,
             pacer: Pacer::new(self.settings.max_deletes_per_sec, self.settings.batch_size),
         };
+        let ended = self.phases(&ctx, spec, &mut progress).await?;
+        match (ended, heartbeat.stopped_by()) {
+            (Some(outcome), _) => self.end(lease, outcome).await,
+            (None, Some(Stop::Cancelled)) => self.end(lease, Err(("cancelled", String::new()))).await,
+            (None, Some(Stop::LeaseLost)) => Err(EngineError::Store(StoreError::LeaseLost(lease.job_id))),
+            (None, None) => {
+                tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
+                Ok(RunOutcome::Interrupted)
+            }
+        }
+    }
+
+    /// Runs the job's phases from the checkpoint's. Returns how the job ends,
+    /// or `None` if it was stopped between batches (resumable).
+    async fn phases(
+        &self,
+        ctx: &RunContext<'_>,
+        spec: &JobSpec,
+        progress: &mut Progress,
+    ) -> Result<Option<Result<(), (&'static str, String)>>, EngineError> {
         let phases = jobs::phases(&spec.job, progress.checkpoint.as_of);
         while let Some(phase) = phases.get(progress.checkpoint.phase) {
             let end = match phase {
-                Phase::Rows(selector) => jobs::rows::run(&ctx, selector, &mut progress).await?,
-                Phase::Orphans { min_age } => jobs::orphaned::run(&ctx, *min_age, &mut progress).await?,
-                Phase::Trash { retention } => jobs::trash::run(&ctx, *retention, &mut progress).await?,
+                Phase::Rows(selector) => jobs::rows::run(ctx, selector, progress).await?,
+                Phase::Orphans { min_age } => jobs::orphaned::run(ctx, *min_age, progress).await?,
+                Phase::Trash { retention } => jobs::trash::run(ctx, *retention, progress).await?,
             };
             match end {
                 PhaseEnd::Done => {}
-                PhaseEnd::Interrupted => {
-                    tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
-                    return Ok(RunOutcome::Interrupted);
-                }
-                PhaseEnd::Refused(reason) => return self.end(lease, Err(("failed", reason))).await,
-                PhaseEnd::Skipped(reason) if phases.len() == 1 => {
-                    return self.end(lease, Err(("skipped", reason))).await
-                }
+                PhaseEnd::Interrupted => return Ok(None),
+                PhaseEnd::Refused(reason) => return Ok(Some(Err(("failed", reason)))),
+                PhaseEnd::Skipped(reason) if phases.len() == 1 => return Ok(Some(Err(("skipped", reason)))),
                 PhaseEnd::Skipped(reason) => {
                     // Within `cleanup_all`: note it, and go on with the rest.
                     let item = crate::progress::ErrorItem {
@@ -224,20 +254,22 @@ impl Engine {
             progress.next_phase();
             if progress.checkpoint.phase < phases.len() {
                 let mut conn = self.pool.acquire().await.map_err(anyhow::Error::from)?;
-                results::save_progress(&mut conn, lease, &progress).await?;
+                results::save_progress(&mut conn, ctx.lease, progress).await?;
             }
         }
-        self.end(lease, Ok(())).await
+        Ok(Some(Ok(())))
     }
 
     /// Ends the job: `Ok` completes it; `Err((status, reason))` ends it as
-    /// `failed` or `skipped` with the reason.
+    /// `failed`, `skipped` or `cancelled` with the reason (an empty reason
+    /// keeps the one recorded, as a cancel request records its own).
     async fn end(&self, lease: Lease, outcome: Result<(), (&str, String)>) -> Result<RunOutcome, EngineError> {
         let record = match &outcome {
             Ok(()) => results::finish(&self.pool, lease, "completed", None).await?,
             Err((status, reason)) => {
                 tracing::warn!(%reason, "job {status}");
-                results::finish(&self.pool, lease, status, Some(reason)).await?
+                let reason = (!reason.is_empty()).then_some(reason.as_str());
+                results::finish(&self.pool, lease, status, reason).await?
             }
         };
         tracing::info!(

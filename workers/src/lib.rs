@@ -31,11 +31,14 @@
 //!   touched, and no symlink is followed; renames never replace a file.
 //! - The orphan sweep decides only on a complete walk.
 
+pub mod admin;
 mod dedup;
 pub mod engine;
 pub mod job;
 pub mod jobs;
 pub mod layout;
+mod lease;
+mod outage;
 pub mod producer;
 pub mod progress;
 pub mod queue;

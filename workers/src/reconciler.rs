@@ -5,9 +5,10 @@
 //!
 //! - fails the jobs whose entries went to a dead-letter stream (for example a
 //!   job that crashed its worker on every attempt), recording the reason;
-//! - re-enqueues this queue's `queued` or `running` jobs that have not moved
-//!   for `reconcile_grace` and that Redis does not know (`{prefix}:ids`):
-//!   jobs whose enqueue was cut short, or that Redis lost in a restart.
+//! - re-enqueues this queue's jobs that no stream entry carries: `queued`
+//!   rows that have not moved for `reconcile_grace` (an enqueue cut short, a
+//!   Redis restart) and `running` rows whose lease expired (a dead or stalled
+//!   worker), or fails the latter after their attempts.
 //!
 //! Both steps are idempotent, so several workers may run them at once.
 
@@ -69,17 +70,26 @@ async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyh
             .as_ref()
             .and_then(|m| m.job_id)
             .unwrap_or_else(|| ctx.settings.layout.derived_job_id(&text("source_id")));
-        letters.push((job_id, text("reason"), message.map(|m| m.spec)));
+        let millis: i64 = entry.id.split('-').next().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+        let dead_at = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+        letters.push((job_id, text("reason"), message.map(|m| m.spec), dead_at));
     }
-    let ids: Vec<Uuid> = letters.iter().map(|(id, _, _)| *id).collect();
-    let unfinished: Vec<Uuid> =
-        sqlx::query_scalar("SELECT job_id FROM job_results WHERE job_id = ANY($1) AND status IN ('queued', 'running')")
-            .bind(&ids)
-            .fetch_all(ctx.engine.pool())
-            .await?;
-    for (job_id, reason, spec) in letters.into_iter().filter(|(id, _, _)| unfinished.contains(id)) {
+    let ids: Vec<Uuid> = letters.iter().map(|(id, ..)| *id).collect();
+    let dead_at: Vec<chrono::DateTime<chrono::Utc>> = letters.iter().map(|(.., at)| *at).collect();
+    // Only a job that has not moved since its dead letter: one an operator
+    // retried since (`janitor retry`) is queued again and must be left alone.
+    let unfinished: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT r.job_id FROM job_results r JOIN unnest($1::uuid[], $2::timestamptz[]) AS d(job_id, at) USING (job_id)
+         WHERE r.status IN ('queued', 'running') AND r.updated_at <= d.at",
+    )
+    .bind(&ids)
+    .bind(&dead_at)
+    .fetch_all(ctx.engine.pool())
+    .await?;
+    for (job_id, reason, spec, at) in letters.into_iter().filter(|(id, ..)| unfinished.contains(id)) {
         tracing::error!(job_id = %job_id, %reason, "job dead-lettered; marking it failed");
-        results::fail(ctx.engine.pool(), job_id, &format!("dead-lettered: {reason}")).await?;
+        let reason = format!("dead-lettered: {reason}");
+        results::fail_unless_moved(ctx.engine.pool(), job_id, &reason, at).await?;
         if let Some(spec) = spec {
             forget(ctx, job_id, &spec).await;
         }
@@ -87,14 +97,20 @@ async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyh
     Ok(())
 }
 
-/// Re-enqueues this queue's stale unfinished jobs that no stream carries.
+/// Re-enqueues this queue's unfinished jobs that no stream entry carries:
+/// queued rows that have not moved for the grace period (an enqueue cut
+/// short, a Redis restart), and running rows whose lease has expired (their
+/// worker died or stalled). A running job that has used up its attempts is
+/// failed instead. The new delivery takes the job over (its lease is
+/// expired) and resumes from the checkpoint.
 async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
     let layout = &ctx.settings.layout;
     let grace = ctx.settings.reconcile_grace.as_secs_f64();
-    let rows: Vec<(Uuid, String, serde_json::Value, bool, Option<String>)> = sqlx::query_as(
-        "SELECT job_id, operation, params, dry_run, requested_by FROM job_results
-         WHERE queue = $1 AND status IN ('queued', 'running')
-           AND updated_at < now() - make_interval(secs => $2)
+    let rows: Vec<LostRow> = sqlx::query_as(
+        "SELECT job_id, operation, params, dry_run, requested_by, status, attempts FROM job_results
+         WHERE queue = $1
+           AND ((status = 'queued' AND updated_at < now() - make_interval(secs => $2))
+                OR (status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < now())))
          ORDER BY updated_at LIMIT $3",
     )
     .bind(layout.prefix())
@@ -106,13 +122,12 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let mut redis = ctx.redis.clone();
-    let ids: Vec<String> = rows.iter().map(|row| row.0.to_string()).collect();
-    let known: Vec<Option<String>> = redis::cmd("HMGET").arg(layout.ids()).arg(&ids).query_async(&mut redis).await?;
+    let ids: Vec<String> = rows.iter().map(|row| row.job_id.to_string()).collect();
+    let entries: Vec<Option<String>> = redis::cmd("HMGET").arg(layout.ids()).arg(&ids).query_async(&mut redis).await?;
     let mut requeued = Vec::new();
-    for ((job_id, operation, params, dry_run, requested_by), known) in rows.into_iter().zip(known) {
-        if known.is_some() {
-            continue;
-        }
+    for (LostRow { job_id, operation, params, dry_run, requested_by, status, attempts }, entry) in
+        rows.into_iter().zip(entries)
+    {
         let spec = match JobSpec::from_record(&operation, &params, dry_run) {
             Ok(spec) => spec,
             Err(err) => {
@@ -120,9 +135,24 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
                 continue;
             }
         };
+        let stream = layout.stream(Lane::of(&spec));
+        if let Some(entry) = entry {
+            // Still on its stream: its delivery (or a rescue of it) runs it.
+            if carried(&mut redis, &stream, &entry).await? {
+                continue;
+            }
+        }
+        if status == "running" && attempts >= i32::try_from(ctx.settings.max_attempts).unwrap_or(i32::MAX) {
+            let reason = format!("lost its worker on each of its {attempts} attempts");
+            tracing::error!(job_id = %job_id, %reason, "job failed for good");
+            results::fail(ctx.engine.pool(), job_id, &reason).await?;
+            forget(ctx, job_id, &spec).await;
+            continue;
+        }
         let payload = crate::producer::payload(job_id, &spec, requested_by.as_deref());
-        dedup::enqueue_once(&mut redis, &layout.stream(Lane::of(&spec)), &layout.ids(), job_id, &payload).await?;
-        tracing::info!(job_id = %job_id, "re-enqueued a job Redis did not have");
+        let _: i64 = redis.hdel(layout.ids(), job_id.to_string()).await?;
+        dedup::enqueue_once(&mut redis, &stream, &layout.ids(), job_id, &payload).await?;
+        tracing::info!(job_id = %job_id, %status, "re-enqueued a job no stream entry carried");
         requeued.push(job_id);
     }
     sqlx::query("UPDATE job_results SET updated_at = now() WHERE job_id = ANY($1)")
@@ -130,6 +160,24 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
         .execute(ctx.engine.pool())
         .await?;
     Ok(requeued.len())
+}
+
+/// A job the reconciler looks at.
+#[derive(sqlx::FromRow)]
+struct LostRow {
+    job_id: Uuid,
+    operation: String,
+    params: serde_json::Value,
+    dry_run: bool,
+    requested_by: Option<String>,
+    status: String,
+    attempts: i32,
+}
+
+/// Whether the stream still holds the entry (pending or not yet read).
+async fn carried(redis: &mut redis::aio::ConnectionManager, stream: &str, entry: &str) -> redis::RedisResult<bool> {
+    let reply: StreamRangeReply = redis.xrange_count(stream, entry, entry, 1).await?;
+    Ok(!reply.ids.is_empty())
 }
 
 /// For a session job: the id of an equal job that is queued or running, if
@@ -168,4 +216,5 @@ pub(crate) async fn forget(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) {
     if let Err(err) = removed {
         tracing::warn!(error = %err, "could not drop the job from the ids hash");
     }
+    crate::outage::clear(ctx, job_id).await;
 }

@@ -35,6 +35,8 @@ pub struct JobRecord {
     pub requested_by: Option<String>,
     pub queue: Option<String>,
     pub entry_id: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
     pub result: Option<Value>,
     pub created_at: DateTime<Utc>,
@@ -45,15 +47,25 @@ pub struct JobRecord {
 
 impl JobRecord {
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "completed" | "failed" | "skipped")
+        matches!(self.status.as_str(), "completed" | "failed" | "skipped" | "cancelled")
     }
 }
 
-/// The right to run a job, until another worker takes it over.
+/// The right to run a job, until another worker takes it over. It lasts
+/// `ttl` past its last renewal (`lease_expires_at` in the row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
     pub job_id: Uuid,
     pub epoch: i64,
+    pub ttl: std::time::Duration,
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    Renewed,
+    /// An operator asked to cancel the job.
+    CancelRequested,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +81,10 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+/// What `start`'s upsert returns: the epoch, the checkpoint and error
+/// items, and the database's time.
+type Started = (i64, Option<Value>, Value, DateTime<Utc>);
+
 /// What `start` found.
 #[derive(Debug)]
 pub enum Start {
@@ -82,7 +98,17 @@ pub enum Start {
     /// alive (it updated the row within the lease): this entry is a
     /// duplicate.
     Busy(Box<JobRecord>),
+    /// Another job equal to this one (a bulk job with the same parameters) is
+    /// queued or running on the queue: this one must not run.
+    Equal(Uuid),
 }
+
+/// The statuses of a job that has not ended.
+const UNFINISHED: [&str; 2] = ["queued", "running"];
+
+/// How long a lease lasts past its last renewal when the caller names none
+/// (`janitor run`).
+pub const DEFAULT_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a queued run comes from: its stream entry, and the lease after
 /// which a quiet holder may be taken over.
@@ -90,11 +116,15 @@ pub enum Start {
 pub struct Claim<'a> {
     pub entry_id: &'a str,
     pub lease: std::time::Duration,
+    /// The queue (key prefix) the entry came from, recorded on a row the
+    /// delivery creates (a raw `XADD`).
+    pub queue: Option<&'a str>,
 }
 
 const COLUMNS: &str = "job_id, operation, params, dry_run, status, deleted_count, deleted_bytes, \
     skipped_count, error_count, errors, checkpoint, attempts, lease_epoch, worker, requested_by, \
-    queue, entry_id, last_error, result, created_at, started_at, updated_at, finished_at";
+    queue, entry_id, lease_expires_at, cancel_requested_at, last_error, result, created_at, started_at, \
+    updated_at, finished_at";
 
 /// A job about to be put on a queue.
 #[derive(Debug, Clone)]
@@ -107,7 +137,9 @@ pub struct NewJob<'a> {
 }
 
 /// Records jobs as queued (producers do this before enqueueing), in one
-/// statement. A job id that is already recorded is left as it is.
+/// statement. A job id that is already recorded is left as it is, and so is
+/// a bulk job equal to one that is queued or running on the same queue (the
+/// unique index `job_results_one_unfinished_bulk`): see [`equal_unfinished`].
 pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
     let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
@@ -120,7 +152,7 @@ pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -
          SELECT id, op, p, dry, 'queued', who, q
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bool[], $5::text[], $6::text[])
               AS t(id, op, p, dry, who, q)
-         ON CONFLICT (job_id) DO NOTHING",
+         ON CONFLICT DO NOTHING",
     )
     .bind(&ids)
     .bind(&operations)
@@ -131,6 +163,27 @@ pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -
     .execute(db)
     .await?;
     Ok(inserted.rows_affected())
+}
+
+/// The queued or running job on `queue` equal to `spec` (same operation,
+/// parameters and dry run), if there is one. Session jobs are deduplicated
+/// in Redis instead, and are never found here.
+pub async fn equal_unfinished(
+    db: impl sqlx::PgExecutor<'_>,
+    queue: &str,
+    spec: &JobSpec,
+) -> sqlx::Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT job_id FROM job_results
+         WHERE queue = $1 AND operation = $2 AND params = $3 AND dry_run = $4 AND status IN ('queued', 'running')
+           AND operation <> 'cleanup_session'",
+    )
+    .bind(queue)
+    .bind(spec.job.operation())
+    .bind(spec.params())
+    .bind(spec.dry_run)
+    .fetch_optional(db)
+    .await
 }
 
 /// Records a job that will not run (a scheduled tick that was missed or
@@ -174,17 +227,30 @@ pub async fn start(
     worker: &str,
     claim: Option<&Claim<'_>>,
 ) -> Result<Start, StoreError> {
+    let queue = claim.and_then(|c| c.queue);
     let operation = spec.job.operation();
-    let row: Option<(i64, Option<Value>, Value, DateTime<Utc>)> = sqlx::query_as(
+    let ttl = claim.map_or(DEFAULT_LEASE, |c| c.lease);
+    // A queued row is free to take. A running row is another delivery's
+    // unless it is the same entry (a rescue), or its holder let its lease
+    // expire (died, or was paused), or this is `janitor run` (no entry),
+    // which always takes the job over.
+    // A start need not wait for its WAL flush: if a crash loses it, the job
+    // was not started and its entry is delivered again; the first batch's
+    // synchronous commit flushes it in any case.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    let row: sqlx::Result<Option<Started>> = sqlx::query_as(
         "INSERT INTO job_results
-             (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at, entry_id)
-         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now(), $6)
+             (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at, entry_id,
+              lease_expires_at, queue)
+         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now(), $6, now() + make_interval(secs => $7), $8)
          ON CONFLICT (job_id) DO UPDATE SET
              status = 'running',
              attempts = job_results.attempts + 1,
              lease_epoch = job_results.lease_epoch + 1,
              worker = EXCLUDED.worker,
              entry_id = EXCLUDED.entry_id,
+             lease_expires_at = EXCLUDED.lease_expires_at,
              started_at = coalesce(job_results.started_at, now()),
              updated_at = now()
          WHERE job_results.status IN ('queued', 'running')
@@ -192,7 +258,8 @@ pub async fn start(
            AND job_results.params = EXCLUDED.params
            AND job_results.dry_run = EXCLUDED.dry_run
            AND (job_results.status = 'queued' OR $6::text IS NULL OR job_results.entry_id IS NULL
-                OR job_results.entry_id = $6 OR job_results.updated_at < now() - make_interval(secs => $7))
+                OR job_results.entry_id = $6
+                OR job_results.lease_expires_at IS NULL OR job_results.lease_expires_at < now())
          RETURNING lease_epoch, checkpoint, errors, now()",
     )
     .bind(job_id)
@@ -201,9 +268,19 @@ pub async fn start(
     .bind(spec.dry_run)
     .bind(worker)
     .bind(claim.map(|c| c.entry_id))
-    .bind(claim.map_or(0.0, |c| c.lease.as_secs_f64()))
-    .fetch_optional(pool)
-    .await?;
+    .bind(ttl.as_secs_f64())
+    .bind(queue)
+    .fetch_optional(&mut *tx)
+    .await;
+    let row = match row {
+        Err(sqlx::Error::Database(err)) if err.constraint() == Some("job_results_one_unfinished_bulk") => {
+            tx.rollback().await?;
+            let equal = equal_unfinished(pool, queue.unwrap_or_default(), spec).await?;
+            return Ok(Start::Equal(equal.unwrap_or(Uuid::nil())));
+        }
+        row => row?,
+    };
+    tx.commit().await?;
 
     let Some((epoch, checkpoint, errors, now)) = row else {
         let record = get(pool, job_id).await?.ok_or(sqlx::Error::RowNotFound)?;
@@ -219,7 +296,7 @@ pub async fn start(
             requested: format!("{operation} {} (dry_run={})", spec.params(), spec.dry_run),
         });
     };
-    let lease = Lease { job_id, epoch };
+    let lease = Lease { job_id, epoch, ttl };
     let resumed = match checkpoint {
         None => None,
         Some(value) => {
@@ -241,7 +318,8 @@ pub async fn save_progress(conn: &mut PgConnection, lease: Lease, progress: &Pro
     let updated = sqlx::query(
         "UPDATE job_results SET
              deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
-             errors = $7, checkpoint = $8, updated_at = now()
+             errors = $7, checkpoint = $8, updated_at = now(),
+             lease_expires_at = now() + make_interval(secs => $9)
          WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'",
     )
     .bind(lease.job_id)
@@ -252,12 +330,103 @@ pub async fn save_progress(conn: &mut PgConnection, lease: Lease, progress: &Pro
     .bind(totals.errors)
     .bind(errors)
     .bind(checkpoint)
+    .bind(lease.ttl.as_secs_f64())
     .execute(&mut *conn)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(StoreError::LeaseLost(lease.job_id));
     }
     Ok(())
+}
+
+/// Renews the lease (the heartbeat of a running job, in every phase),
+/// fenced by the epoch. Tells whether an operator asked to cancel the job.
+pub async fn renew(pool: &PgPool, lease: Lease) -> Result<Renewal, StoreError> {
+    // A renewal lost in a crash is only an older expiry: no need to wait
+    // for the WAL flush.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    let cancel: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+        "UPDATE job_results SET lease_expires_at = now() + make_interval(secs => $3)
+         WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
+         RETURNING cancel_requested_at",
+    )
+    .bind(lease.job_id)
+    .bind(lease.epoch)
+    .bind(lease.ttl.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    match cancel {
+        None => Err(StoreError::LeaseLost(lease.job_id)),
+        Some(Some(_)) => Ok(Renewal::CancelRequested),
+        Some(None) => Ok(Renewal::Renewed),
+    }
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone)]
+pub enum Cancelled {
+    /// The job was queued: it is `cancelled` now and will never start.
+    Now(Box<JobRecord>),
+    /// The job is running: it stops at its next batch boundary.
+    Requested,
+    /// The job had already ended (its status).
+    AlreadyEnded(String),
+    NotFound,
+}
+
+/// Cancels a job: at once if it is queued, at its next batch boundary if it
+/// is running.
+pub async fn cancel(pool: &PgPool, job_id: Uuid, by: &str) -> Result<Cancelled, StoreError> {
+    let reason = format!("cancelled by {by}");
+    let status: Option<String> = sqlx::query_scalar(
+        "UPDATE job_results SET cancel_requested_at = coalesce(cancel_requested_at, now()), last_error = $2,
+             updated_at = now()
+         WHERE job_id = $1 AND status IN ('queued', 'running') RETURNING status",
+    )
+    .bind(job_id)
+    .bind(&reason)
+    .fetch_optional(pool)
+    .await?;
+    match status.as_deref() {
+        Some("queued") => match end(pool, job_id, None, "cancelled", Some(&reason), &["queued"], None).await? {
+            Some(record) => Ok(Cancelled::Now(Box::new(record))),
+            // It started in between: it sees the request at its next batch.
+            None => Ok(Cancelled::Requested),
+        },
+        Some(_) => Ok(Cancelled::Requested),
+        None => Ok(match get(pool, job_id).await? {
+            Some(record) => Cancelled::AlreadyEnded(record.status),
+            None => Cancelled::NotFound,
+        }),
+    }
+}
+
+/// Makes a failed or cancelled job `queued` again under the same id, keeping
+/// its counts and checkpoint, so that its next run resumes and its totals
+/// stay exact across the runs. Returns the row, or why it cannot be retried.
+pub async fn requeue(pool: &PgPool, job_id: Uuid, queue: &str) -> Result<Result<JobRecord, String>, StoreError> {
+    let record: Option<JobRecord> = sqlx::query_as(&format!(
+        "UPDATE job_results SET status = 'queued', finished_at = NULL, cancel_requested_at = NULL,
+             lease_expires_at = NULL, result = NULL, queue = $2, updated_at = now()
+         WHERE job_id = $1 AND status IN ('failed', 'cancelled') AND (queue IS NULL OR queue = $2)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(job_id)
+    .bind(queue)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(record) = record {
+        return Ok(Ok(record));
+    }
+    Ok(Err(match get(pool, job_id).await? {
+        None => format!("no job {job_id} is recorded"),
+        Some(record) if record.queue.as_deref().is_some_and(|q| q != queue) => {
+            format!("job {job_id} belongs to queue {:?}, not {queue:?}", record.queue.unwrap_or_default())
+        }
+        Some(record) => format!("job {job_id} is {}; only failed or cancelled jobs can be retried", record.status),
+    }))
 }
 
 /// Ends the job: `completed`, or `failed` with the reason. The final result
@@ -269,7 +438,7 @@ pub async fn finish(
     status: &str,
     last_error: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
-    let record = end(pool, lease.job_id, Some(lease.epoch), status, last_error).await?;
+    let record = end(pool, lease.job_id, Some(lease.epoch), status, last_error, &UNFINISHED, None).await?;
     record.ok_or(StoreError::LeaseLost(lease.job_id))
 }
 
@@ -277,30 +446,49 @@ pub async fn finish(
 /// of attempts or were dead-lettered. Returns `None` if there was no such
 /// unfinished job.
 pub async fn fail(pool: &PgPool, job_id: Uuid, reason: &str) -> Result<Option<JobRecord>, StoreError> {
-    end(pool, job_id, None, "failed", Some(reason)).await
+    end(pool, job_id, None, "failed", Some(reason), &UNFINISHED, None).await
 }
 
-/// Two statements, not one transaction: if the process dies between them,
-/// the row is final and readers build the same result from its columns.
+/// Fails a job that is not finished and has not been updated since `at`
+/// (a dead letter's time), so that a job retried meanwhile is left alone.
+pub async fn fail_unless_moved(
+    pool: &PgPool,
+    job_id: Uuid,
+    reason: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<JobRecord>, StoreError> {
+    end(pool, job_id, None, "failed", Some(reason), &UNFINISHED, Some(at)).await
+}
+
+/// The final status and the result JSON (built from the row itself) in one
+/// transaction, so one synchronous commit.
 async fn end(
     pool: &PgPool,
     job_id: Uuid,
     epoch: Option<i64>,
     status: &str,
     last_error: Option<&str>,
+    from: &[&str],
+    unmoved_since: Option<DateTime<Utc>>,
 ) -> Result<Option<JobRecord>, StoreError> {
+    let mut tx = pool.begin().await?;
     let record: Option<JobRecord> = sqlx::query_as(&format!(
-        "UPDATE job_results SET status = $3, last_error = $4, finished_at = now(), updated_at = now(),
-             started_at = coalesce(started_at, now())
+        "UPDATE job_results SET status = $3, finished_at = now(), updated_at = now(),
+             last_error = CASE WHEN $3 = 'cancelled' THEN coalesce($4, last_error) ELSE $4 END,
+             lease_expires_at = NULL,
+             started_at = CASE WHEN status = 'queued' AND $3 = 'cancelled' THEN NULL ELSE coalesce(started_at, now()) END
          WHERE job_id = $1 AND ($2::bigint IS NULL OR lease_epoch = $2)
-           AND status IN ('queued', 'running') AND ($2::bigint IS NULL OR status = 'running')
+           AND status = ANY($5) AND ($2::bigint IS NULL OR status = 'running')
+           AND ($6::timestamptz IS NULL OR updated_at <= $6)
          RETURNING {COLUMNS}"
     ))
     .bind(job_id)
     .bind(epoch)
     .bind(status)
     .bind(last_error)
-    .fetch_optional(pool)
+    .bind(from)
+    .bind(unmoved_since)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some(mut record) = record else {
         return Ok(None);
@@ -312,8 +500,9 @@ async fn end(
     )
     .bind(job_id)
     .bind(&result)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     record.result = Some(result);
     Ok(Some(record))
 }
@@ -372,7 +561,7 @@ pub async fn fail_held(
     .fetch_optional(pool)
     .await?;
     match held {
-        Some(epoch) => end(pool, job_id, Some(epoch), "failed", Some(reason)).await,
+        Some(epoch) => end(pool, job_id, Some(epoch), "failed", Some(reason), &UNFINISHED, None).await,
         None => Ok(None),
     }
 }

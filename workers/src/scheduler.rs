@@ -160,9 +160,24 @@ async fn record_tick(
         return Ok(()); // Another scheduler recorded this tick.
     }
     let job = NewJob { job_id, spec: &schedule.spec, requested_by: Some(&requested_by), queue: &queue };
-    match reason {
-        None => results::insert_queued(&mut *tx, std::slice::from_ref(&job)).await.map(drop)?,
-        Some(reason) => results::insert_skipped(&mut tx, &job, reason).await?,
+    let mut reason = reason.map(str::to_owned);
+    if reason.is_none() && results::insert_queued(&mut *tx, std::slice::from_ref(&job)).await? == 0 {
+        // An equal job is unfinished (enqueued by someone else since the
+        // check above, or running without a live lease): the tick skips.
+        let other = results::equal_unfinished(&mut *tx, &queue, &schedule.spec).await?.unwrap_or_default();
+        let why = format!("overlap: an equal job {other} is still queued or running");
+        sqlx::query(
+            "UPDATE schedule_ticks SET outcome = 'skipped', reason = $3 WHERE schedule = $1 AND scheduled_at = $2",
+        )
+        .bind(&schedule.name)
+        .bind(tick)
+        .bind(&why)
+        .execute(&mut *tx)
+        .await?;
+        reason = Some(why);
+    }
+    if let Some(reason) = &reason {
+        results::insert_skipped(&mut tx, &job, reason).await?;
     }
     tx.commit().await?;
     let span = tracing::info_span!("tick", schedule = %schedule.name, tick = %tick, job_id = %job_id);
@@ -182,7 +197,9 @@ async fn record_tick(
     Ok(())
 }
 
-/// An unfinished job of the same operation on this queue, if any.
+/// An unfinished job of the same operation on this queue, if any: queued,
+/// or running with a live lease (a row whose worker died without anyone
+/// noticing yet does not block the schedule; the reconciler recovers it).
 async fn running_copy(
     conn: &mut sqlx::PgConnection,
     schedule: &Schedule,
@@ -191,7 +208,8 @@ async fn running_copy(
 ) -> sqlx::Result<Option<(Uuid, String)>> {
     sqlx::query_as(
         "SELECT job_id, status FROM job_results
-         WHERE operation = $1 AND queue = $2 AND status IN ('queued', 'running') AND job_id <> $3
+         WHERE operation = $1 AND queue = $2 AND job_id <> $3
+           AND (status = 'queued' OR (status = 'running' AND lease_expires_at > now()))
          LIMIT 1",
     )
     .bind(schedule.spec.job.operation())
