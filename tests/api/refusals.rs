@@ -100,10 +100,12 @@ async fn bad_input_is_422_naming_the_field_and_enqueues_nothing(pool: PgPool) {
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn the_sixth_full_sweep_within_the_hour_is_429_for_that_token_only(pool: PgPool) {
     let api = Api::start(pool).await;
+    // Distinct parameters, so that each is a job of its own (equal ones
+    // would be deduplicated).
     for i in 0..5 {
-        assert_eq!(api.post("/all", Some(OPS.1)).await.status, 202, "request {i}");
+        assert_eq!(api.post(&format!("/all?days_old={}", i + 1), Some(OPS.1)).await.status, 202, "request {i}");
     }
-    let refused = api.post("/all", Some(OPS.1)).await;
+    let refused = api.post("/all?days_old=6", Some(OPS.1)).await;
     assert_eq!(refused.status, 429, "{}", refused.text());
     let retry_after: u64 = refused.header("retry-after").expect("Retry-After").parse().expect("whole seconds");
     assert!((1..=720).contains(&retry_after), "one request per 12 minutes refills: {retry_after}");
@@ -126,8 +128,8 @@ async fn rate_limits_are_configurable_per_class(pool: PgPool) {
     let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=30).contains(&retry_after), "two per minute refill one every 30 s: {retry_after}");
     // Classes without a configured limit are not limited at all.
-    for _ in 0..7 {
-        accepted_job(&api.post("/all", Some(OPS.1)).await);
+    for i in 0..7 {
+        accepted_job(&api.post(&format!("/all?days_old={}", i + 1), Some(OPS.1)).await);
     }
     assert_eq!(api.jobs().await.len(), 9);
     api.finish().await;

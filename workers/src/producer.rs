@@ -7,9 +7,14 @@
 //! 2. Record the job in `job_results` as `queued` (with its queue prefix).
 //! 3. Put it on its lane's stream, once (idempotent by job id).
 //!
-//! If step 3 fails, step 2 is undone, so a failed enqueue leaves nothing
-//! behind. If the process dies between 2 and 3, the worker's reconciler finds
-//! the queued row missing from Redis and enqueues it.
+//! A bulk job equal to one that is queued or running (same operation,
+//! parameters and dry run) is not recorded again: step 2 returns that job.
+//!
+//! If step 3 fails before anything reached Redis (connection refused), step
+//! 2 is undone, so a failed enqueue leaves nothing behind. If its outcome is
+//! unknown (a timeout: the `XADD` may have landed), or the process dies
+//! between 2 and 3, the row stays queued and the worker's reconciler settles
+//! it: it enqueues the job unless Redis already has it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +50,9 @@ pub enum ProducerError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
     pub job_id: Uuid,
-    /// True if an equal session job was already queued or running, and this
-    /// is its id.
+    /// True if an equal job (a session job of the same session, or a bulk
+    /// job with the same parameters) was already queued or running, and
+    /// this is its id.
     pub deduplicated: bool,
 }
 
@@ -84,6 +90,11 @@ impl Producer {
         &self.pool
     }
 
+    /// A handle on the producer's Redis connection.
+    pub(crate) fn redis(&self) -> ConnectionManager {
+        self.redis.clone()
+    }
+
     /// Enqueues one job (deduplicating session jobs).
     pub async fn enqueue(&self, spec: &JobSpec, requested_by: Option<&str>) -> Result<Enqueued, ProducerError> {
         let job_id = Uuid::new_v4();
@@ -94,10 +105,19 @@ impl Producer {
                 return Ok(Enqueued { job_id: existing, deduplicated: true });
             }
         }
-        let new = NewJob { job_id, spec, requested_by, queue: self.layout.prefix() };
-        results::insert_queued(&self.pool, &[new]).await?;
+        if let Some(existing) = self.record(job_id, spec, requested_by).await? {
+            return Ok(Enqueued { job_id: existing, deduplicated: true });
+        }
         if let Err(err) = self.push(&mut redis, job_id, spec, requested_by).await {
-            // Undo, so a failed enqueue leaves nothing behind.
+            if !err.is_connection_refusal() {
+                // The XADD may have landed (a timeout, a dropped connection):
+                // the row stays queued, and the reconciler settles it. It
+                // re-enqueues the job after the grace period unless Redis
+                // knows it (idempotent by job id), so it runs exactly once.
+                tracing::warn!(job_id = %job_id, error = %err, "enqueue outcome unknown; the job is recorded as queued");
+                return Ok(Enqueued { job_id, deduplicated: false });
+            }
+            // Nothing was sent: undo, so the failed enqueue leaves nothing.
             let _ = results::delete_queued(&self.pool, job_id).await;
             if let Some(key) = &dedup_key {
                 let _ = dedup::release(&mut redis, key, job_id).await;
@@ -106,6 +126,30 @@ impl Producer {
         }
         tracing::info!(job_id = %job_id, operation = spec.job.operation(), "job enqueued");
         Ok(Enqueued { job_id, deduplicated: false })
+    }
+
+    /// Records the job as queued, unless an equal bulk job is queued or
+    /// running on this queue (the unique index on unfinished bulk jobs): then
+    /// returns that one.
+    async fn record(
+        &self,
+        job_id: Uuid,
+        spec: &JobSpec,
+        requested_by: Option<&str>,
+    ) -> Result<Option<Uuid>, ProducerError> {
+        let new = NewJob { job_id, spec, requested_by, queue: self.layout.prefix() };
+        // The equal job may end between the insert and the look-up: try again.
+        for _ in 0..3 {
+            if results::insert_queued(&self.pool, std::slice::from_ref(&new)).await? == 1 {
+                return Ok(None);
+            }
+            if let Some(existing) = results::equal_unfinished(&self.pool, self.layout.prefix(), spec).await? {
+                return Ok(Some(existing));
+            }
+        }
+        Err(ProducerError::Database(sqlx::Error::Protocol(format!(
+            "could not record job {job_id}: an equal job kept starting and ending"
+        ))))
     }
 
     /// Enqueues many jobs at once: one insert, one pipelined round trip.

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS job_results_one_unfinished_bulk;
