@@ -22,6 +22,7 @@ pub async fn work(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitC
         reconcile_interval: args.reconcile_interval,
         reconcile_grace: args.reconcile_grace,
         shutdown_timeout: args.shutdown_timeout,
+        outage_horizon: args.outage_horizon,
         ..WorkerSettings::new(Layout::new(&settings.queue))
     };
     let shutdown = CancellationToken::new();

@@ -71,3 +71,90 @@ async fn a_worker_survives_a_postgres_restart_mid_job_and_counts_exactly() {
     pool.close().await;
     cleanup_keys(&shared_redis_url(), &prefix).await;
 }
+
+/// An outage longer than the retry budget (here one attempt, which waits
+/// out the pool's acquire timeout) while session jobs are delivered: they
+/// are postponed, not failed, and all complete once Postgres is back, with
+/// exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_delivered_during_a_postgres_outage_complete_after_it() {
+    const SESSIONS: usize = 8;
+    let server = PrivatePostgres::start().await;
+    let mut admin = PgConnection::connect(&server.url("postgres")).await.expect("the private server answers");
+    sqlx::query("CREATE DATABASE janitor").execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let url = server.url("janitor");
+    let pool = PgPoolOptions::new().max_connections(4).connect(&url).await.unwrap();
+    janitor_workers::MIGRATOR.run(&pool).await.expect("migrations apply");
+    let store = Store::new();
+    for i in 0..SESSIONS {
+        for j in 0..3 {
+            let image = crate::support::Image::fresh(&format!("photos/s{i}/{j}.jpg"), 5).session(&format!("s{i}"));
+            crate::support::insert_image(&pool, Some(&store), &image).await;
+        }
+    }
+    let prefix = prefix();
+    let budget = [("JANITOR_MAX_ATTEMPTS", "1"), ("JANITOR_RETRY_BASE", "200ms"), ("JANITOR_LEASE", "3s")];
+    let janitor = Janitor::new(&url, &shared_redis_url(), &prefix, store.root()).with_all(&budget);
+    let mut worker = janitor.spawn(&["worker"]);
+    wait_for_worker(&shared_redis_url(), &prefix).await;
+
+    server.stop().await;
+    // The application logs users out while the database is down (a raw XADD
+    // needs only Redis).
+    let mut redis = redis::Client::open(shared_redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stream = janitor_workers::layout::Layout::new(&prefix).stream(janitor_workers::layout::Lane::Session);
+    for i in 0..SESSIONS {
+        let job = format!(r#"{{"op":"session","session_id":"s{i}"}}"#);
+        let _: String =
+            redis::cmd("XADD").arg(&stream).arg("*").arg("job").arg(job).query_async(&mut redis).await.unwrap();
+    }
+    // Down for longer than the one attempt takes: it waits out the pool's
+    // 30 s acquire timeout, and recording its failure another 30 s.
+    let outage = Duration::from_secs(65);
+    tokio::time::sleep(outage).await;
+    assert!(worker.is_running(), "the worker outlived the outage: {}", worker.stderr());
+    server.start_again().await;
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status = 'completed'")
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        if done == SESSIONS as i64 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{done} of {SESSIONS} completed\n{}", worker.stderr());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (deleted, failed): (i64, i64) = sqlx::query_as(
+        "SELECT coalesce(sum(deleted_count), 0)::bigint, count(*) FILTER (WHERE status <> 'completed') FROM job_results",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((deleted, failed), (3 * SESSIONS as i64, 0), "exact counts, nothing failed");
+    assert_eq!(count_images(&pool).await, 0);
+    assert_eq!(files_under(store.root()), 0);
+    worker.signal("TERM").await;
+    assert_eq!(worker.exit_code(Duration::from_secs(20)).await, Some(0), "{}", worker.stderr());
+    pool.close().await;
+    cleanup_keys(&shared_redis_url(), &prefix).await;
+}
+
+/// Waits until the worker has created its consumer groups.
+async fn wait_for_worker(redis_url: &str, prefix: &str) {
+    let mut redis = redis::Client::open(redis_url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stream = janitor_workers::layout::Layout::new(prefix).stream(janitor_workers::layout::Lane::Session);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> =
+            redis::cmd("XINFO").arg("GROUPS").arg(&stream).query_async(&mut redis).await;
+        if groups.is_ok_and(|g| !g.groups.is_empty()) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "the worker did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

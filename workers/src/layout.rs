@@ -78,6 +78,12 @@ impl Layout {
         format!("{}:ids", self.prefix)
     }
 
+    /// The hash of postponed jobs: job id → when an outage first postponed
+    /// it (milliseconds since the epoch).
+    pub fn postponed(&self) -> String {
+        format!("{}:postponed", self.prefix)
+    }
+
     /// The dedup key of a session job; other jobs are not deduplicated.
     pub fn dedup(&self, spec: &JobSpec) -> Option<String> {
         let CleanupJob::Session { session_id } = &spec.job else {

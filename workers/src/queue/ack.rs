@@ -18,7 +18,7 @@ use super::{
     backend::HANDOFF_IDLE,
     config::HANDOFF_CONSUMER,
     consumer::Consumer,
-    error::{HandBack, QueueError, Relinquish},
+    error::{HandBack, Postpone, QueueError, Relinquish},
     queue::StreamQueue,
     scripts::{self, DeadLetterArgs, Release},
     wire::Delivery,
@@ -37,6 +37,9 @@ enum Outcome {
     HandBack,
     /// [`Relinquish`]: another consumer owns the entry now; touch nothing.
     Relinquish,
+    /// [`Postpone`]: infrastructure trouble; retry after `delay` without
+    /// counting an attempt.
+    Postpone { delay: Duration, reason: String },
 }
 
 impl Outcome {
@@ -50,6 +53,9 @@ impl Outcome {
         }
         if e.downcast_ref::<Relinquish>().is_some() {
             return Self::Relinquish;
+        }
+        if let Some(postpone) = e.downcast_ref::<Postpone>() {
+            return Self::Postpone { delay: postpone.delay, reason: postpone.reason.clone() };
         }
         let delay = e.downcast_ref::<RetryAfterError>().map_or(default_delay, RetryAfterError::get_duration);
         Self::Retry { delay, error: e.to_string() }
@@ -122,6 +128,15 @@ impl StreamAcker {
                 debug!(entry_id = id, "handed back an interrupted job");
                 return Ok(());
             }
+            Outcome::Postpone { delay, reason } => {
+                // As a retry, but the delivery is taken back off the count:
+                // an outage delays a job, it never uses up its attempts.
+                let delay = (*delay).min(config.min_idle);
+                let how = Release { to: &self.consumer.name, idle: config.min_idle - delay, count_delta: -1 };
+                scripts::release(&mut conn, keys, &config.group, &self.consumer.name, how, &[id.to_owned()]).await?;
+                warn!(entry_id = id, retry_in = ?delay, %reason, "job postponed; not counted as an attempt");
+                return Ok(());
+            }
             Outcome::Abort(error) => format!("aborted on attempt {attempts}: {error}"),
             Outcome::Retry { error, .. } if attempts >= u64::from(config.max_attempts) => {
                 format!("failed {attempts} times, last error: {error}")
@@ -191,6 +206,16 @@ mod tests {
             panic!("expected a retry");
         };
         assert_eq!(delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn postpone_keeps_its_delay_and_reason() {
+        let err = Postpone { reason: "database down".into(), delay: Duration::from_secs(3) };
+        let res: Result<(), BoxDynError> = Err(Box::new(err));
+        assert_eq!(
+            Outcome::classify(&res, DELAY),
+            Outcome::Postpone { delay: Duration::from_secs(3), reason: "database down".into() }
+        );
     }
 
     #[test]

@@ -32,3 +32,14 @@ pub struct HandBack(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("lease lost: {0}")]
 pub struct Relinquish(pub String);
+
+/// A handler's answer when its job could not run for a reason outside the
+/// job (the database or Redis unreachable or restarting, no connection free):
+/// the entry is retried after `delay`, and the delivery does not count as an
+/// attempt.
+#[derive(Debug, thiserror::Error)]
+#[error("postponed: {reason}")]
+pub struct Postpone {
+    pub reason: String,
+    pub delay: std::time::Duration,
+}
