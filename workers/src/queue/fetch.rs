@@ -39,8 +39,13 @@ pub(crate) struct Fetcher {
     next_rescue: Instant,
     /// `XAUTOCLAIM` scan cursor; `0-0` starts a new pass over the pending list.
     rescue_cursor: String,
+    /// When to look next for consumers that died (see [`Fetcher::forget_dead`]).
+    next_forget: Instant,
     backoff: Backoff,
 }
+
+/// How often a consumer looks for dead ones to remove from the group.
+const FORGET_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Fetcher {
     pub(crate) fn new(queue: StreamQueue, consumer: Arc<Consumer>) -> Self {
@@ -50,6 +55,7 @@ impl Fetcher {
             reader: None,
             next_rescue: Instant::now(),
             rescue_cursor: "0-0".to_owned(),
+            next_forget: Instant::now() + FORGET_INTERVAL,
             backoff: Backoff::new(),
         }
     }
@@ -136,6 +142,12 @@ impl Fetcher {
             .await?;
         let pass_done = reply.next_stream_id == "0-0";
         self.rescue_cursor = reply.next_stream_id;
+        if pass_done && Instant::now() >= self.next_forget {
+            self.next_forget = Instant::now() + FORGET_INTERVAL;
+            if let Err(e) = self.forget_dead(&mut conn).await {
+                warn!(error = %e, "could not look for dead consumers");
+            }
+        }
         // A full batch or an unfinished scan means more may be waiting: look again next round.
         self.next_rescue = if pass_done && reply.claimed.len() < want {
             Instant::now() + config.rescue_interval
@@ -158,6 +170,30 @@ impl Fetcher {
         }
         info!(consumer = %self.consumer.name, rescued = entries.len(), "claimed entries whose lease expired or retry delay passed");
         Ok(self.to_tasks(entries).await)
+    }
+
+    /// Removes from the group the consumers that died (`kill -9`): their
+    /// entries have been rescued (none pending) and they have been silent for
+    /// twice the lease, and at least ten seconds. A live consumer polls every
+    /// few seconds when it has a free slot, and owns its running entries when
+    /// it has none, so it is never removed (and if it were, its next read
+    /// would add it back: it owned nothing); the script checks the pending
+    /// list again atomically before it deletes. So the group does not grow
+    /// with every crash.
+    async fn forget_dead(&self, conn: &mut ConnectionManager) -> RedisResult<()> {
+        let keys = self.queue.keys();
+        let config = self.queue.config();
+        let silent = (config.min_idle * 2).max(Duration::from_secs(10));
+        let reply: redis::streams::StreamInfoConsumersReply = conn.xinfo_consumers(&keys.stream, &config.group).await?;
+        for consumer in reply.consumers {
+            let dead = consumer.name != self.consumer.name
+                && consumer.pending == 0
+                && Duration::from_millis(consumer.idle as u64) > silent;
+            if dead && scripts::delete_idle_consumer(conn, keys, &config.group, &consumer.name).await? {
+                info!(consumer = %consumer.name, "removed a dead consumer from the group");
+            }
+        }
+        Ok(())
     }
 
     /// Delivery counts of this consumer's pending entries within the claimed id range.
