@@ -59,6 +59,35 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a job: a queued one never starts; a running one stops at its
+    /// next batch boundary as `cancelled`, keeping its counts and checkpoint.
+    Cancel {
+        /// The job to cancel.
+        job_id: Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a failed, cancelled or dead-lettered job again under the same id,
+    /// from its checkpoint (its totals stay exact across the runs).
+    Retry {
+        /// The job to run again.
+        job_id: Uuid,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the dead letters of both lanes, with their reasons.
+    Dead {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove dead letters: one by its entry id, or every one of a job id.
+    Discard {
+        /// A dead letter's entry id (see `janitor dead`), or a job id.
+        target: String,
+    },
     /// List the schedules with their next fire time and last run.
     Schedules {
         #[arg(long)]
@@ -131,6 +160,10 @@ pub struct WorkerArgs {
     /// After SIGTERM, how long running jobs get to checkpoint.
     #[arg(long, env = "JANITOR_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How long an outage (database or Redis unavailable) may postpone a job
+    /// before its deliveries start to count as attempts.
+    #[arg(long, env = "JANITOR_OUTAGE_HORIZON", default_value = "1h", value_parser = parse_positive)]
+    pub outage_horizon: Duration,
 }
 
 #[derive(Debug, clap::Args)]
@@ -220,7 +253,7 @@ pub struct ResultsArgs {
     #[arg(long)]
     pub operation: Option<String>,
     /// Only jobs with this status.
-    #[arg(long, value_parser = ["queued", "running", "completed", "failed", "skipped"])]
+    #[arg(long, value_parser = ["queued", "running", "completed", "failed", "skipped", "cancelled"])]
     pub status: Option<String>,
     #[arg(long)]
     pub json: bool,

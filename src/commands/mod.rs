@@ -3,6 +3,7 @@
 
 mod audit;
 mod enqueue;
+mod jobs;
 mod results;
 mod run;
 mod schedules;
@@ -47,6 +48,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(&cli.settings, args).await,
         Command::Restore { job_id, json } => restore(&cli.settings, job_id, json),
         Command::Audit { since, limit, json } => audit::show(&cli.settings, since, limit, json).await,
+        Command::Cancel { job_id, json } => jobs::cancel(&cli.settings, job_id, json).await,
+        Command::Retry { job_id, json } => jobs::retry(&cli.settings, job_id, json).await,
+        Command::Dead { json } => jobs::dead(&cli.settings, json).await,
+        Command::Discard { target } => jobs::discard(&cli.settings, &target).await,
     }
 }
 

@@ -183,8 +183,11 @@ pub async fn jobs(
         ),
     };
     if let Some(status) = params.get("status") {
-        if !["queued", "running", "completed", "failed", "skipped"].contains(&status) {
-            return Err(ApiError::invalid("status", "must be queued, running, completed, failed or skipped"));
+        if !["queued", "running", "completed", "failed", "skipped", "cancelled"].contains(&status) {
+            return Err(ApiError::invalid(
+                "status",
+                "must be queued, running, completed, failed, skipped or cancelled",
+            ));
         }
     }
     state.limits.check(&actor.0, "read").map_err(|retry_after| ApiError::RateLimited { retry_after })?;

@@ -25,8 +25,10 @@ struct Bucket {
     updated: Instant,
 }
 
-/// The defaults: the heavy sweeps are rare by nature; logouts are frequent.
-pub const DEFAULT_LIMITS: &str = "all=5/h,orphaned=5/h,expired=60/h,old-results=60/h,session=6000/m,read=6000/m";
+/// The defaults: the heavy sweeps are rare by nature; logouts are frequent;
+/// `control` is cancel, retry and discard.
+pub const DEFAULT_LIMITS: &str =
+    "all=5/h,orphaned=5/h,expired=60/h,old-results=60/h,session=6000/m,read=6000/m,control=600/h";
 
 impl RateLimiter {
     pub fn parse(spec: &str) -> anyhow::Result<Self> {

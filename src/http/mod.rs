@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod cleanup;
 pub mod error;
+pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod params;
@@ -62,7 +63,7 @@ const BODY_LIMIT: usize = 16 * 1024;
 #[openapi(
     info(title = "janitor admin API", description = "Cleanup of the face-swap application's storage."),
     paths(cleanup::expired, cleanup::session, cleanup::old_results, cleanup::orphaned, cleanup::all,
-          cleanup::stats, cleanup::job, cleanup::jobs),
+          cleanup::stats, cleanup::job, cleanup::jobs, jobs::cancel, jobs::retry, jobs::dead, jobs::discard),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -90,6 +91,10 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(cleanup::stats))
         .route("/jobs", get(cleanup::jobs))
         .route("/jobs/{job_id}", get(cleanup::job))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/jobs/{job_id}/retry", post(jobs::retry))
+        .route("/dead", get(jobs::dead))
+        .route("/dead/{target}/discard", post(jobs::discard))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::gate));
     let trace = TraceLayer::new_for_http().make_span_with(|request: &Request| {
         let route = request.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("-");

@@ -20,6 +20,7 @@ mod client;
 mod server;
 
 mod audit;
+mod control;
 mod dedup;
 mod endpoints;
 mod load;

@@ -201,6 +201,12 @@ async fn a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attem
     assert_eq!(count_images(&env.pool).await, 5);
 
     let dead_key = format!("{}:bulk:dead", env.prefix);
+    // The row is failed before the entry is dead-lettered (the handler
+    // records the failure, then the queue settles the entry).
+    crate::harness::wait_until("the entry is dead-lettered", Duration::from_secs(10), || async {
+        !stream_entries(&env, &dead_key).await.is_empty()
+    })
+    .await;
     let dead = stream_entries(&env, &dead_key).await;
     assert_eq!(dead.len(), 1, "one dead letter: {dead:?}");
     let reason = field(&dead[0], "reason");

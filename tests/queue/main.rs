@@ -9,6 +9,7 @@ mod harness;
 
 mod crash;
 mod delivery;
+mod lifecycle;
 mod recovery;
 mod signals;
 mod smoke;

@@ -6,6 +6,8 @@
 //! - finished (completed or failed in `job_results`) → acknowledge;
 //! - interrupted by shutdown → hand the entry back at once (not an attempt);
 //! - lease lost to another worker → leave the entry alone;
+//! - an outage (database or Redis unavailable) → postpone with a capped
+//!   backoff, not counted as an attempt, for up to `outage_horizon`;
 //! - an error → retry with exponential backoff, and after `max_attempts`
 //!   mark the job failed and dead-letter the entry.
 
@@ -23,6 +25,7 @@ use uuid::Uuid;
 use crate::engine::{Engine, EngineError, RunControl, RunOutcome};
 use crate::job::{JobSpec, QueuedJob};
 use crate::layout::{Lane, Layout};
+use crate::queue::error::Postpone;
 use crate::queue::{Delivery, HandBack, QueueConfig, Relinquish, StreamQueue};
 use crate::results::{self, StoreError};
 
@@ -49,6 +52,9 @@ pub struct WorkerSettings {
     pub dedup_ttl: Duration,
     /// After a shutdown signal, how long running jobs get to checkpoint.
     pub shutdown_timeout: Duration,
+    /// How long an outage (database or Redis unavailable) may postpone a job
+    /// before its deliveries start to count as attempts.
+    pub outage_horizon: Duration,
     /// Recorded as the `worker` of the jobs this process runs.
     pub name: String,
 }
@@ -66,6 +72,7 @@ impl WorkerSettings {
             reconcile_grace: Duration::from_secs(30),
             dedup_ttl: crate::producer::DEFAULT_DEDUP_TTL,
             shutdown_timeout: Duration::from_secs(30),
+            outage_horizon: Duration::from_secs(3600),
             name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
         }
     }
@@ -178,18 +185,25 @@ async fn run_job(
     entry_id: &str,
     attempt: u64,
 ) -> Result<(), BoxDynError> {
-    if let Some(holder) = crate::reconciler::coalesce(ctx, job_id, spec).await? {
-        tracing::info!(duplicate_of = %holder, "an equal session job is already queued or running; not running this one");
-        return Ok(());
-    }
-    let control = RunControl {
-        cancel: ctx.shutdown.child_token(),
-        worker: ctx.settings.name.clone(),
-        on_batch: None,
-        entry_id: Some(entry_id.to_owned()),
-        lease: ctx.settings.lease,
+    let coalesced = crate::reconciler::coalesce(ctx, job_id, spec).await.map_err(EngineError::from);
+    let outcome = match coalesced {
+        Ok(Some(holder)) => {
+            tracing::info!(duplicate_of = %holder, "an equal job is already queued or running; not running this one");
+            return Ok(());
+        }
+        Ok(None) => {
+            let control = RunControl {
+                cancel: ctx.shutdown.child_token(),
+                worker: ctx.settings.name.clone(),
+                on_batch: None,
+                entry_id: Some(entry_id.to_owned()),
+                lease: ctx.settings.lease,
+                queue: Some(ctx.settings.layout.prefix().to_owned()),
+            };
+            AssertUnwindSafe(ctx.engine.run(job_id, spec, &control)).catch_unwind().await
+        }
+        Err(err) => Ok(Err(err)),
     };
-    let outcome = AssertUnwindSafe(ctx.engine.run(job_id, spec, &control)).catch_unwind().await;
     let error = match outcome {
         Ok(Ok(RunOutcome::Finished(_))) => {
             crate::reconciler::forget(ctx, job_id, spec).await;
@@ -206,9 +220,17 @@ async fn run_job(
             // Another job's id: never touch its row; drop this delivery.
             return Err(AbortError::new(err).into());
         }
+        Ok(Err(err)) if crate::outage::is_outage(&err) => match crate::outage::postpone(ctx, job_id).await {
+            Some(delay) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "infrastructure unavailable; postponing the job");
+                return Err(Postpone { reason: err.to_string(), delay }.into());
+            }
+            None => format!("{err} (an outage for longer than {:?})", ctx.settings.outage_horizon),
+        },
         Ok(Err(err)) => format!("{err}"),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
+    crate::outage::clear(ctx, job_id).await;
     if attempt >= u64::from(ctx.settings.max_attempts) {
         let reason = format!("failed after {attempt} attempts; last error: {error}");
         tracing::error!(%reason, "job failed for good");

@@ -1,0 +1,109 @@
+//! Steering jobs over HTTP: cancel, retry, dead letters. The same actions
+//! as `janitor cancel|retry|dead|discard`, behind the same token, audit and
+//! rate limits (class `control` for the changes, `read` for the list).
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use janitor_workers::admin;
+use janitor_workers::results::Cancelled;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::params::Params;
+use super::{Actor, AppState, JobCreated};
+
+fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::invalid("job_id", "must be a UUID"))
+}
+
+fn limit(state: &AppState, actor: &Actor, class: &str) -> Result<(), ApiError> {
+    state.limits.check(&actor.0, class).map_err(|retry_after| ApiError::RateLimited { retry_after })
+}
+
+fn unavailable(err: janitor_workers::producer::ProducerError) -> ApiError {
+    ApiError::Unavailable(err.to_string())
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = Uuid, Path)),
+    responses((status = 200, description = "cancelled (it was queued)"), (status = 202, description = "it stops at its next batch"),
+              (status = 401), (status = 404), (status = 409, description = "it already ended"), (status = 422), (status = 429)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let job_id = job_id(&raw)?;
+    limit(&state, &actor, "control")?;
+    let (status, code) = match admin::cancel(&state.producer, job_id, &actor.0).await.map_err(unavailable)? {
+        Cancelled::Now(_) => ("cancelled", StatusCode::OK),
+        Cancelled::Requested => ("cancelling", StatusCode::ACCEPTED),
+        Cancelled::AlreadyEnded(status) => {
+            return Err(ApiError::Conflict(format!("job {job_id} already ended as {status}")))
+        }
+        Cancelled::NotFound => return Err(ApiError::NotFound),
+    };
+    let mut response = (code, Json(json!({"job_id": job_id, "status": status}))).into_response();
+    response.extensions_mut().insert(JobCreated(job_id));
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/retry", tag = "jobs",
+    params(("job_id" = Uuid, Path)),
+    responses((status = 202, description = "queued again, to resume from its checkpoint"), (status = 401), (status = 404),
+              (status = 409, description = "not failed or cancelled"), (status = 422), (status = 429)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let job_id = job_id(&raw)?;
+    limit(&state, &actor, "control")?;
+    match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
+        Ok(()) => {
+            let body = json!({"job_id": job_id, "status": "queued", "status_url": format!("/api/v1/admin/cleanup/jobs/{job_id}")});
+            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+            response.extensions_mut().insert(JobCreated(job_id));
+            Ok(response)
+        }
+        Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
+        Err(why) => Err(ApiError::Conflict(why)),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/cleanup/dead", tag = "jobs",
+    responses((status = 200, description = "the dead letters of both lanes"), (status = 401), (status = 429)))]
+pub async fn dead(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    limit(&state, &actor, "read")?;
+    let dead = admin::dead_letters(&state.producer).await.map_err(unavailable)?;
+    Ok(Json(json!({ "dead_letters": dead })).into_response())
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/cleanup/dead/{target}/discard", tag = "jobs",
+    params(("target" = String, Path, description = "a dead letter's entry id, or a job id")),
+    responses((status = 200), (status = 401), (status = 404), (status = 429)))]
+pub async fn discard(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(target): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    limit(&state, &actor, "control")?;
+    match admin::discard(&state.producer, &target).await.map_err(unavailable)? {
+        0 => Err(ApiError::NotFound),
+        removed => Ok(Json(json!({ "discarded": removed })).into_response()),
+    }
+}
