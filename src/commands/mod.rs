@@ -3,6 +3,7 @@
 
 mod audit;
 mod enqueue;
+mod prune;
 mod results;
 mod run;
 mod schedules;
@@ -47,6 +48,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(&cli.settings, args).await,
         Command::Restore { job_id, json } => restore(&cli.settings, job_id, json),
         Command::Audit { since, limit, json } => audit::show(&cli.settings, since, limit, json).await,
+        Command::Prune(args) => prune::prune(&cli.settings, args).await,
     }
 }
 
