@@ -29,10 +29,10 @@ GRANT SELECT, UPDATE (id) ON face_swap_tasks TO {role};
 GRANT SELECT, INSERT, DELETE ON janitor_unlink_intents TO {role};
 -- worker, enqueue, scheduler, serve: job rows (DELETE: a producer undoes its row if the XADD fails)
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_results TO {role};
--- scheduler
-GRANT SELECT, INSERT ON schedule_ticks TO {role};
--- serve writes the audit log, janitor audit reads it
-GRANT SELECT, INSERT ON audit_log TO {role};
+-- scheduler (DELETE: the prune of old ticks)
+GRANT SELECT, INSERT, DELETE ON schedule_ticks TO {role};
+-- serve writes the audit log, janitor audit reads it (DELETE: the prune of old rows)
+GRANT SELECT, INSERT, DELETE ON audit_log TO {role};
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role};
 "#;
 
