@@ -38,6 +38,17 @@
 //! the last batch costs what the first does. Redis entries go in pages of
 //! the same size.
 
+/// A `job_results` row that has not finished, as SQL on its columns: queued,
+/// running, or without an end time (a status janitor does not know yet
+/// counts as an end only with a `finished_at`). The one definition every
+/// kind uses; a macro so that `concat!` can build the retention class (and
+/// its index's expression) from it.
+macro_rules! unfinished {
+    () => {
+        "(status IN ('queued', 'running') OR finished_at IS NULL)"
+    };
+}
+
 pub(crate) mod queue;
 pub(crate) mod spills;
 pub(crate) mod tables;

@@ -80,15 +80,13 @@ pub(crate) async fn ids_page<C: ConnectionLike>(
 /// row was pruned, or undone after a failed enqueue.
 pub(crate) async fn forgotten(db: &PgPool, page: Vec<(String, String)>) -> sqlx::Result<Vec<(String, String)>> {
     let ids: Vec<Uuid> = page.iter().filter_map(|(job, _)| job.parse().ok()).collect();
-    let live: HashSet<Uuid> = sqlx::query_scalar(
-        "SELECT job_id FROM job_results
-         WHERE job_id = ANY($1) AND (status IN ('queued', 'running') OR finished_at IS NULL)",
-    )
-    .bind(&ids)
-    .fetch_all(db)
-    .await?
-    .into_iter()
-    .collect();
+    let live: HashSet<Uuid> =
+        sqlx::query_scalar(concat!("SELECT job_id FROM job_results WHERE job_id = ANY($1) AND ", unfinished!()))
+            .bind(&ids)
+            .fetch_all(db)
+            .await?
+            .into_iter()
+            .collect();
     Ok(page.into_iter().filter(|(job, _)| job.parse().map_or(true, |id| !live.contains(&id))).collect())
 }
 

@@ -24,11 +24,11 @@ impl Spill {
     }
 }
 
-/// A job that has not finished: it has a row that is queued, running or
-/// without an end time. A job with no row at all is finished (forgotten):
-/// rows are created before a job runs, so none will come.
-const UNFINISHED: &str = "EXISTS (SELECT 1 FROM job_results r
-    WHERE r.job_id = jobs.job_id AND (r.status IN ('queued', 'running') OR r.finished_at IS NULL))";
+/// A job that has not finished: it has a row that has not (`unfinished!`).
+/// A job with no row at all is finished (forgotten): rows are created
+/// before a job runs, so none will come.
+const UNFINISHED: &str =
+    concat!("EXISTS (SELECT 1 FROM job_results WHERE job_results.job_id = jobs.job_id AND ", unfinished!(), ")");
 
 /// Up to `limit` job ids from `from` on (in id order) that have rows in the
 /// table and that are finished or have no job row.

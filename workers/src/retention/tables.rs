@@ -12,18 +12,22 @@
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 
+const UNFINISHED: &str = unfinished!();
+
 /// The retention class of a job row: `session` (completed session jobs),
 /// `completed` (other completed jobs, and skipped ones), `failed` (every
 /// other end: failed, dead-lettered, cancelled), or NULL for a job that has
-/// not finished. A job has finished when its status is neither `queued` nor
-/// `running` and it has an end time: a status janitor does not know yet
-/// counts as an end only with a `finished_at`. The index
-/// `janitor_job_results_retention` (migration `20261130000030_retention`)
-/// is on exactly this expression: queries must repeat it word for word.
-const CLASS: &str = "CASE WHEN status IN ('queued', 'running') OR finished_at IS NULL THEN NULL \
-    WHEN status = 'completed' AND operation = 'cleanup_session' THEN 'session' \
-    WHEN status IN ('completed', 'skipped') THEN 'completed' \
-    ELSE 'failed' END";
+/// not finished (`unfinished!`). The index `janitor_job_results_retention`
+/// (migration `20261130000030_retention`) is on exactly this expression:
+/// change both together (a test checks that the queries use the index).
+const CLASS: &str = concat!(
+    "CASE WHEN ",
+    unfinished!(),
+    " THEN NULL \
+     WHEN status = 'completed' AND operation = 'cleanup_session' THEN 'session' \
+     WHEN status IN ('completed', 'skipped') THEN 'completed' \
+     ELSE 'failed' END"
+);
 
 /// What ages out by a timestamp column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +58,7 @@ impl Aged {
                              WHERE {CLASS} = $4
                                AND finished_at < $1 AND finished_at >= coalesce($2, '-infinity'::timestamptz)
                              ORDER BY finished_at LIMIT $3))
-                       AND status NOT IN ('queued', 'running') AND finished_at < $1
+                       AND NOT {UNFINISHED} AND finished_at < $1
                      RETURNING finished_at
                  )
                  SELECT count(*), max(finished_at) FROM gone"
