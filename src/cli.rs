@@ -93,6 +93,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Remove janitor's own records older than their retention (finished
+    /// jobs, audit log, schedule ticks, dead letters, left-overs of finished
+    /// jobs); the scheduler runs this daily.
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Count what would be removed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result (with counts per kind) as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Resume (or re-read) the prune job with this id.
+    #[arg(long)]
+    pub job_id: Option<Uuid>,
 }
 
 #[derive(Debug, clap::Args)]

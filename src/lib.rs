@@ -9,6 +9,7 @@
 //! - [`settings`]: the typed `Settings` (flags or environment) and
 //!   connections.
 //! - [`config`]: the optional TOML config file (schedules and settings).
+//! - [`retention`]: the retention settings a prune job carries.
 //! - [`http`]: `janitor serve`, the admin HTTP API.
 //! - [`commands`]: one function per subcommand, returning the exit code.
 //! - [`output`]: human-readable renderings (`--json` bypasses them).
@@ -21,6 +22,7 @@ pub mod commands;
 pub mod config;
 pub mod http;
 pub mod output;
+pub mod retention;
 pub mod settings;
 pub mod telemetry;
 

@@ -25,6 +25,12 @@ pub fn result(result: &Value) -> String {
             counters(&mut out, "  ", nested);
         }
     }
+    if let Some(pruned) = result.get("pruned").and_then(Value::as_object) {
+        let _ = writeln!(out, "  {}:", if dry.is_empty() { "removed" } else { "would remove" });
+        for (kind, count) in pruned {
+            let _ = writeln!(out, "    {kind}: {count}");
+        }
+    }
     if let Some(reason) = result.get("last_error").and_then(Value::as_str) {
         let _ = writeln!(out, "  failed:   {reason}");
     }

@@ -87,6 +87,9 @@ pub struct Settings {
     #[arg(long, env = "JANITOR_LOG_FORMAT", default_value = "text", global = true,
           value_parser = ["text", "json"])]
     pub log_format: String,
+
+    #[command(flatten)]
+    pub retention: crate::retention::RetentionSettings,
 }
 
 impl Settings {

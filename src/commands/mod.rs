@@ -4,6 +4,7 @@
 mod audit;
 mod enqueue;
 mod jobs;
+mod prune;
 mod results;
 mod run;
 mod schedules;
@@ -52,6 +53,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry { job_id, json } => jobs::retry(&cli.settings, job_id, json).await,
         Command::Dead { json } => jobs::dead(&cli.settings, json).await,
         Command::Discard { target } => jobs::discard(&cli.settings, &target).await,
+        Command::Prune(args) => prune::prune(&cli.settings, args).await,
     }
 }
 

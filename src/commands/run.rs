@@ -18,7 +18,18 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
     }
     let spec = JobSpec { job: args.operation.job(), dry_run: args.dry_run, limit: args.limit };
     let engine = settings.engine().await?;
-    let job_id = args.job_id.unwrap_or_else(Uuid::new_v4);
+    execute(&engine, &spec, args.job_id, args.json).await
+}
+
+/// Runs a job in this process (a new one, or `job_id` to resume or re-read
+/// it), prints its result and returns the exit code.
+pub async fn execute(
+    engine: &janitor_workers::Engine,
+    spec: &JobSpec,
+    job_id: Option<Uuid>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let job_id = job_id.unwrap_or_else(Uuid::new_v4);
     let control = RunControl { worker: format!("cli:{}:{}", hostname(), std::process::id()), ..RunControl::default() };
     // Ctrl-C or SIGTERM: finish the batch under way, then stop resumably.
     let cancel = control.cancel.clone();
@@ -27,7 +38,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
         cancel.cancel();
     });
 
-    let outcome = engine.run(job_id, &spec, &control).await;
+    let outcome = engine.run(job_id, spec, &control).await;
     let record = match outcome {
         Ok(RunOutcome::Finished(record)) => record,
         Ok(RunOutcome::Duplicate) => {
@@ -47,7 +58,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<ExitCode>
                 .context(format!("job {job_id} stopped; rerun with --job-id {job_id} to resume")))
         }
     };
-    print(&record, args.json)
+    print(&record, json)
 }
 
 /// Prints a finished job's result and returns the exit code it implies.

@@ -14,12 +14,14 @@ use uuid::Uuid;
 use super::exit;
 use crate::settings::Settings;
 
-/// The schedules, or exit code 2 with the reason.
+/// The schedules, or exit code 2 with the reason. A prune schedule gets
+/// this process's retention settings.
 fn load(settings: &Settings) -> Result<Vec<Schedule>, ExitCode> {
-    crate::config::schedules(settings.config.as_deref()).map_err(|err| {
+    let schedules = crate::config::schedules(settings.config.as_deref()).map_err(|err| {
         eprintln!("error: {err:#}");
         ExitCode::from(exit::USAGE)
-    })
+    })?;
+    Ok(schedules.into_iter().map(|s| s.with_retention(settings.retention.get())).collect())
 }
 
 pub async fn scheduler(settings: &Settings, catch_up: Duration) -> anyhow::Result<ExitCode> {

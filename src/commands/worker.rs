@@ -12,7 +12,8 @@ use crate::cli::WorkerArgs;
 use crate::settings::Settings;
 
 pub async fn work(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let engine = settings.engine().await?;
+    // The queue's Redis, for the prune job's dead letters and ids hash.
+    let engine = settings.engine().await?.with_queue(settings.redis()?, Layout::new(&settings.queue));
     let worker_settings = WorkerSettings {
         session_concurrency: args.concurrency as usize,
         bulk_concurrency: args.bulk_concurrency as usize,

@@ -1,7 +1,8 @@
 //! Least privilege: a real `janitor worker` (and `janitor enqueue --wait`)
 //! under a login role that holds only the grants below completes an
 //! expired job and a session job, including a delete that fires the
-//! tasks' `ON DELETE SET NULL`.
+//! tasks' `ON DELETE SET NULL`; `janitor prune` under it removes every kind
+//! of old record.
 
 use std::time::Duration;
 
@@ -27,12 +28,14 @@ GRANT SELECT, DELETE, UPDATE (id) ON images TO {role};
 GRANT SELECT, UPDATE (id) ON face_swap_tasks TO {role};
 -- worker: the files of a batch's deleted rows, until they are unlinked
 GRANT SELECT, INSERT, DELETE ON janitor_unlink_intents TO {role};
+-- worker: the orphan sweep's spill
+GRANT SELECT, INSERT, DELETE ON janitor_orphan_candidates TO {role};
 -- worker, enqueue, scheduler, serve: job rows (DELETE: a producer undoes its row if the XADD fails)
 GRANT SELECT, INSERT, UPDATE, DELETE ON job_results TO {role};
--- scheduler
-GRANT SELECT, INSERT ON schedule_ticks TO {role};
--- serve writes the audit log, janitor audit reads it
-GRANT SELECT, INSERT ON audit_log TO {role};
+-- scheduler (DELETE: the prune of old ticks)
+GRANT SELECT, INSERT, DELETE ON schedule_ticks TO {role};
+-- serve writes the audit log, janitor audit reads it (DELETE: the prune of old rows)
+GRANT SELECT, INSERT, DELETE ON audit_log TO {role};
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role};
 "#;
 
@@ -124,5 +127,41 @@ async fn a_worker_with_only_the_documented_grants_completes_its_jobs(pool: PgPoo
 
     worker.signal("TERM").await;
     assert_eq!(worker.exit_code(Duration::from_secs(20)).await, Some(0), "{}", worker.stderr());
+    cleanup_keys(&shared_redis_url(), &prefix).await;
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_prune_with_only_the_documented_grants_removes_every_kind(pool: PgPool) {
+    let role = Role::create(&pool).await;
+    let store = Store::new();
+    let old = "now() - interval '400 days'";
+    let finished = uuid::Uuid::new_v4();
+    sqlx::raw_sql(&format!(
+        "INSERT INTO job_results (job_id, operation, status, finished_at) VALUES
+             (gen_random_uuid(), 'cleanup_session', 'completed', {old}),
+             (gen_random_uuid(), 'cleanup_all', 'skipped', {old}),
+             ('{finished}', 'cleanup_orphaned_files', 'failed', {old});
+         INSERT INTO audit_log (at, method, path, status, outcome) VALUES ({old}, 'POST', '/x', 202, 'accepted');
+         INSERT INTO schedule_ticks (schedule, scheduled_at, job_id, outcome) VALUES
+             ('s', {old}, gen_random_uuid(), 'skipped'), ('s', now(), gen_random_uuid(), 'enqueued');
+         INSERT INTO janitor_orphan_candidates (job_id, path, size) VALUES ('{finished}', 'photos/x.jpg', 1);
+         INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ('{finished}', 0, '{{1}}', '{{photos/y.jpg}}');"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+
+    let prefix = prefix();
+    let janitor = Janitor::new(&role.url(), &shared_redis_url(), &prefix, store.root());
+    let (code, stdout, stderr) = janitor.run(&["prune", "--json"], Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{stderr}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    for kind in ["job_results_session", "job_results_completed", "job_results_failed", "audit_log", "schedule_ticks"] {
+        assert_eq!(result["pruned"][kind], 1, "{kind}: {result}");
+    }
+    assert_eq!(
+        (result["pruned"]["orphan_candidates"].as_i64(), result["pruned"]["unlink_intents"].as_i64()),
+        (Some(1), Some(1))
+    );
     cleanup_keys(&shared_redis_url(), &prefix).await;
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::job::JobSpec;
 use crate::jobs::{self, Phase, PhaseEnd};
 use crate::lease::{Heartbeat, Stop};
+use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::results::{self, JobRecord, Lease, Start, StoreError};
 use crate::storage::Storage;
@@ -64,6 +65,16 @@ pub struct Engine {
     pub(crate) pool: PgPool,
     pub(crate) storage_root: PathBuf,
     pub(crate) settings: EngineSettings,
+    /// The queue's Redis, for the one job that tidies its keys
+    /// (`prune_records`); every other job needs only Postgres and storage.
+    pub(crate) queue: Option<QueueLink>,
+}
+
+/// The queue's Redis client and key layout.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueLink {
+    pub client: redis::Client,
+    pub layout: Layout,
 }
 
 /// Called after every committed batch, with the job's state.
@@ -142,7 +153,14 @@ pub(crate) struct RunContext<'a> {
 
 impl Engine {
     pub fn new(pool: PgPool, storage_root: impl Into<PathBuf>, settings: EngineSettings) -> Self {
-        Self { pool, storage_root: storage_root.into(), settings }
+        Self { pool, storage_root: storage_root.into(), settings, queue: None }
+    }
+
+    /// Gives the engine the queue's Redis and keys, which a prune job tidies
+    /// (dead letters, the ids hash). Connects only when such a job runs.
+    pub fn with_queue(mut self, client: redis::Client, layout: Layout) -> Self {
+        self.queue = Some(QueueLink { client, layout });
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -234,6 +252,7 @@ impl Engine {
                 Phase::Rows(selector) => jobs::rows::run(ctx, selector, progress).await?,
                 Phase::Orphans { min_age } => jobs::orphaned::run(ctx, *min_age, progress).await?,
                 Phase::Trash { retention } => jobs::trash::run(ctx, *retention, progress).await?,
+                Phase::Prune(step) => jobs::prune::run(ctx, step, progress).await?,
             };
             match end {
                 PhaseEnd::Done => {}

@@ -11,6 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::retention::Retention;
+
 /// Default retention for `old-results` and `all`.
 pub const DEFAULT_DAYS_OLD: u32 = 30;
 /// Default grace period for the orphan sweep: the app writes a file before
@@ -47,6 +49,13 @@ pub enum CleanupJob {
         days_old: DaysOld,
         #[serde(default = "default_min_age_secs", deserialize_with = "min_age_secs")]
         min_age_secs: u64,
+    },
+    /// janitor's own records older than their retention (see
+    /// [`crate::retention`]): finished jobs' rows, the audit log, schedule
+    /// ticks, dead letters, and what finished jobs left behind.
+    Prune {
+        #[serde(flatten)]
+        retention: Retention,
     },
 }
 
@@ -151,6 +160,7 @@ impl TryFrom<serde_json::Map<String, serde_json::Value>> for QueuedJob {
             "orphaned" => &["min_age_secs"],
             "all" => &["days_old", "min_age_secs"],
             "purge-trash" => &["retention_secs"],
+            "prune" => &Retention::KEYS,
             _ => &[],
         };
         if let Some(key) = map.keys().find(|k| !COMMON.contains(&k.as_str()) && !own.contains(&k.as_str())) {
@@ -186,6 +196,7 @@ impl JobSpec {
             "cleanup_orphaned_files" => "orphaned",
             "cleanup_all" => "all",
             "cleanup_trash" => "purge-trash",
+            crate::jobs::prune::OPERATION => "prune",
             other => other,
         };
         let mut value = match params {
@@ -208,6 +219,7 @@ impl CleanupJob {
             CleanupJob::Orphaned { .. } => "cleanup_orphaned_files",
             CleanupJob::All { .. } => "cleanup_all",
             CleanupJob::PurgeTrash { .. } => "cleanup_trash",
+            CleanupJob::Prune { .. } => crate::jobs::prune::OPERATION,
         }
     }
 
@@ -220,6 +232,7 @@ impl CleanupJob {
                 check_min_age(*min_age_secs).map(drop)
             }
             CleanupJob::PurgeTrash { retention_secs } => check_retention(*retention_secs).map(drop),
+            CleanupJob::Prune { retention } => retention.validate(),
             CleanupJob::Expired | CleanupJob::Session { .. } | CleanupJob::OldResults { .. } => Ok(()),
         }
     }
@@ -237,6 +250,7 @@ impl CleanupJob {
             CleanupJob::All { days_old, min_age_secs } => {
                 serde_json::json!({ "days_old": days_old, "min_age_secs": min_age_secs })
             }
+            CleanupJob::Prune { retention } => serde_json::to_value(retention).expect("a retention serializes"),
         }
     }
 }
@@ -366,6 +380,7 @@ mod tests {
             CleanupJob::OldResults { days_old: DaysOld::new(7).unwrap() },
             CleanupJob::Orphaned { min_age_secs: 5 },
             CleanupJob::All { days_old: DaysOld::new(9).unwrap(), min_age_secs: 60 },
+            CleanupJob::Prune { retention: Retention { keep_audit_log_secs: 7200, ..Retention::default() } },
         ];
         for job in jobs {
             let rebuilt = JobSpec::from_record(job.operation(), &job.params(), true).unwrap();
@@ -387,6 +402,25 @@ mod tests {
         let ok: QueuedJob = serde_json::from_str(r#"{"op":"orphaned","min_age_secs":315360000}"#).unwrap();
         assert_eq!(ok.spec.job.validate(), Ok(()));
         assert_eq!(CleanupJob::PurgeTrash { retention_secs: 60 }.validate(), Err(InputError::RetentionOutOfRange(60)));
+    }
+
+    #[test]
+    fn prune_travels_with_its_retentions() {
+        let queued: QueuedJob = serde_json::from_str(r#"{"op":"prune","keep_session_jobs_secs":86400}"#).unwrap();
+        let retention = Retention { keep_session_jobs_secs: 86_400, ..Retention::default() };
+        assert_eq!(queued.spec.job, CleanupJob::Prune { retention });
+        let payload = serde_json::to_value(&queued.spec).unwrap();
+        assert_eq!(payload["op"], "prune");
+        assert_eq!(payload["keep_dead_letters_secs"], 180 * 86_400);
+        for bad in [
+            r#"{"op":"prune","keep_jobs_secs":60}"#,
+            r#"{"op":"prune","keep-jobs-secs":86400}"#,
+            r#"{"op":"prune","days_old":30}"#,
+        ] {
+            assert!(serde_json::from_str::<QueuedJob>(bad).is_err(), "{bad}");
+        }
+        let short = Retention { keep_schedule_ticks_secs: 60, ..Retention::default() };
+        assert_eq!(CleanupJob::Prune { retention: short }.validate(), Err(InputError::RetentionOutOfRange(60)));
     }
 
     #[test]

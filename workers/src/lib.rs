@@ -19,6 +19,9 @@
 //! - [`results`]: the `job_results` table: leases, per-batch progress, the
 //!   final result, queries.
 //! - [`report`]: the seed-compatible result JSON.
+//! - [`retention`]: what of janitor's own records is pruned by age (jobs'
+//!   rows, audit log, ticks, dead letters, ids, left-over spills), and the
+//!   batched statements that do it; `jobs::prune` is the job.
 //!
 //! ## Invariants
 //! - This crate never depends on the CLI or HTTP layers (no clap, no axum).
@@ -45,6 +48,7 @@ pub mod queue;
 mod reconciler;
 pub mod report;
 pub mod results;
+pub mod retention;
 pub mod schedule;
 pub mod scheduler;
 pub mod storage;

@@ -59,6 +59,9 @@ fn add_checkpoint_fields(
         out.insert("files_scanned".into(), json!(checkpoint.files_scanned));
     }
     out.insert("checkpoint".into(), serde_json::to_value(checkpoint).unwrap_or(Value::Null));
+    if record.operation == crate::jobs::prune::OPERATION {
+        out.insert("pruned".into(), crate::jobs::prune::pruned_json(checkpoint));
+    }
     if record.operation != "cleanup_all" {
         return;
     }

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::job::{CleanupJob, DaysOld, JobSpec, DEFAULT_MIN_AGE};
+use crate::retention::Retention;
 
 /// Ticks enumerated at most per catch-up; older ones are summarised.
 pub const MAX_TICKS: usize = 1000;
@@ -49,7 +50,7 @@ pub enum ScheduleError {
     BadCron { name: String, cron: String, reason: String },
     #[error("schedule {name:?}: unknown timezone {timezone:?} (use an IANA name such as \"Europe/Berlin\")")]
     BadTimezone { name: String, timezone: String },
-    #[error("schedule {name:?}: unknown operation {operation:?} (expected expired, old-results, orphaned, all or purge-trash)")]
+    #[error("schedule {name:?}: unknown operation {operation:?} (expected expired, old-results, orphaned, all, purge-trash or prune)")]
     BadOperation { name: String, operation: String },
     #[error("schedule {name:?}: {reason}")]
     BadDaysOld { name: String, reason: String },
@@ -99,8 +100,9 @@ impl Schedule {
     }
 
     /// Without a config file: everything nightly at 02:00 (30-day retention),
-    /// an orphan sweep every Sunday at 03:00, and a purge of quarantined
-    /// orphans older than 7 days every day at 04:30, UTC.
+    /// an orphan sweep every Sunday at 03:00, a purge of quarantined orphans
+    /// older than 7 days every day at 04:30, and a prune of janitor's own
+    /// old records every day at 05:30, UTC.
     pub fn defaults() -> Vec<Self> {
         let entry = |name: &str, cron: &str, operation: &str| ScheduleConfig {
             name: name.into(),
@@ -114,8 +116,18 @@ impl Schedule {
             entry("nightly-all", "0 0 2 * * *", "all"),
             entry("weekly-orphans", "0 0 3 * * Sun", "orphaned"),
             entry("daily-trash-purge", "0 30 4 * * *", "purge-trash"),
+            entry("daily-prune", "0 30 5 * * *", "prune"),
         ])
         .expect("the default schedules are valid")
+    }
+
+    /// Gives a prune schedule these retentions (the settings of the
+    /// process that enqueues it); any other schedule is left as it is.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        if let CleanupJob::Prune { retention: own } = &mut self.spec.job {
+            *own = retention;
+        }
+        self
     }
 
     /// The first tick strictly after `at`.
@@ -149,10 +161,17 @@ fn job(name: &str, operation: &str, days_old: Option<i64>) -> Result<CleanupJob,
         "orphaned" => CleanupJob::Orphaned { min_age_secs },
         "purge-trash" => CleanupJob::PurgeTrash { retention_secs: crate::job::DEFAULT_TRASH_RETENTION.as_secs() },
         "all" => CleanupJob::All { days_old: days(days_old)?, min_age_secs },
+        "prune" => CleanupJob::Prune { retention: Retention::default() },
         other => return Err(ScheduleError::BadOperation { name: name.to_owned(), operation: other.to_owned() }),
     };
     if days_old.is_some()
-        && matches!(job, CleanupJob::Expired | CleanupJob::Orphaned { .. } | CleanupJob::PurgeTrash { .. })
+        && matches!(
+            job,
+            CleanupJob::Expired
+                | CleanupJob::Orphaned { .. }
+                | CleanupJob::PurgeTrash { .. }
+                | CleanupJob::Prune { .. }
+        )
     {
         return Err(ScheduleError::BadDaysOld {
             name: name.to_owned(),
@@ -229,6 +248,28 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap(); // a Thursday
         assert_eq!(defaults[0].next_after(at), Some(Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).unwrap()));
         assert_eq!(defaults[1].next_after(at), Some(Utc.with_ymd_and_hms(2026, 11, 29, 3, 0, 0).unwrap()));
+    }
+
+    #[test]
+    fn the_defaults_prune_daily_with_the_given_retentions() {
+        let prune = Schedule::defaults().into_iter().find(|s| s.name == "daily-prune").unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        let ticks: Vec<_> = prune.ticks_after(at).take(2).collect();
+        assert_eq!(
+            ticks,
+            [
+                Utc.with_ymd_and_hms(2026, 11, 27, 5, 30, 0).unwrap(),
+                Utc.with_ymd_and_hms(2026, 11, 28, 5, 30, 0).unwrap()
+            ]
+        );
+        assert_eq!(prune.spec.job, CleanupJob::Prune { retention: Retention::default() });
+        let short = Retention { keep_session_jobs_secs: 86_400, ..Retention::default() };
+        assert_eq!(prune.with_retention(short).spec.job, CleanupJob::Prune { retention: short });
+        let all = Schedule::defaults().remove(0).with_retention(short);
+        assert!(matches!(all.spec.job, CleanupJob::All { .. }));
+        let mut days = config("0 0 5 * * *", "prune");
+        days.days_old = Some(3);
+        assert!(matches!(Schedule::parse(days), Err(ScheduleError::BadDaysOld { .. })));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use janitor_workers::job::{CleanupJob, DaysOld, JobSpec, QueuedJob, SessionId, MAX_DURATION_SECS, MIN_RETENTION_SECS};
 use janitor_workers::queue::wire::encode;
+use janitor_workers::retention::Retention;
 use proptest::prelude::*;
 use serde_json::Value;
 use uuid::Uuid;
@@ -24,7 +25,10 @@ fn check_job(job: &CleanupJob) -> Result<(), TestCaseError> {
         CleanupJob::OldResults { days_old } | CleanupJob::All { days_old, .. } => {
             prop_assert!(days_ok(days_old), "days_old {}", days_old.get());
         }
-        CleanupJob::Expired | CleanupJob::Orphaned { .. } | CleanupJob::PurgeTrash { .. } => {}
+        CleanupJob::Expired
+        | CleanupJob::Orphaned { .. }
+        | CleanupJob::PurgeTrash { .. }
+        | CleanupJob::Prune { .. } => {}
     }
     // Durations are checked by decoding too: whatever decodes is in range.
     prop_assert_eq!(job.validate(), Ok(()));
@@ -60,9 +64,19 @@ fn check_decoded(bytes: &[u8]) -> Result<(), TestCaseError> {
 // ---------------------------------------------------------------------------
 // Generators.
 
-const KEYS: [&str; 9] =
-    ["op", "session_id", "days_old", "min_age_secs", "retention_secs", "dry_run", "job_id", "requested_by", "job"];
-const OPS: [&str; 7] = ["expired", "session", "old-results", "orphaned", "all", "Session", "old_results"];
+const KEYS: [&str; 10] = [
+    "op",
+    "session_id",
+    "days_old",
+    "min_age_secs",
+    "retention_secs",
+    "keep_jobs_secs",
+    "dry_run",
+    "job_id",
+    "requested_by",
+    "job",
+];
+const OPS: [&str; 8] = ["expired", "session", "old-results", "orphaned", "all", "prune", "Session", "old_results"];
 
 /// Values around the edges the types check.
 fn leaf() -> impl Strategy<Value = Value> {
@@ -116,6 +130,9 @@ fn valid_job() -> impl Strategy<Value = QueuedJob> {
         grace.clone().prop_map(|min_age_secs| CleanupJob::Orphaned { min_age_secs }),
         (days, grace).prop_map(|(days_old, min_age_secs)| CleanupJob::All { days_old, min_age_secs }),
         (MIN_RETENTION_SECS..=MAX_DURATION_SECS).prop_map(|retention_secs| CleanupJob::PurgeTrash { retention_secs }),
+        (MIN_RETENTION_SECS..=MAX_DURATION_SECS).prop_map(|keep_jobs_secs| CleanupJob::Prune {
+            retention: Retention { keep_jobs_secs, ..Retention::default() }
+        }),
     ];
     let job_id = prop::option::of(any::<u128>().prop_map(Uuid::from_u128));
     (job_id, job, any::<bool>(), prop::option::of("\\PC{0,20}")).prop_map(|(job_id, job, dry_run, requested_by)| {
@@ -131,6 +148,7 @@ fn record_name() -> impl Strategy<Value = String> {
         "cleanup_old_results",
         "cleanup_orphaned_files",
         "cleanup_all",
+        "prune_records",
         "expired",
         "session",
         "old-results",

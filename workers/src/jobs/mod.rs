@@ -4,12 +4,13 @@
 //! Three operations delete image rows with their files and share one batch
 //! loop ([`rows`]); they differ only in how they pick candidates. The orphan
 //! sweep walks the storage instead. `cleanup_all` runs three of them in turn
-//! as phases of one job.
+//! as phases of one job. `prune_records` tidies janitor's own records.
 
 pub mod all;
 pub mod expired;
 pub mod old_results;
 pub mod orphaned;
+pub mod prune;
 mod references;
 pub(crate) mod rows;
 pub mod session;
@@ -28,6 +29,7 @@ pub(crate) enum Phase {
     Rows(rows::RowSelector),
     Orphans { min_age: Duration },
     Trash { retention: Duration },
+    Prune(prune::Step),
 }
 
 /// The phases of a job, given the job's reference time.
@@ -43,6 +45,7 @@ pub(crate) fn phases(job: &CleanupJob, as_of: DateTime<Utc>) -> Vec<Phase> {
         CleanupJob::PurgeTrash { retention_secs } => {
             vec![Phase::Trash { retention: Duration::from_secs(*retention_secs) }]
         }
+        CleanupJob::Prune { retention } => prune::phases(retention, as_of),
     }
 }
 

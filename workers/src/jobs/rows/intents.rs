@@ -8,7 +8,7 @@
 //! left by a crash is finished by the next run of the job before anything
 //! else, so no file is ever lost track of.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 
 use super::batch::Candidate;
 use super::RowSelector;
@@ -130,14 +130,7 @@ pub(super) async fn finish_left_over(
             .await?;
     let mut done = Vec::with_capacity(left.len());
     for (batch, ids, paths) in left {
-        let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
-        let taken = crate::jobs::references::referenced(&ctx.engine.pool, &refs).await?;
-        let files = ids
-            .into_iter()
-            .zip(paths)
-            .filter(|(_, path)| !taken.contains(path))
-            .filter_map(|(id, path)| RelativePath::parse(&path).ok().map(|path| (id, path)))
-            .collect();
+        let files = unreferenced(&ctx.engine.pool, ids, paths).await?;
         done.push(unlink(ctx, Intent { batch, files, operation: selector.operation }).await);
     }
     if done.is_empty() {
@@ -145,4 +138,24 @@ pub(super) async fn finish_left_over(
     }
     tracing::info!(batches = done.len(), "finished unlinking the files of batches an earlier run committed");
     confirm(ctx, progress, done).await
+}
+
+/// Of a committed intent's files (`image_ids` and `paths` as recorded), those
+/// still to be unlinked: every one that no row refers to again (an upload
+/// may have reused the path since the rows were deleted), by the one
+/// normalisation of stored paths. Used by the job's own rerun and by the
+/// prune of a finished job's left-over intents.
+pub(crate) async fn unreferenced(
+    db: &PgPool,
+    image_ids: Vec<i64>,
+    paths: Vec<String>,
+) -> sqlx::Result<Vec<(i64, RelativePath)>> {
+    let refs: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let taken = crate::jobs::references::referenced(db, &refs).await?;
+    Ok(image_ids
+        .into_iter()
+        .zip(paths)
+        .filter(|(_, path)| !taken.contains(path))
+        .filter_map(|(id, path)| RelativePath::parse(&path).ok().map(|path| (id, path)))
+        .collect())
 }

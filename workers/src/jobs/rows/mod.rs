@@ -57,6 +57,7 @@ use super::PhaseEnd;
 use crate::engine::RunContext;
 use crate::progress::{Cursor, Progress};
 pub(crate) use batch::TaskRule;
+pub(crate) use intents::unreferenced;
 use intents::{Intent, Unlinked};
 use pager::Page;
 

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS janitor_job_results_retention;
