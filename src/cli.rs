@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use janitor_workers::{CleanupJob, DaysOld, SessionId};
 use uuid::Uuid;
 
+use crate::input::{
+    parse_days_old, parse_duration, parse_grace, parse_lease, parse_positive, parse_retention, parse_session_id,
+};
 use crate::settings::Settings;
 
 #[derive(Debug, Parser)]
@@ -274,48 +277,4 @@ pub struct ResultsArgs {
     pub status: Option<String>,
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_session_id(raw: &str) -> Result<SessionId, String> {
-    SessionId::parse(raw).map_err(|e| e.to_string())
-}
-
-fn parse_days_old(raw: &str) -> Result<DaysOld, String> {
-    let days: i64 = raw.parse().map_err(|_| format!("days_old must be an integer from 1 to 36500, got {raw:?}"))?;
-    DaysOld::new(days).map_err(|e| e.to_string())
-}
-
-pub(crate) fn parse_positive(raw: &str) -> Result<Duration, String> {
-    match parse_duration(raw)? {
-        zero if zero.is_zero() => Err("must be longer than zero".to_owned()),
-        duration => Ok(duration),
-    }
-}
-
-/// The lease must leave room for heartbeats (a quarter of it) of at least
-/// a few hundred milliseconds.
-fn parse_lease(raw: &str) -> Result<Duration, String> {
-    let lease = parse_duration(raw)?;
-    if lease < Duration::from_secs(1) || lease > Duration::from_secs(3600) {
-        return Err(format!("lease must be from 1s to 1h, got {raw:?}"));
-    }
-    Ok(lease)
-}
-
-/// An orphan grace period: a duration of at most 3650 days (the floor is
-/// the `--min-grace` setting, checked where the settings are known).
-fn parse_grace(raw: &str) -> Result<Duration, String> {
-    let duration = parse_duration(raw)?;
-    janitor_workers::job::check_min_age(duration.as_secs()).map_err(|e| e.to_string())?;
-    Ok(duration)
-}
-
-fn parse_retention(raw: &str) -> Result<Duration, String> {
-    let duration = parse_duration(raw)?;
-    janitor_workers::job::check_retention(duration.as_secs()).map_err(|e| e.to_string())?;
-    Ok(duration)
-}
-
-pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw).map_err(|e| format!("invalid duration {raw:?} ({e}); use e.g. 30m, 1h, 2d"))
 }

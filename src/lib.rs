@@ -6,6 +6,8 @@
 //! ## Layout
 //! - [`cli`]: the clap definitions; input is validated here, by the engine's
 //!   own types.
+//! - [`input`]: parsers of durations, session ids and other input, shared
+//!   by the command line and the settings.
 //! - [`settings`]: the typed `Settings` (flags or environment) and
 //!   connections.
 //! - [`config`]: the optional TOML config file (schedules and settings).
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod http;
+pub mod input;
 pub mod output;
 pub mod retention;
 pub mod settings;

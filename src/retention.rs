@@ -52,7 +52,7 @@ impl RetentionSettings {
 
 /// A retention: a duration from 1 hour to 3650 days.
 fn parse_keep(raw: &str) -> Result<Duration, String> {
-    let duration = crate::cli::parse_duration(raw)?;
+    let duration = crate::input::parse_duration(raw)?;
     janitor_workers::job::check_retention(duration.as_secs()).map_err(|e| e.to_string())?;
     Ok(duration)
 }

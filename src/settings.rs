@@ -60,14 +60,14 @@ pub struct Settings {
 
     /// The shortest `--min-age` the orphan sweep accepts. A younger file may
     /// be one the application is still writing, before it commits its row.
-    #[arg(long, env = "JANITOR_MIN_GRACE", default_value = "10m", global = true, value_parser = crate::cli::parse_duration)]
+    #[arg(long, env = "JANITOR_MIN_GRACE", default_value = "10m", global = true, value_parser = crate::input::parse_duration)]
     pub min_grace: Duration,
 
     /// Postgres ends a janitor session that sits this long inside a
     /// transaction (a stopped or wedged process), releasing its row locks.
     /// Janitor never waits inside a transaction itself.
     #[arg(long, env = "JANITOR_IDLE_TRANSACTION_TIMEOUT", default_value = "60s", global = true,
-          value_parser = crate::cli::parse_positive)]
+          value_parser = crate::input::parse_positive)]
     pub idle_transaction_timeout: Duration,
 
     /// Most database connections this process opens.

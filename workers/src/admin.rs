@@ -74,7 +74,7 @@ pub async fn retry(producer: &Producer, job_id: Uuid) -> Result<Result<(), Strin
     // Forget the entry that carried it before, then enqueue it afresh.
     let _: i64 = redis.hdel(layout.ids(), job_id.to_string()).await?;
     let message = payload(job_id, &spec, record.requested_by.as_deref());
-    dedup::enqueue_once(&mut redis, &layout.stream(Lane::of(&spec)), &layout.ids(), job_id, &message).await?;
+    dedup::enqueue_once(&mut redis, &layout.stream(spec.lane()), &layout.ids(), job_id, &message).await?;
     tracing::info!(job_id = %job_id, "job retried from its checkpoint");
     Ok(Ok(()))
 }
@@ -155,7 +155,7 @@ async fn discard_entry(producer: &Producer, lane: Lane, entry_id: &str) -> Resul
 /// dedup key if it holds it).
 async fn forget(producer: &Producer, job_id: Uuid, spec: &JobSpec) {
     let mut redis = producer.redis();
-    if let Some(key) = producer.layout().dedup(spec) {
+    if let Some(key) = spec.dedup_key(producer.layout()) {
         let _ = dedup::release(&mut redis, &key, job_id).await;
     }
     let _: redis::RedisResult<i64> = redis.hdel(producer.layout().ids(), job_id.to_string()).await;

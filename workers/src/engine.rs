@@ -2,61 +2,22 @@
 //! and records its outcome. The CLI and the queue worker both call
 //! [`Engine::run`]; neither knows how a job is done.
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::job::JobSpec;
+pub use crate::jobs::context::{BatchReport, ProgressHook};
+use crate::jobs::context::{Pacer, QueueLink, RunContext};
 use crate::jobs::{self, Phase, PhaseEnd};
-use crate::lease::{Heartbeat, Stop};
 use crate::layout::Layout;
+use crate::lease::{Heartbeat, Stop};
 use crate::progress::Progress;
 use crate::results::{self, JobRecord, Lease, Start, StoreError};
+pub use crate::settings::{EngineSettings, DEFAULT_MIN_GRACE};
 use crate::storage::Storage;
-
-/// The default floor of the orphan sweep's grace period.
-pub const DEFAULT_MIN_GRACE: Duration = Duration::from_secs(600);
-
-/// Tuning knobs. The defaults come from the benchmark (see the README).
-#[derive(Debug, Clone)]
-pub struct EngineSettings {
-    /// Rows (or scanned files) per batch; one transaction each.
-    pub batch_size: usize,
-    /// Threads unlinking files at once within a batch.
-    pub unlink_concurrency: usize,
-    /// Error items kept in a job's row (the count goes on past it).
-    pub error_cap: usize,
-    /// Optional cap on deletions per second, per job.
-    pub max_deletes_per_sec: Option<u32>,
-    /// The orphan sweep deletes nothing if more than this share of the files
-    /// it scans look orphaned.
-    pub max_orphan_ratio: f64,
-    /// Orphans are moved to `.janitor-trash/<job id>/` instead of unlinked.
-    pub quarantine: bool,
-    /// The shortest grace period the orphan sweep accepts: a file younger
-    /// than this may be one the application is still writing, before it
-    /// commits the row that refers to it.
-    pub min_grace: Duration,
-}
-
-impl Default for EngineSettings {
-    fn default() -> Self {
-        Self {
-            batch_size: 1000,
-            unlink_concurrency: 8,
-            error_cap: 100,
-            max_deletes_per_sec: None,
-            max_orphan_ratio: 0.2,
-            quarantine: true,
-            min_grace: DEFAULT_MIN_GRACE,
-        }
-    }
-}
 
 /// Everything a job needs: the database, the storage root and the settings.
 /// Cheap to clone; there is no global state.
@@ -68,26 +29,6 @@ pub struct Engine {
     /// The queue's Redis, for the one job that tidies its keys
     /// (`prune_records`); every other job needs only Postgres and storage.
     pub(crate) queue: Option<QueueLink>,
-}
-
-/// The queue's Redis client and key layout.
-#[derive(Debug, Clone)]
-pub(crate) struct QueueLink {
-    pub client: redis::Client,
-    pub layout: Layout,
-}
-
-/// Called after every committed batch, with the job's state.
-pub type ProgressHook = Arc<dyn Fn(&BatchReport) + Send + Sync>;
-
-/// What a progress hook is told.
-#[derive(Debug, Clone)]
-pub struct BatchReport {
-    pub job_id: Uuid,
-    pub phase: usize,
-    pub batches: u64,
-    pub elapsed: Duration,
-    pub totals: crate::progress::Counters,
 }
 
 /// How the caller steers one run.
@@ -137,18 +78,6 @@ impl From<anyhow::Error> for EngineError {
             Err(other) => EngineError::Transient(other),
         }
     }
-}
-
-/// What a phase sees while it runs.
-pub(crate) struct RunContext<'a> {
-    pub engine: &'a Engine,
-    pub storage: Storage,
-    pub lease: Lease,
-    pub dry_run: bool,
-    /// The job's cap on deletions, if any.
-    pub limit: Option<u64>,
-    pub control: &'a RunControl,
-    pacer: Pacer,
 }
 
 impl Engine {
@@ -218,12 +147,15 @@ impl Engine {
         let heartbeat = Heartbeat::start(self.pool.clone(), lease, control.cancel.child_token());
         let control = RunControl { cancel: heartbeat.stop().clone(), ..control.clone() };
         let ctx = RunContext {
-            engine: self,
+            pool: &self.pool,
+            settings: &self.settings,
+            queue: self.queue.as_ref(),
             storage,
             lease,
             dry_run: spec.dry_run,
             limit: spec.limit,
-            control: &control,
+            cancel: &control.cancel,
+            on_batch: control.on_batch.as_ref(),
             pacer: Pacer::new(self.settings.max_deletes_per_sec, self.settings.batch_size),
         };
         let ended = self.phases(&ctx, spec, &mut progress).await?;
@@ -265,7 +197,7 @@ impl Engine {
                         image_id: None,
                         path: String::new(),
                         error: reason,
-                        operation: crate::jobs::all::PHASE_OPERATIONS[progress.checkpoint.phase].to_owned(),
+                        operation: crate::job::ALL_PHASES[progress.checkpoint.phase].to_owned(),
                     };
                     progress.add(crate::progress::Counters { errors: 1, ..Default::default() }, vec![item]);
                 }
@@ -300,77 +232,5 @@ impl Engine {
             "job finished"
         );
         Ok(RunOutcome::Finished(Box::new(record)))
-    }
-}
-
-impl RunContext<'_> {
-    /// Reports a committed batch to the caller's hook and the log.
-    pub(crate) fn batch_done(&self, progress: &Progress, elapsed: Duration) {
-        let totals = progress.totals();
-        tracing::debug!(
-            batch = progress.batches,
-            deleted = totals.deleted,
-            skipped = totals.skipped,
-            errors = totals.errors,
-            elapsed_ms = elapsed.as_millis() as u64,
-            "batch committed"
-        );
-        if let Some(hook) = &self.control.on_batch {
-            hook(&BatchReport {
-                job_id: self.lease.job_id,
-                phase: progress.checkpoint.phase,
-                batches: progress.batches,
-                elapsed,
-                totals,
-            });
-        }
-    }
-
-    /// Deletions left under the job's limit (`None`: no limit).
-    pub(crate) fn remaining(&self, progress: &Progress) -> Option<u64> {
-        self.limit.map(|limit| limit.saturating_sub(progress.totals().deleted.max(0) as u64))
-    }
-
-    /// The most rows (or orphans) a batch takes. With a deletion rate, a
-    /// tenth of a second's worth (at least one), so that the pacer's burst,
-    /// one batch, keeps every second within 10% of the rate.
-    pub(crate) fn page_size(&self) -> usize {
-        self.pacer.burst.map_or(self.engine.settings.batch_size, |burst| burst.get() as usize)
-    }
-
-    /// Waits, if a deletion rate is set, until `count` more deletions fit.
-    /// Callers wait here before they claim anything, never while they hold
-    /// a lock or an open transaction.
-    pub(crate) async fn pace(&self, count: usize) {
-        let (Some(limiter), Some(burst)) = (&self.pacer.limiter, self.pacer.burst) else { return };
-        let mut left = count;
-        while left > 0 {
-            let take = left.min(burst.get() as usize);
-            let cells = NonZeroU32::new(take as u32).unwrap_or(NonZeroU32::MIN);
-            // `take` never exceeds the burst, so the capacity is always there.
-            let _ = limiter.until_n_ready(cells).await;
-            left -= take;
-        }
-    }
-}
-
-/// A token bucket over a job's deletions (`--max-deletes-per-sec`): tokens
-/// come back at the rate, and at most one batch's worth is saved up, so time
-/// spent elsewhere (a walk, an earlier phase) never turns into a burst.
-struct Pacer {
-    limiter: Option<governor::DefaultDirectRateLimiter>,
-    /// The bucket's size, which is also the batch size when pacing.
-    burst: Option<NonZeroU32>,
-}
-
-impl Pacer {
-    fn new(per_sec: Option<u32>, batch_size: usize) -> Self {
-        let Some(rate) = per_sec.and_then(NonZeroU32::new) else {
-            return Self { limiter: None, burst: None };
-        };
-        let batch = u32::try_from(batch_size).unwrap_or(u32::MAX);
-        let burst = NonZeroU32::new((rate.get() / 10).clamp(1, batch.max(1))).unwrap_or(NonZeroU32::MIN);
-        let quota = governor::Quota::per_second(rate).allow_burst(burst);
-        Self { limiter: Some(governor::RateLimiter::direct(quota)), burst: Some(burst) }
     }
 }

@@ -5,16 +5,22 @@
 //! deserialization goes through them, so a job that exists is a valid job,
 //! however it arrived.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::input::{
+    check_min_age, check_retention, DaysOld, InputError, SessionId, MAX_DURATION_SECS, MIN_RETENTION_SECS,
+};
 use uuid::Uuid;
 
+use crate::layout::{Lane, Layout};
 use crate::retention::Retention;
 
-/// Default retention for `old-results` and `all`.
-pub const DEFAULT_DAYS_OLD: u32 = 30;
+/// The operations of `cleanup_all`'s phases, in order.
+pub const ALL_PHASES: [&str; 3] = ["cleanup_expired_images", "cleanup_old_results", "cleanup_orphaned_files"];
+
+pub use crate::input::DEFAULT_DAYS_OLD;
 /// Default grace period for the orphan sweep: the app writes a file before
 /// it commits the row that references it.
 pub const DEFAULT_MIN_AGE: Duration = Duration::from_secs(3600);
@@ -68,33 +74,6 @@ pub const DEFAULT_TRASH_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 
 fn default_retention_secs() -> u64 {
     DEFAULT_TRASH_RETENTION.as_secs()
-}
-
-/// The longest duration a job takes (a grace period, a retention): ten
-/// years. Longer ones are typos, and overflow time arithmetic.
-pub const MAX_DURATION_SECS: u64 = 3650 * 86_400;
-
-/// The shortest trash retention: an hour, so that a sweep's quarantine stays
-/// reversible for a while after it ends.
-pub const MIN_RETENTION_SECS: u64 = 3600;
-
-/// Checks an orphan grace period (the floor of the sweep's setting
-/// `min_grace` is checked where the settings are known).
-pub fn check_min_age(secs: u64) -> Result<u64, InputError> {
-    if secs <= MAX_DURATION_SECS {
-        Ok(secs)
-    } else {
-        Err(InputError::MinAgeOutOfRange(secs))
-    }
-}
-
-/// Checks a trash retention.
-pub fn check_retention(secs: u64) -> Result<u64, InputError> {
-    if (MIN_RETENTION_SECS..=MAX_DURATION_SECS).contains(&secs) {
-        Ok(secs)
-    } else {
-        Err(InputError::RetentionOutOfRange(secs))
-    }
 }
 
 fn min_age_secs<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
@@ -177,6 +156,22 @@ impl JobSpec {
         Self { job, dry_run, limit: None }
     }
 
+    /// The stream the job travels on.
+    pub fn lane(&self) -> Lane {
+        match self.job {
+            CleanupJob::Session { .. } => Lane::Session,
+            _ => Lane::Bulk,
+        }
+    }
+
+    /// The dedup key of a session job; other jobs are not deduplicated.
+    pub fn dedup_key(&self, layout: &Layout) -> Option<String> {
+        let CleanupJob::Session { session_id } = &self.job else {
+            return None;
+        };
+        Some(layout.session_dedup(session_id.as_str(), self.dry_run))
+    }
+
     /// The parameters as recorded in `job_results.params`: the operation's,
     /// plus `limit` when set.
     pub fn params(&self) -> serde_json::Value {
@@ -196,7 +191,7 @@ impl JobSpec {
             "cleanup_orphaned_files" => "orphaned",
             "cleanup_all" => "all",
             "cleanup_trash" => "purge-trash",
-            crate::jobs::prune::OPERATION => "prune",
+            "prune_records" => "prune",
             other => other,
         };
         let mut value = match params {
@@ -219,7 +214,7 @@ impl CleanupJob {
             CleanupJob::Orphaned { .. } => "cleanup_orphaned_files",
             CleanupJob::All { .. } => "cleanup_all",
             CleanupJob::PurgeTrash { .. } => "cleanup_trash",
-            CleanupJob::Prune { .. } => crate::jobs::prune::OPERATION,
+            CleanupJob::Prune { .. } => "prune_records",
         }
     }
 
@@ -252,110 +247,6 @@ impl CleanupJob {
             }
             CleanupJob::Prune { retention } => serde_json::to_value(retention).expect("a retention serializes"),
         }
-    }
-}
-
-/// Why a job's input was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InputError {
-    #[error("session id must not be empty")]
-    EmptySessionId,
-    #[error("session id is longer than {max} bytes", max = SessionId::MAX_BYTES)]
-    SessionIdTooLong,
-    #[error("session id must not contain control characters")]
-    SessionIdControl,
-    #[error("days_old must be an integer from {min} to {max}, got {0}", min = DaysOld::MIN, max = DaysOld::MAX)]
-    DaysOldOutOfRange(i64),
-    #[error("min_age must be at most 3650 days ({MAX_DURATION_SECS} seconds), got {0} seconds")]
-    MinAgeOutOfRange(u64),
-    #[error("retention must be from 1 hour to 3650 days ({MIN_RETENTION_SECS} to {MAX_DURATION_SECS} seconds), got {0} seconds")]
-    RetentionOutOfRange(u64),
-}
-
-/// A session id as the application issues it: 1 to 255 bytes, no control
-/// characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SessionId(String);
-
-impl SessionId {
-    pub const MAX_BYTES: usize = 255;
-
-    pub fn parse(raw: &str) -> Result<Self, InputError> {
-        if raw.is_empty() {
-            return Err(InputError::EmptySessionId);
-        }
-        if raw.len() > Self::MAX_BYTES {
-            return Err(InputError::SessionIdTooLong);
-        }
-        if raw.chars().any(char::is_control) {
-            return Err(InputError::SessionIdControl);
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for SessionId {
-    type Error = InputError;
-    fn try_from(raw: String) -> Result<Self, Self::Error> {
-        Self::parse(&raw)
-    }
-}
-
-impl From<SessionId> for String {
-    fn from(id: SessionId) -> Self {
-        id.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A retention in days, from 1 to 36500 (a hundred years).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
-pub struct DaysOld(u32);
-
-impl DaysOld {
-    pub const MIN: i64 = 1;
-    pub const MAX: i64 = 36_500;
-
-    pub fn new(days: i64) -> Result<Self, InputError> {
-        if (Self::MIN..=Self::MAX).contains(&days) {
-            Ok(Self(days as u32))
-        } else {
-            Err(InputError::DaysOldOutOfRange(days))
-        }
-    }
-
-    pub fn get(self) -> u32 {
-        self.0
-    }
-}
-
-impl Default for DaysOld {
-    fn default() -> Self {
-        Self(DEFAULT_DAYS_OLD)
-    }
-}
-
-impl TryFrom<i64> for DaysOld {
-    type Error = InputError;
-    fn try_from(days: i64) -> Result<Self, Self::Error> {
-        Self::new(days)
-    }
-}
-
-impl From<DaysOld> for i64 {
-    fn from(days: DaysOld) -> Self {
-        i64::from(days.0)
     }
 }
 

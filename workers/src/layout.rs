@@ -15,7 +15,6 @@
 
 use uuid::Uuid;
 
-use crate::job::{CleanupJob, JobSpec};
 use crate::queue::QueueConfig;
 
 /// The two streams.
@@ -29,13 +28,6 @@ pub enum Lane {
 
 impl Lane {
     pub const ALL: [Lane; 2] = [Lane::Session, Lane::Bulk];
-
-    pub fn of(spec: &JobSpec) -> Self {
-        match spec.job {
-            CleanupJob::Session { .. } => Lane::Session,
-            _ => Lane::Bulk,
-        }
-    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -84,13 +76,10 @@ impl Layout {
         format!("{}:postponed", self.prefix)
     }
 
-    /// The dedup key of a session job; other jobs are not deduplicated.
-    pub fn dedup(&self, spec: &JobSpec) -> Option<String> {
-        let CleanupJob::Session { session_id } = &spec.job else {
-            return None;
-        };
-        let mode = if spec.dry_run { "dry" } else { "live" };
-        Some(format!("{}:dedup:{mode}:{session_id}", self.prefix))
+    /// The dedup key of a session's job (see `JobSpec::dedup_key`).
+    pub fn session_dedup(&self, session_id: &str, dry_run: bool) -> String {
+        let mode = if dry_run { "dry" } else { "live" };
+        format!("{}:dedup:{mode}:{session_id}", self.prefix)
     }
 
     /// The job id of an entry enqueued without one: stable for the entry, so
@@ -103,20 +92,13 @@ impl Layout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::job::SessionId;
 
     #[test]
     fn keys_stay_under_the_prefix() {
         let layout = Layout::new("janitor:t1");
         assert_eq!(layout.stream(Lane::Session), "janitor:t1:session:jobs");
         assert_eq!(layout.dead(Lane::Bulk), "janitor:t1:bulk:dead");
-        let spec = JobSpec {
-            job: CleanupJob::Session { session_id: SessionId::parse("abc").unwrap() },
-            dry_run: false,
-            limit: None,
-        };
-        assert_eq!(layout.dedup(&spec).as_deref(), Some("janitor:t1:dedup:live:abc"));
-        assert_eq!(Lane::of(&spec), Lane::Session);
+        assert_eq!(layout.session_dedup("abc", false), "janitor:t1:dedup:live:abc");
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));
         assert_ne!(layout.derived_job_id("1-0"), Layout::new("other").derived_job_id("1-0"));
     }

@@ -37,20 +37,21 @@
 pub mod admin;
 mod dedup;
 pub mod engine;
+pub mod input;
 pub mod job;
 pub mod jobs;
 pub mod layout;
 mod lease;
-mod outage;
 pub mod producer;
 pub mod progress;
 pub mod queue;
-mod reconciler;
+mod record;
 pub mod report;
 pub mod results;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;
+pub mod settings;
 pub mod storage;
 pub mod worker;
 

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 use crate::dedup;
 use crate::job::{JobSpec, QueuedJob};
-use crate::layout::{Lane, Layout};
+use crate::layout::Layout;
 use crate::results::{self, JobRecord, NewJob};
 
 /// How long a session's dedup key lives at most; it is deleted when its job
@@ -99,7 +99,7 @@ impl Producer {
     pub async fn enqueue(&self, spec: &JobSpec, requested_by: Option<&str>) -> Result<Enqueued, ProducerError> {
         let job_id = Uuid::new_v4();
         let mut redis = self.redis.clone();
-        let dedup_key = self.layout.dedup(spec);
+        let dedup_key = spec.dedup_key(&self.layout);
         if let Some(key) = &dedup_key {
             if let Some(existing) = self.dedup(key, job_id).await? {
                 return Ok(Enqueued { job_id: existing, deduplicated: true });
@@ -171,7 +171,7 @@ impl Producer {
             let payload = payload(*job_id, spec, requested_by);
             pipe.invoke_script(
                 redis::Script::new(dedup::ENQUEUE_ONCE)
-                    .key(self.layout.stream(Lane::of(spec)))
+                    .key(self.layout.stream(spec.lane()))
                     .key(self.layout.ids())
                     .arg(job_id.to_string())
                     .arg(payload),
@@ -288,7 +288,7 @@ impl Producer {
         spec: &JobSpec,
         requested_by: Option<&str>,
     ) -> redis::RedisResult<()> {
-        let stream = self.layout.stream(Lane::of(spec));
+        let stream = self.layout.stream(spec.lane());
         let payload = payload(job_id, spec, requested_by);
         dedup::enqueue_once(redis, &stream, &self.layout.ids(), job_id, &payload).await?;
         Ok(())

@@ -6,9 +6,9 @@
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
-use crate::jobs::all::PHASE_OPERATIONS;
+use crate::job::ALL_PHASES as PHASE_OPERATIONS;
 use crate::progress::{megabytes, Checkpoint, Counters, ErrorItem};
-use crate::results::JobRecord;
+use crate::record::JobRecord;
 
 /// The seed-compatible result object for one job.
 pub fn result_json(record: &JobRecord) -> Value {
@@ -59,8 +59,8 @@ fn add_checkpoint_fields(
         out.insert("files_scanned".into(), json!(checkpoint.files_scanned));
     }
     out.insert("checkpoint".into(), serde_json::to_value(checkpoint).unwrap_or(Value::Null));
-    if record.operation == crate::jobs::prune::OPERATION {
-        out.insert("pruned".into(), crate::jobs::prune::pruned_json(checkpoint));
+    if record.operation == "prune_records" {
+        out.insert("pruned".into(), pruned_json(checkpoint));
     }
     if record.operation != "cleanup_all" {
         return;
@@ -109,4 +109,13 @@ pub fn rfc3339(at: DateTime<Utc>) -> String {
 /// Microsecond precision, as Postgres stores it (for paging cursors).
 pub fn rfc3339_micros(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The counts per kind of a prune job's result: `{"job_results_session": 12, …}`.
+fn pruned_json(checkpoint: &Checkpoint) -> Value {
+    let counts = crate::retention::Kind::ALL
+        .iter()
+        .zip(&checkpoint.phases)
+        .map(|(kind, c)| (kind.name().to_owned(), json!(c.deleted)));
+    Value::Object(counts.collect::<Map<String, Value>>())
 }

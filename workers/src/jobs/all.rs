@@ -8,11 +8,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::{expired, old_results, orphaned, Phase};
+use super::{expired, old_results, Phase};
 use crate::job::DaysOld;
-
-/// The phases' operations, in order.
-pub const PHASE_OPERATIONS: [&str; 3] = [expired::OPERATION, old_results::OPERATION, orphaned::OPERATION];
 
 pub(crate) fn phases(as_of: DateTime<Utc>, days_old: DaysOld, min_age_secs: u64) -> Vec<Phase> {
     vec![

@@ -7,6 +7,7 @@
 //! as phases of one job. `prune_records` tidies janitor's own records.
 
 pub mod all;
+pub(crate) mod context;
 pub mod expired;
 pub mod old_results;
 pub mod orphaned;

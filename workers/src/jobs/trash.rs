@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 use super::PhaseEnd;
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Counters, Cursor, ErrorItem, Progress};
 use crate::storage::trash;
 
@@ -41,7 +41,7 @@ pub(crate) async fn run(
     let ended: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>, String)> =
         sqlx::query_as("SELECT job_id, finished_at, status FROM job_results WHERE job_id = ANY($1)")
             .bind(&ids)
-            .fetch_all(&ctx.engine.pool)
+            .fetch_all(ctx.pool)
             .await?;
     let mut delta = Counters::default();
     let mut errors = Vec::new();
@@ -82,7 +82,7 @@ pub(crate) async fn run(
     let mut next = progress.clone();
     next.record(delta, errors, Cursor::AfterPath(String::new()));
     next.observe(started.elapsed());
-    let mut conn = ctx.engine.pool.acquire().await?;
+    let mut conn = ctx.pool.acquire().await?;
     crate::results::save_progress(&mut conn, ctx.lease, &next).await?;
     *progress = next;
     Ok(PhaseEnd::Done)

@@ -15,8 +15,7 @@ use futures::{future::BoxFuture, FutureExt};
 use tracing::{debug, error, warn};
 
 use super::{
-    backend::HANDOFF_IDLE,
-    config::HANDOFF_CONSUMER,
+    config::{HANDOFF_CONSUMER, HANDOFF_IDLE},
     consumer::Consumer,
     error::{HandBack, Postpone, QueueError, Relinquish},
     queue::StreamQueue,

@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use super::{
     ack::StreamAcker,
-    config::{QueueConfig, HANDOFF_CONSUMER},
+    config::{QueueConfig, HANDOFF_CONSUMER, HANDOFF_IDLE},
     consumer::{spawn_heartbeat, Consumer},
     error::QueueError,
     fetch::Fetcher,
@@ -42,9 +42,17 @@ use super::{
     wire::Delivery,
 };
 
-/// Idle time given to handed-back entries: far past any sane `min_idle`, so the
-/// next `XAUTOCLAIM` of any consumer takes them.
-pub(crate) const HANDOFF_IDLE: Duration = Duration::from_secs(24 * 3600);
+impl StreamQueue {
+    /// A backend for one apalis worker. Call it inside the `Monitor::register`
+    /// factory so a restarted worker gets a fresh consumer name.
+    ///
+    /// `concurrency` must equal the worker's `.concurrency(n)`: the backend
+    /// fetches at most that many entries minus those still running, so entries
+    /// are never buffered without a free slot to run them.
+    pub fn backend<Args>(&self, concurrency: usize) -> RedisStreamBackend<Args> {
+        RedisStreamBackend::new(self.clone(), concurrency.max(1), PhantomData)
+    }
+}
 
 /// Upper bound on the shutdown hand-back, so a dead Redis cannot hang shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -98,6 +98,10 @@ pub struct Keys {
 /// `XAUTOCLAIM` of any live consumer picks them up at once.
 pub const HANDOFF_CONSUMER: &str = "handoff";
 
+/// Idle time given to handed-back entries: far past any sane `min_idle`, so the
+/// next `XAUTOCLAIM` of any consumer takes them.
+pub(crate) const HANDOFF_IDLE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// A consumer name unique to this backend instance: `host-pid-random`.
 ///
 /// Uniqueness matters because a consumer's pending entries are its leases; two

@@ -1,6 +1,6 @@
 //! A Redis Streams job queue for apalis 1.0: the backend janitor's workers
 //! pull from (apalis-redis 1.0 jams, ignores `max_attempts` and is slow to
-//! rescue; see the README).
+//! rescue; see docs/ARCHITECTURE.md).
 //!
 //! # Layout
 //!

@@ -1,6 +1,6 @@
 //! [`StreamQueue`]: the handle producers enqueue with and workers build backends from.
 
-use std::{marker::PhantomData, sync::Arc};
+use std::sync::Arc;
 
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
@@ -11,7 +11,6 @@ use serde::Serialize;
 use tracing::{debug, info};
 
 use super::{
-    backend::RedisStreamBackend,
     config::{Keys, QueueConfig},
     error::QueueError,
     wire::{self, DeadLetter, JOB_FIELD},
@@ -80,16 +79,6 @@ impl StreamQueue {
         let mut conn = self.connection();
         let id: String = conn.xadd(&self.inner.keys.stream, "*", &[(JOB_FIELD, payload)]).await?;
         Ok(id)
-    }
-
-    /// A backend for one apalis worker. Call it inside the `Monitor::register`
-    /// factory so a restarted worker gets a fresh consumer name.
-    ///
-    /// `concurrency` must equal the worker's `.concurrency(n)`: the backend
-    /// fetches at most that many entries minus those still running, so entries
-    /// are never buffered without a free slot to run them.
-    pub fn backend<Args>(&self, concurrency: usize) -> RedisStreamBackend<Args> {
-        RedisStreamBackend::new(self.clone(), concurrency.max(1), PhantomData)
     }
 
     /// The settings this queue was built with.

@@ -57,7 +57,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::job::{check_retention, InputError};
+use crate::input::{check_retention, InputError};
 use crate::layout::Lane;
 
 const DAY: u64 = 86_400;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sqlx::Connection as _;
 
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::Census;
 use crate::storage::CATEGORIES;
 
@@ -40,7 +40,7 @@ const UNSAFE: &str = "SELECT count(*), min(storage_path) FROM images
 
 /// The first reason to refuse this sweep before it reads anything.
 pub(super) async fn refusal(ctx: &RunContext<'_>, min_age: Duration) -> anyhow::Result<Option<String>> {
-    let floor = ctx.engine.settings.min_grace;
+    let floor = ctx.settings.min_grace;
     if min_age < floor {
         return Ok(Some(format!(
             "refusing: a grace period of {} is shorter than the minimum of {}; a file the application is still \
@@ -74,7 +74,7 @@ fn unusable_category(ctx: &RunContext<'_>) -> Option<String> {
 }
 
 async fn missing_index(ctx: &RunContext<'_>) -> sqlx::Result<Option<String>> {
-    let (by_path, noncanonical): (bool, bool) = sqlx::query_as(INDEXES).fetch_one(&ctx.engine.pool).await?;
+    let (by_path, noncanonical): (bool, bool) = sqlx::query_as(INDEXES).fetch_one(ctx.pool).await?;
     let create = if !by_path {
         "CREATE INDEX CONCURRENTLY janitor_images_storage_path ON images (storage_path COLLATE \"C\")"
     } else if !noncanonical {
@@ -92,7 +92,7 @@ async fn missing_index(ctx: &RunContext<'_>) -> sqlx::Result<Option<String>> {
 
 /// Refuses while any row's path cannot be normalised without guessing.
 pub(super) async fn unsafe_paths(ctx: &RunContext<'_>) -> sqlx::Result<Option<String>> {
-    let (count, example): (i64, Option<String>) = sqlx::query_as(UNSAFE).fetch_one(&ctx.engine.pool).await?;
+    let (count, example): (i64, Option<String>) = sqlx::query_as(UNSAFE).fetch_one(ctx.pool).await?;
     if count == 0 {
         return Ok(None);
     }
@@ -144,7 +144,7 @@ impl SweepLock {
 pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<SweepLock>> {
     let root = std::fs::canonicalize(ctx.storage.root()).unwrap_or_else(|_| ctx.storage.root().to_owned());
     let key = format!("janitor-orphan-sweep:{}", root.display());
-    let mut connection = ctx.engine.pool.acquire().await?.detach();
+    let mut connection = ctx.pool.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
         .bind(&key)
         .fetch_one(&mut connection)
@@ -160,7 +160,7 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
 /// An empty store passes (there is nothing to delete); a store whose every
 /// file looks orphaned does not.
 pub(super) fn too_many(ctx: &RunContext<'_>, census: Census) -> Option<String> {
-    let ratio = ctx.engine.settings.max_orphan_ratio;
+    let ratio = ctx.settings.max_orphan_ratio;
     let Census { files, candidates, .. } = census;
     if candidates == 0 || candidates as f64 <= ratio * files as f64 {
         return None;

@@ -35,7 +35,7 @@ mod walk;
 use std::time::{Duration, SystemTime};
 
 use super::PhaseEnd;
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Counters, ErrorItem, Progress};
 
 pub const OPERATION: &str = "cleanup_orphaned_files";
@@ -96,7 +96,7 @@ async fn locked(
     if matches!(end, PhaseEnd::Done) {
         drop_spill(ctx).await?;
     }
-    if !ctx.engine.settings.quarantine {
+    if !ctx.settings.quarantine {
         // The files passed through the trash and were unlinked there; their
         // emptied folders go too.
         if let Err(why) = ctx.storage.prune_trash(ctx.lease.job_id) {
@@ -119,13 +119,13 @@ fn grace_ends(progress: &Progress, min_age: Duration) -> SystemTime {
 async fn drop_spill(ctx: &RunContext<'_>) -> sqlx::Result<()> {
     sqlx::query("DELETE FROM janitor_orphan_candidates WHERE job_id = $1")
         .bind(ctx.lease.job_id)
-        .execute(&ctx.engine.pool)
+        .execute(ctx.pool)
         .await?;
     Ok(())
 }
 
 async fn save(ctx: &RunContext<'_>, progress: &Progress) -> anyhow::Result<()> {
-    let mut conn = ctx.engine.pool.acquire().await?;
+    let mut conn = ctx.pool.acquire().await?;
     crate::results::save_progress(&mut conn, ctx.lease, progress).await?;
     Ok(())
 }

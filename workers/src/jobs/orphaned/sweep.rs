@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 use super::guards::SweepLock;
 use super::{error_item, save};
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::jobs::references::referenced;
 use crate::jobs::PhaseEnd;
 use crate::progress::{Counters, Cursor, ErrorItem, PendingOrphans, Progress};
@@ -37,7 +37,7 @@ pub(super) async fn run(
         finish(ctx, progress, pending, true).await?;
     }
     loop {
-        if ctx.control.cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() {
             return Ok(PhaseEnd::Interrupted);
         }
         let Some(size) = batch_size(ctx, progress) else { break };
@@ -55,7 +55,7 @@ pub(super) async fn run(
         .bind(ctx.lease.job_id)
         .bind(&after)
         .bind(size as i64)
-        .fetch_all(&ctx.engine.pool)
+        .fetch_all(ctx.pool)
         .await?;
         let Some((cursor, _)) = batch.last().cloned() else { break };
         let (files, errors) = still_orphans(ctx, grace_ends, batch).await?;
@@ -90,7 +90,7 @@ async fn still_orphans(
     batch: Vec<(String, i64)>,
 ) -> anyhow::Result<(Vec<(String, u64)>, Vec<ErrorItem>)> {
     let paths: Vec<&str> = batch.iter().map(|(path, _)| path.as_str()).collect();
-    let taken = referenced(&ctx.engine.pool, &paths).await?;
+    let taken = referenced(ctx.pool, &paths).await?;
     let free: Vec<RelativePath> = batch
         .iter()
         .filter(|(path, _)| !taken.contains(path))
@@ -121,7 +121,7 @@ async fn finish(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let job_id = ctx.lease.job_id;
-    let concurrency = ctx.engine.settings.unlink_concurrency;
+    let concurrency = ctx.settings.unlink_concurrency;
     let files: Vec<(RelativePath, u64)> =
         pending.files.iter().filter_map(|(path, size)| RelativePath::parse(path).ok().map(|p| (p, *size))).collect();
     let mut errors = Vec::new();
@@ -144,7 +144,7 @@ async fn finish(
     // between the move back and the application is the grace period: a file
     // it is about to reference is younger than that, never a candidate.
     let names: Vec<&str> = moved.iter().map(|(path, _)| path.as_str()).collect();
-    let taken = referenced(&ctx.engine.pool, &names).await?;
+    let taken = referenced(ctx.pool, &names).await?;
     let (back, gone): (Vec<_>, Vec<_>) = moved.into_iter().partition(|(path, _)| taken.contains(path.as_str()));
     let back_paths: Vec<RelativePath> = back.iter().map(|(path, _)| path.clone()).collect();
     for (path, outcome) in
@@ -160,7 +160,7 @@ async fn finish(
     }
     // Step 6.
     let mut deleted = gone;
-    if !ctx.engine.settings.quarantine {
+    if !ctx.settings.quarantine {
         let paths: Vec<RelativePath> = deleted.iter().map(|(path, _)| path.clone()).collect();
         let purged = ctx.storage.purge_quarantined_many(paths, concurrency, job_id).await;
         let mut kept = Vec::with_capacity(deleted.len());

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::References;
 use super::{error_item, save};
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Census, Counters, ErrorItem, Progress, WalkState};
 use crate::storage::{RelativePath, ScanItem, Storage};
 
@@ -41,18 +41,18 @@ pub(super) async fn run(
 ) -> anyhow::Result<Walked> {
     let mut state = resumable(ctx, progress).await?;
     let (sender, mut batches) = mpsc::channel::<Batch>(2);
-    let stop = ctx.control.cancel.child_token();
+    let stop = ctx.cancel.child_token();
     let walker = {
-        let references = References::start(&ctx.engine.pool, &state.cursor);
+        let references = References::start(ctx.pool, &state.cursor);
         let (storage, after) = (ctx.storage.clone(), state.cursor.clone());
-        let (batch_size, stop) = (ctx.engine.settings.batch_size, stop.clone());
+        let (batch_size, stop) = (ctx.settings.batch_size, stop.clone());
         tokio::task::spawn_blocking(move || walk(&storage, references, &after, grace_ends, batch_size, &stop, &sender))
     };
     let written = async {
         while let Some(batch) = batches.recv().await {
             // A stop takes effect at the next batch: the ones the thread has
             // walked ahead are walked again on resume.
-            if ctx.control.cancel.is_cancelled() {
+            if ctx.cancel.is_cancelled() {
                 break;
             }
             record(ctx, progress, &mut state, batch).await?;
@@ -66,7 +66,7 @@ pub(super) async fn run(
     let walked = walker.await?;
     written?;
     walked?;
-    if ctx.control.cancel.is_cancelled() {
+    if ctx.cancel.is_cancelled() {
         return Ok(Walked::Interrupted);
     }
     let mut next = progress.clone();
@@ -86,7 +86,7 @@ async fn resumable(ctx: &RunContext<'_>, progress: &mut Progress) -> anyhow::Res
     if let Some(state) = &progress.checkpoint.walk {
         let spilled: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_orphan_candidates WHERE job_id = $1")
             .bind(ctx.lease.job_id)
-            .fetch_one(&ctx.engine.pool)
+            .fetch_one(ctx.pool)
             .await?;
         if ctx.dry_run || spilled as u64 == state.candidates {
             tracing::info!(after = %state.cursor, files = state.files, "continuing the orphan walk");
@@ -114,7 +114,7 @@ async fn record(
 ) -> anyhow::Result<()> {
     let Batch { files, candidates, errors, cursor } = batch;
     let mut next = progress.clone();
-    let mut tx = ctx.engine.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     // Losing this commit in a crash only means walking this batch again.
     sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
     if ctx.dry_run {
@@ -139,7 +139,7 @@ async fn record(
     walked.candidates += candidates.len() as u64;
     walked.bytes += candidates.iter().map(|(_, size)| *size as u64).sum::<u64>();
     walked.errors += errors.len() as i64;
-    let room = ctx.engine.settings.error_cap.saturating_sub(walked.error_items.len());
+    let room = ctx.settings.error_cap.saturating_sub(walked.error_items.len());
     walked.error_items.extend(errors.into_iter().take(room));
     next.checkpoint.walk = Some(walked.clone());
     next.checkpoint.files_scanned = walked.files;

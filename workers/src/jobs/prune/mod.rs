@@ -20,12 +20,12 @@ mod spills;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+
 use sqlx::{Postgres, Transaction};
 
 use super::{Phase, PhaseEnd};
-use crate::engine::RunContext;
-use crate::progress::{Checkpoint, Counters, Cursor, ErrorItem, Progress};
+use crate::jobs::context::RunContext;
+use crate::progress::{Counters, Cursor, ErrorItem, Progress};
 use crate::retention::tables::{self, Aged};
 use crate::retention::{Kind, Retention};
 
@@ -45,12 +45,6 @@ pub(crate) fn phases(retention: &Retention, as_of: DateTime<Utc>) -> Vec<Phase> 
         Some(as_of.checked_sub_signed(keep).unwrap_or(DateTime::<Utc>::MIN_UTC))
     };
     Kind::ALL.iter().map(|&kind| Phase::Prune(Step { kind, cutoff: cutoff(kind) })).collect()
-}
-
-/// The counts per kind of a prune job's result: `{"job_results_session": 12, …}`.
-pub(crate) fn pruned_json(checkpoint: &Checkpoint) -> Value {
-    let counts = Kind::ALL.iter().zip(&checkpoint.phases).map(|(kind, c)| (kind.name().to_owned(), json!(c.deleted)));
-    Value::Object(counts.collect::<Map<String, Value>>())
 }
 
 pub(crate) async fn run(ctx: &RunContext<'_>, step: &Step, progress: &mut Progress) -> anyhow::Result<PhaseEnd> {
@@ -77,15 +71,15 @@ struct Pass<'p, 'c> {
 
 impl Pass<'_, '_> {
     fn stopped(&self) -> bool {
-        self.ctx.control.cancel.is_cancelled()
+        self.ctx.cancel.is_cancelled()
     }
 
     fn batch_size(&self) -> i64 {
-        self.ctx.engine.settings.batch_size as i64
+        self.ctx.settings.batch_size as i64
     }
 
     fn pool(&self) -> &sqlx::PgPool {
-        &self.ctx.engine.pool
+        self.ctx.pool
     }
 
     /// Commits one batch: whatever `tx` holds (its deletions) with the

@@ -79,7 +79,7 @@ pub(super) async fn ids(pass: &mut Pass<'_, '_>) -> anyhow::Result<PhaseEnd> {
 /// A connection to the queue's Redis and its key layout; `None` if this
 /// engine was given no queue.
 async fn redis(pass: &Pass<'_, '_>) -> anyhow::Result<Option<(redis::aio::MultiplexedConnection, Layout)>> {
-    let Some(queue) = &pass.ctx.engine.queue else {
+    let Some(queue) = &pass.ctx.queue else {
         return Ok(None);
     };
     // A Redis that does not answer is worth a retry: the error goes up.

@@ -103,7 +103,7 @@ async fn settle_intents(pass: &mut Pass<'_, '_>, job_id: Uuid) -> anyhow::Result
         let files = crate::jobs::rows::unreferenced(pass.pool(), intent.image_ids, intent.paths).await?;
         let paths = files.iter().map(|(_, path)| path.clone()).collect();
         let ctx = pass.ctx;
-        let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
+        let removals = ctx.storage.remove_many(paths, ctx.settings.unlink_concurrency).await;
         let errors: Vec<ErrorItem> = files
             .iter()
             .zip(&removals)

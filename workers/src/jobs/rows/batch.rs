@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 use super::intents::{self, Intent, Unlinked};
 use super::pager::Page;
 use super::{ClaimArg, RowSelector};
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Counters, Cursor, ErrorItem, Progress};
 use crate::storage::{Inspection, RelativePath};
 
@@ -153,7 +153,7 @@ async fn try_commit(
     unlinked: &[Unlinked],
 ) -> anyhow::Result<Option<Intent>> {
     let started = std::time::Instant::now();
-    let mut tx = ctx.engine.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     // A dry run takes no locks: it must not hold up the application.
     let lock = !ctx.dry_run;
     let rows = claim(&mut tx, selector, &page.ids, lock).await?;
@@ -183,7 +183,8 @@ async fn try_commit(
     } else {
         let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
         sqlx::query("DELETE FROM images WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
-        Some(intents::record(&mut tx, ctx, selector, &mut next, &decided.free).await?)
+        let files = decided.free.iter().map(|(row, path)| (row.id, path.clone())).collect();
+        Some(intents::record(&mut tx, ctx, selector, &mut next, files).await?)
     };
     let delta = Counters {
         deleted: decided.free.len() as i64,

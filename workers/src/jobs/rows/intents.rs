@@ -10,9 +10,8 @@
 
 use sqlx::{PgConnection, PgPool};
 
-use super::batch::Candidate;
 use super::RowSelector;
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Counters, ErrorItem, Progress};
 use crate::storage::{RelativePath, Removal};
 
@@ -29,18 +28,18 @@ pub(super) struct Unlinked {
     errors: Vec<ErrorItem>,
 }
 
-/// Records the free rows' files in the batch's transaction.
+/// Records the free rows' files (image id, path) in the batch's transaction.
 pub(super) async fn record(
     conn: &mut PgConnection,
     ctx: &RunContext<'_>,
     selector: &RowSelector,
     next: &mut Progress,
-    free: &[(Candidate, RelativePath)],
+    files: Vec<(i64, RelativePath)>,
 ) -> sqlx::Result<Intent> {
     let batch = next.checkpoint.intents;
     next.checkpoint.intents += 1;
-    let ids: Vec<i64> = free.iter().map(|(row, _)| row.id).collect();
-    let paths: Vec<&str> = free.iter().map(|(_, path)| path.as_str()).collect();
+    let ids: Vec<i64> = files.iter().map(|(id, _)| *id).collect();
+    let paths: Vec<&str> = files.iter().map(|(_, path)| path.as_str()).collect();
     sqlx::query("INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, $2, $3, $4)")
         .bind(ctx.lease.job_id)
         .bind(batch)
@@ -48,7 +47,6 @@ pub(super) async fn record(
         .bind(&paths)
         .execute(conn)
         .await?;
-    let files = free.iter().map(|(row, path)| (row.id, path.clone())).collect();
     Ok(Intent { batch, files, operation: selector.operation })
 }
 
@@ -56,7 +54,7 @@ pub(super) async fn record(
 /// can reference them any more: this needs no lock.
 pub(super) async fn unlink(ctx: &RunContext<'_>, intent: Intent) -> Unlinked {
     let paths = intent.files.iter().map(|(_, path)| path.clone()).collect();
-    let removals = ctx.storage.remove_many(paths, ctx.engine.settings.unlink_concurrency).await;
+    let removals = ctx.storage.remove_many(paths, ctx.settings.unlink_concurrency).await;
     let errors = intent
         .files
         .into_iter()
@@ -106,7 +104,7 @@ pub(super) async fn confirm(
     progress: &mut Progress,
     unlinked: Vec<Unlinked>,
 ) -> anyhow::Result<()> {
-    let mut tx = ctx.engine.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     let mut next = progress.clone();
     settle(&mut tx, ctx, &mut next, &unlinked).await?;
     crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
@@ -126,11 +124,11 @@ pub(super) async fn finish_left_over(
     let left: Vec<(i64, Vec<i64>, Vec<String>)> =
         sqlx::query_as("SELECT batch, image_ids, paths FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY batch")
             .bind(ctx.lease.job_id)
-            .fetch_all(&ctx.engine.pool)
+            .fetch_all(ctx.pool)
             .await?;
     let mut done = Vec::with_capacity(left.len());
     for (batch, ids, paths) in left {
-        let files = unreferenced(&ctx.engine.pool, ids, paths).await?;
+        let files = unreferenced(ctx.pool, ids, paths).await?;
         done.push(unlink(ctx, Intent { batch, files, operation: selector.operation }).await);
     }
     if done.is_empty() {

@@ -54,7 +54,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 
 use super::PhaseEnd;
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::progress::{Cursor, Progress};
 pub(crate) use batch::TaskRule;
 pub(crate) use intents::unreferenced;
@@ -94,7 +94,7 @@ pub(crate) async fn run(
     intents::finish_left_over(ctx, selector, progress).await?;
     let pipeline = pipeline(ctx, selector, progress).await;
     pipeline?;
-    if ctx.control.cancel.is_cancelled() {
+    if ctx.cancel.is_cancelled() {
         return Ok(PhaseEnd::Interrupted);
     }
     if ctx.remaining(progress) == Some(0) {
@@ -109,7 +109,7 @@ pub(crate) async fn run(
 /// for room at the unlinker and for the pacer before it opens its
 /// transaction, never while it holds locks.
 async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Progress) -> anyhow::Result<()> {
-    let halt = ctx.control.cancel.child_token();
+    let halt = ctx.cancel.child_token();
     let (to_commit, mut pages) = mpsc::channel::<Page>(1);
     let (to_unlink, mut intents) = mpsc::channel::<Intent>(1);
     let (unlinked_tx, mut unlinked) = mpsc::unbounded_channel::<Unlinked>();
@@ -177,7 +177,7 @@ async fn recheck(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Pr
     let deadline = std::time::Instant::now() + RECHECK_WAIT;
     let mut pause = Duration::from_millis(50);
     while !progress.checkpoint.recheck.is_empty() {
-        if ctx.control.cancel.is_cancelled() {
+        if ctx.cancel.is_cancelled() {
             return Ok(PhaseEnd::Interrupted);
         }
         if std::time::Instant::now() >= deadline {
@@ -190,7 +190,7 @@ async fn recheck(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Pr
             break;
         }
         let ids = std::mem::take(&mut progress.checkpoint.recheck);
-        for chunk in ids.chunks(ctx.engine.settings.batch_size) {
+        for chunk in ids.chunks(ctx.settings.batch_size) {
             let page = pager::fetch(ctx, chunk).await?;
             ctx.pace(page.ids.len()).await;
             let intent = batch::commit(ctx, selector, progress, &page, Vec::new()).await?;

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClaimArg, RowSelector};
-use crate::engine::RunContext;
+use crate::jobs::context::RunContext;
 use crate::storage::{Inspection, RelativePath};
 
 /// Candidate ids in ascending order, with what their files looked like.
@@ -41,8 +41,8 @@ pub(super) async fn run(
         }
         let query = sqlx::query_as::<_, (i64, String)>(selector.page).bind(after).bind(page_size as i64);
         let rows = match &selector.arg {
-            ClaimArg::Time(at) => query.bind(at).fetch_all(&ctx.engine.pool).await?,
-            ClaimArg::Text(text) => query.bind(text).fetch_all(&ctx.engine.pool).await?,
+            ClaimArg::Time(at) => query.bind(at).fetch_all(ctx.pool).await?,
+            ClaimArg::Text(text) => query.bind(text).fetch_all(ctx.pool).await?,
         };
         let Some(&(last, _)) = rows.last() else { return Ok(()) };
         after = last;
@@ -54,7 +54,7 @@ pub(super) async fn run(
 pub(super) async fn fetch(ctx: &RunContext<'_>, ids: &[i64]) -> anyhow::Result<Page> {
     let rows: Vec<(i64, String)> = sqlx::query_as("SELECT id, storage_path FROM images WHERE id = ANY($1) ORDER BY id")
         .bind(ids)
-        .fetch_all(&ctx.engine.pool)
+        .fetch_all(ctx.pool)
         .await?;
     let mut page = inspect(ctx, rows, None).await;
     // Ids whose rows are gone stay in the page: the batch finds nothing to

@@ -23,87 +23,17 @@ use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::engine::{Engine, EngineError, RunControl, RunOutcome};
+
+mod context;
+mod outage;
+mod reconciler;
+
 use crate::job::{JobSpec, QueuedJob};
-use crate::layout::{Lane, Layout};
+use crate::layout::Lane;
 use crate::queue::error::Postpone;
-use crate::queue::{Delivery, HandBack, QueueConfig, Relinquish, StreamQueue};
+use crate::queue::{Delivery, HandBack, Relinquish, StreamQueue};
 use crate::results::{self, StoreError};
-
-/// How workers run. Defaults suit production; tests shorten the times.
-#[derive(Debug, Clone)]
-pub struct WorkerSettings {
-    pub layout: Layout,
-    /// Session cleanups run at once (short jobs).
-    pub session_concurrency: usize,
-    /// Other operations run at once (long jobs).
-    pub bulk_concurrency: usize,
-    /// A job whose worker has not renewed its claim for this long is rescued
-    /// by another worker.
-    pub lease: Duration,
-    /// Deliveries of a job before it is failed and dead-lettered.
-    pub max_attempts: u32,
-    /// First retry delay; it doubles with each attempt (capped at the lease).
-    pub retry_base: Duration,
-    /// How often the reconciler looks for lost and dead jobs.
-    pub reconcile_interval: Duration,
-    /// How old a queued row must be before the reconciler re-enqueues it.
-    pub reconcile_grace: Duration,
-    /// The longest a session's dedup key lives.
-    pub dedup_ttl: Duration,
-    /// After a shutdown signal, how long running jobs get to checkpoint.
-    pub shutdown_timeout: Duration,
-    /// How long an outage (database or Redis unavailable) may postpone a job
-    /// before its deliveries start to count as attempts.
-    pub outage_horizon: Duration,
-    /// Recorded as the `worker` of the jobs this process runs.
-    pub name: String,
-}
-
-impl WorkerSettings {
-    pub fn new(layout: Layout) -> Self {
-        Self {
-            layout,
-            session_concurrency: 8,
-            bulk_concurrency: 2,
-            lease: Duration::from_secs(30),
-            max_attempts: 5,
-            retry_base: Duration::from_secs(1),
-            reconcile_interval: Duration::from_secs(10),
-            reconcile_grace: Duration::from_secs(30),
-            dedup_ttl: crate::producer::DEFAULT_DEDUP_TTL,
-            shutdown_timeout: Duration::from_secs(30),
-            outage_horizon: Duration::from_secs(3600),
-            name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
-        }
-    }
-
-    /// The queue settings of one lane.
-    pub fn queue_config(&self, lane: Lane) -> QueueConfig {
-        let mut config = QueueConfig::new(self.layout.lane_prefix(lane));
-        config.min_idle = self.lease;
-        config.heartbeat_interval = self.lease / 4;
-        config.rescue_interval = (self.lease / 2).min(Duration::from_secs(5));
-        config.max_attempts = self.max_attempts;
-        config.retry_delay = self.retry_base.min(self.lease);
-        config.block = Duration::from_secs(2).min(self.lease / 2);
-        config
-    }
-
-    /// The delay before attempt `attempt + 1`.
-    pub fn backoff(&self, attempt: u64) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16) as u32);
-        self.retry_base.saturating_mul(factor).min(self.lease)
-    }
-}
-
-/// What every handler shares. Cheap to clone.
-#[derive(Clone)]
-pub struct WorkerContext {
-    pub(crate) engine: Engine,
-    pub(crate) redis: ConnectionManager,
-    pub(crate) settings: Arc<WorkerSettings>,
-    pub(crate) shutdown: CancellationToken,
-}
+pub use context::{WorkerContext, WorkerSettings};
 
 /// The factory of one lane's apalis worker (the monitor may call it again to
 /// rebuild the worker). A macro, because the built worker's type cannot be
@@ -139,7 +69,7 @@ pub async fn run(
     let ctx = WorkerContext { engine, redis: connection, settings: Arc::new(settings), shutdown: shutdown.clone() };
     let session = StreamQueue::connect(redis.clone(), ctx.settings.queue_config(Lane::Session)).await?;
     let bulk = StreamQueue::connect(redis, ctx.settings.queue_config(Lane::Bulk)).await?;
-    let reconciler = tokio::spawn(crate::reconciler::run(ctx.clone(), [session.clone(), bulk.clone()]));
+    let reconciler = tokio::spawn(reconciler::run(ctx.clone(), [session.clone(), bulk.clone()]));
 
     let monitor = Monitor::new()
         .register(lane_worker!(ctx, session, Lane::Session, ctx.settings.session_concurrency))
@@ -185,7 +115,7 @@ async fn run_job(
     entry_id: &str,
     attempt: u64,
 ) -> Result<(), BoxDynError> {
-    let coalesced = crate::reconciler::coalesce(ctx, job_id, spec).await.map_err(EngineError::from);
+    let coalesced = reconciler::coalesce(ctx, job_id, spec).await.map_err(EngineError::from);
     let outcome = match coalesced {
         Ok(Some(holder)) => {
             tracing::info!(duplicate_of = %holder, "an equal job is already queued or running; not running this one");
@@ -206,7 +136,7 @@ async fn run_job(
     };
     let error = match outcome {
         Ok(Ok(RunOutcome::Finished(_))) => {
-            crate::reconciler::forget(ctx, job_id, spec).await;
+            reconciler::forget(ctx, job_id, spec).await;
             return Ok(());
         }
         // The live delivery will finish the job; this entry is done.
@@ -220,7 +150,7 @@ async fn run_job(
             // Another job's id: never touch its row; drop this delivery.
             return Err(AbortError::new(err).into());
         }
-        Ok(Err(err)) if crate::outage::is_outage(&err) => match crate::outage::postpone(ctx, job_id).await {
+        Ok(Err(err)) if outage::is_outage(&err) => match outage::postpone(ctx, job_id).await {
             Some(delay) => {
                 tracing::warn!(error = %err, retry_in = ?delay, "infrastructure unavailable; postponing the job");
                 return Err(Postpone { reason: err.to_string(), delay }.into());
@@ -230,12 +160,12 @@ async fn run_job(
         Ok(Err(err)) => format!("{err}"),
         Err(panic) => format!("panicked: {}", panic_message(&panic)),
     };
-    crate::outage::clear(ctx, job_id).await;
+    outage::clear(ctx, job_id).await;
     if attempt >= u64::from(ctx.settings.max_attempts) {
         let reason = format!("failed after {attempt} attempts; last error: {error}");
         tracing::error!(%reason, "job failed for good");
         results::fail_held(ctx.engine.pool(), job_id, &ctx.settings.name, &reason).await?;
-        crate::reconciler::forget(ctx, job_id, spec).await;
+        reconciler::forget(ctx, job_id, spec).await;
         return Err(AbortError::new(reason).into());
     }
     let delay = ctx.settings.backoff(attempt);

@@ -18,12 +18,11 @@ use redis::streams::StreamRangeReply;
 use redis::AsyncCommands as _;
 use uuid::Uuid;
 
+use super::context::WorkerContext;
 use crate::dedup;
 use crate::job::{JobSpec, QueuedJob};
-use crate::layout::Lane;
 use crate::queue::StreamQueue;
 use crate::results;
-use crate::worker::WorkerContext;
 
 /// Dead letters read per stream per round.
 const DEAD_BATCH: usize = 1000;
@@ -135,7 +134,7 @@ async fn requeue_lost(ctx: &WorkerContext) -> anyhow::Result<usize> {
                 continue;
             }
         };
-        let stream = layout.stream(Lane::of(&spec));
+        let stream = layout.stream(spec.lane());
         if let Some(entry) = entry {
             // Still on its stream: its delivery (or a rescue of it) runs it.
             if carried(&mut redis, &stream, &entry).await? {
@@ -185,7 +184,7 @@ async fn carried(redis: &mut redis::aio::ConnectionManager, stream: &str, entry:
 /// run. Otherwise this job takes the session's dedup key. This is what
 /// deduplicates session jobs that were enqueued with a raw `XADD`.
 pub(crate) async fn coalesce(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) -> anyhow::Result<Option<Uuid>> {
-    let Some(key) = ctx.settings.layout.dedup(spec) else {
+    let Some(key) = spec.dedup_key(&ctx.settings.layout) else {
         return Ok(None);
     };
     let mut redis = ctx.redis.clone();
@@ -207,7 +206,7 @@ pub(crate) async fn coalesce(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) 
 pub(crate) async fn forget(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) {
     let mut redis = ctx.redis.clone();
     let layout = &ctx.settings.layout;
-    if let Some(key) = layout.dedup(spec) {
+    if let Some(key) = spec.dedup_key(layout) {
         if let Err(err) = dedup::release(&mut redis, &key, job_id).await {
             tracing::warn!(error = %err, "could not release the dedup key");
         }
@@ -216,5 +215,5 @@ pub(crate) async fn forget(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) {
     if let Err(err) = removed {
         tracing::warn!(error = %err, "could not drop the job from the ids hash");
     }
-    crate::outage::clear(ctx, job_id).await;
+    super::outage::clear(ctx, job_id).await;
 }

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Script;
 use uuid::Uuid;
 
+use super::context::WorkerContext;
 use crate::engine::EngineError;
 use crate::results::StoreError;
-use crate::worker::WorkerContext;
 
 /// Records when a job was first postponed (unless it is already recorded),
 /// and returns that time in milliseconds.
