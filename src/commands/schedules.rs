@@ -51,7 +51,7 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()").fetch_one(&pool).await?;
     let mut rows = Vec::new();
     for schedule in &schedules {
-        rows.push(describe(&pool, schedule, now).await.map_err(super::schema_hint)?);
+        rows.push(describe(&pool, &settings.queue, schedule, now).await.map_err(super::schema_hint)?);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -65,14 +65,16 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
 
 type Tick = (DateTime<Utc>, Uuid, String, Option<String>, Option<String>, Option<i64>, Option<i64>);
 
-async fn describe(pool: &PgPool, schedule: &Schedule, now: DateTime<Utc>) -> sqlx::Result<Value> {
-    // The last tick (run or skipped), and the last tick that ran.
+async fn describe(pool: &PgPool, queue: &str, schedule: &Schedule, now: DateTime<Utc>) -> sqlx::Result<Value> {
+    // The last tick (run or skipped), and the last tick that ran, on this
+    // process's queue.
     let query = "SELECT t.scheduled_at, t.job_id, t.outcome, t.reason, r.status, r.deleted_count, r.error_count
          FROM schedule_ticks t LEFT JOIN job_results r ON r.job_id = t.job_id
-         WHERE t.schedule = $1 AND ($2 OR t.outcome = 'enqueued')
+         WHERE t.queue = $1 AND t.schedule = $2 AND ($3 OR t.outcome = 'enqueued')
          ORDER BY t.scheduled_at DESC LIMIT 1";
-    let last_tick: Option<Tick> = sqlx::query_as(query).bind(&schedule.name).bind(true).fetch_optional(pool).await?;
-    let last_run: Option<Tick> = sqlx::query_as(query).bind(&schedule.name).bind(false).fetch_optional(pool).await?;
+    let tick = |all: bool| sqlx::query_as(query).bind(queue).bind(&schedule.name).bind(all).fetch_optional(pool);
+    let last_tick: Option<Tick> = tick(true).await?;
+    let last_run: Option<Tick> = tick(false).await?;
     let tick_json = |tick: Option<Tick>| {
         tick.map(|(at, job_id, outcome, reason, status, deleted, errors)| {
             json!({ "scheduled_at": at, "job_id": job_id, "outcome": outcome, "reason": reason,

@@ -142,8 +142,8 @@ async fn a_prune_with_only_the_documented_grants_removes_every_kind(pool: PgPool
              (gen_random_uuid(), 'cleanup_all', 'skipped', {old}),
              ('{finished}', 'cleanup_orphaned_files', 'failed', {old});
          INSERT INTO audit_log (at, method, path, status, outcome) VALUES ({old}, 'POST', '/x', 202, 'accepted');
-         INSERT INTO schedule_ticks (schedule, scheduled_at, job_id, outcome) VALUES
-             ('s', {old}, gen_random_uuid(), 'skipped'), ('s', now(), gen_random_uuid(), 'enqueued');
+         INSERT INTO schedule_ticks (queue, schedule, scheduled_at, job_id, outcome) VALUES
+             ('q', 's', {old}, gen_random_uuid(), 'skipped'), ('q', 's', now(), gen_random_uuid(), 'enqueued');
          INSERT INTO janitor_orphan_candidates (job_id, path, size) VALUES ('{finished}', 'photos/x.jpg', 1);
          INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ('{finished}', 0, '{{1}}', '{{photos/y.jpg}}');"
     ))

@@ -51,11 +51,12 @@ pub async fn audit_ids(pool: &PgPool) -> Vec<i64> {
     sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id").fetch_all(pool).await.unwrap()
 }
 
-/// A tick of `schedule`, scheduled `days` ago, `enqueued` or `skipped`.
+/// A tick of `schedule` (on the queue `janitor`), scheduled `days` ago,
+/// `enqueued` or `skipped`.
 pub async fn tick(pool: &PgPool, schedule: &str, days: i32, outcome: &str) {
     sqlx::query(
-        "INSERT INTO schedule_ticks (schedule, scheduled_at, job_id, outcome)
-         VALUES ($1, date_trunc('second', now()) - make_interval(days => $2), gen_random_uuid(), $3)",
+        "INSERT INTO schedule_ticks (queue, schedule, scheduled_at, job_id, outcome)
+         VALUES ('janitor', $1, date_trunc('second', now()) - make_interval(days => $2), gen_random_uuid(), $3)",
     )
     .bind(schedule)
     .bind(days)

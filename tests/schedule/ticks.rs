@@ -256,3 +256,59 @@ async fn a_bad_configuration_stops_start_up_and_enqueues_nothing(pool: PgPool) {
     let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}:*", env.prefix)).query_async(&mut redis).await.unwrap();
     assert!(keys.is_empty(), "nothing enqueued: {keys:?}");
 }
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn two_deployments_sharing_a_database_each_run_every_tick_on_their_own_queue(pool: PgPool) {
+    // Two queues (Redis prefixes), one database: each deployment's schedule
+    // of the same name ticks on its own queue.
+    let (one, two) = (Env::new(pool.clone()), Env::new(pool));
+    let config = Config::every(2, "expired");
+    let running: Vec<_> =
+        [&one, &two].into_iter().flat_map(|env| [env.worker(&[], &[]), scheduler(env, &config, &[])]).collect();
+    let completed = |queue: String| {
+        let pool = one.pool.clone();
+        async move {
+            let done: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM job_results WHERE queue = $1 AND status = 'completed'
+                   AND requested_by = 'scheduler:tick'",
+            )
+            .bind(queue)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            done
+        }
+    };
+    wait_until("each queue has run three ticks", Duration::from_secs(40), || async {
+        completed(one.prefix.clone()).await >= 3 && completed(two.prefix.clone()).await >= 3
+    })
+    .await;
+    for process in running {
+        process.signal("TERM").await;
+        assert_eq!(process.exit_code(Duration::from_secs(10)).await, Some(0));
+    }
+
+    type Tick = (String, chrono::DateTime<chrono::Utc>, uuid::Uuid, String);
+    let ticks: Vec<Tick> =
+        sqlx::query_as("SELECT queue, scheduled_at, job_id, outcome FROM schedule_ticks ORDER BY scheduled_at, queue")
+            .fetch_all(&one.pool)
+            .await
+            .unwrap();
+    let on = |queue: &str| ticks.iter().filter(|t| t.0 == queue).map(|t| t.1).collect::<HashSet<_>>();
+    let (mine, theirs) = (on(&one.prefix), on(&two.prefix));
+    assert!(mine.len() >= 3 && theirs.len() >= 3, "{ticks:#?}");
+    assert!(mine.intersection(&theirs).count() >= 2, "both queues record the same ticks: {ticks:#?}");
+    let ids: HashSet<_> = ticks.iter().map(|t| t.2).collect();
+    assert_eq!(ids.len(), ticks.len(), "each queue's tick has its own job id");
+    let jobs: Vec<(uuid::Uuid, Option<String>)> =
+        sqlx::query_as("SELECT job_id, queue FROM job_results WHERE requested_by = 'scheduler:tick'")
+            .fetch_all(&one.pool)
+            .await
+            .unwrap();
+    for (queue, _, job_id, _) in &ticks {
+        let job = jobs.iter().find(|j| j.0 == *job_id).expect("every tick has its job row");
+        assert_eq!(job.1.as_deref(), Some(queue.as_str()), "a tick's job runs on the tick's queue");
+    }
+    one.cleanup_keys().await;
+    two.cleanup_keys().await;
+}

@@ -140,9 +140,11 @@ impl Schedule {
         self.cron.after(&after.with_timezone(&self.timezone)).map(|t| t.with_timezone(&Utc))
     }
 
-    /// The job id of a tick: the same for every scheduler.
-    pub fn job_id(&self, tick: DateTime<Utc>) -> Uuid {
-        let key = format!("schedule/{}/{}", self.name, tick.timestamp_millis());
+    /// The job id of a tick on a queue: the same for every scheduler of
+    /// that queue, and different for another queue (another deployment)
+    /// that shares the database.
+    pub fn job_id(&self, queue: &str, tick: DateTime<Utc>) -> Uuid {
+        let key = format!("schedule/{queue}/{}/{}", self.name, tick.timestamp_millis());
         Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes())
     }
 }
@@ -299,8 +301,9 @@ mod tests {
     fn job_ids_are_per_schedule_and_tick() {
         let a = Schedule::parse(config("* * * * * *", "expired")).unwrap();
         let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-        assert_eq!(a.job_id(t), a.job_id(t));
-        assert_ne!(a.job_id(t), a.job_id(t + chrono::Duration::seconds(1)));
+        assert_eq!(a.job_id("q", t), a.job_id("q", t));
+        assert_ne!(a.job_id("q", t), a.job_id("q", t + chrono::Duration::seconds(1)));
+        assert_ne!(a.job_id("q", t), a.job_id("other", t), "each queue has its own ticks");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! `janitor enqueue`.
 //!
 //! **Exactly once per tick, however many schedulers run.** A tick's key is
-//! (schedule name, scheduled time) and its job id is derived from that key.
+//! (queue, schedule name, scheduled time) and its job id is derived from
+//! that key: schedulers of one queue share its ticks; another deployment
+//! with its own queue prefix on the same database has its own.
 //! Each scheduler that sees the tick due tries to insert it into
 //! `schedule_ticks`; only the one whose insert succeeds records the job (in
 //! the same transaction) and enqueues it. So three replicas fire one job; a
@@ -100,7 +102,8 @@ async fn fire_due(
     settings: &SchedulerSettings,
 ) -> anyhow::Result<()> {
     let last: Option<DateTime<Utc>> =
-        sqlx::query_scalar("SELECT max(scheduled_at) FROM schedule_ticks WHERE schedule = $1")
+        sqlx::query_scalar("SELECT max(scheduled_at) FROM schedule_ticks WHERE queue = $1 AND schedule = $2")
+            .bind(producer.layout().prefix())
             .bind(&schedule.name)
             .fetch_one(pool)
             .await?;
@@ -130,8 +133,8 @@ async fn record_tick(
     mut decision: Decision,
     me: &str,
 ) -> anyhow::Result<()> {
-    let job_id = schedule.job_id(tick);
     let queue = producer.layout().prefix().to_owned();
+    let job_id = schedule.job_id(&queue, tick);
     let requested_by = format!("scheduler:{}", schedule.name);
     let mut tx = pool.begin().await?;
     if decision == Decision::Run {
@@ -144,10 +147,11 @@ async fn record_tick(
         Decision::Skip(reason) => ("skipped", Some(reason.as_str())),
     };
     let won: Option<i32> = sqlx::query_scalar(
-        "INSERT INTO schedule_ticks (schedule, scheduled_at, job_id, outcome, reason, recorded_by)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO schedule_ticks (queue, schedule, scheduled_at, job_id, outcome, reason, recorded_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT DO NOTHING RETURNING 1",
     )
+    .bind(&queue)
     .bind(&schedule.name)
     .bind(tick)
     .bind(job_id)
@@ -167,8 +171,10 @@ async fn record_tick(
         let other = results::equal_unfinished(&mut *tx, &queue, &schedule.spec).await?.unwrap_or_default();
         let why = format!("overlap: an equal job {other} is still queued or running");
         sqlx::query(
-            "UPDATE schedule_ticks SET outcome = 'skipped', reason = $3 WHERE schedule = $1 AND scheduled_at = $2",
+            "UPDATE schedule_ticks SET outcome = 'skipped', reason = $4
+             WHERE queue = $1 AND schedule = $2 AND scheduled_at = $3",
         )
+        .bind(&queue)
         .bind(&schedule.name)
         .bind(tick)
         .bind(&why)

@@ -119,9 +119,17 @@ pub(crate) async fn count_aged(db: &PgPool, table: Aged, cutoff: DateTime<Utc>) 
     }
 }
 
-/// The schedules that have ticks recorded.
-pub(crate) async fn schedules(db: &PgPool) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("SELECT DISTINCT schedule FROM schedule_ticks ORDER BY schedule").fetch_all(db).await
+/// A schedule of one queue: its ticks are kept and pruned apart from
+/// another queue's schedule of the same name.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct Ticker {
+    pub queue: String,
+    pub schedule: String,
+}
+
+/// The schedules that have ticks recorded, on every queue.
+pub(crate) async fn schedules(db: &PgPool) -> sqlx::Result<Vec<Ticker>> {
+    sqlx::query_as("SELECT DISTINCT queue, schedule FROM schedule_ticks ORDER BY queue, schedule").fetch_all(db).await
 }
 
 /// Which ticks of one schedule may go: those before `before`, except `keep`.
@@ -134,13 +142,15 @@ pub(crate) struct TickBounds {
     keep: Option<DateTime<Utc>>,
 }
 
-pub(crate) async fn tick_bounds(db: &PgPool, schedule: &str, cutoff: DateTime<Utc>) -> sqlx::Result<TickBounds> {
+pub(crate) async fn tick_bounds(db: &PgPool, ticker: &Ticker, cutoff: DateTime<Utc>) -> sqlx::Result<TickBounds> {
     // Both are backward scans of the primary key that stop at their first row.
     let (newest, keep): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
-        "SELECT (SELECT max(scheduled_at) FROM schedule_ticks WHERE schedule = $1),
-                (SELECT max(scheduled_at) FROM schedule_ticks WHERE schedule = $1 AND outcome = 'enqueued')",
+        "SELECT (SELECT max(scheduled_at) FROM schedule_ticks WHERE queue = $1 AND schedule = $2),
+                (SELECT max(scheduled_at) FROM schedule_ticks
+                 WHERE queue = $1 AND schedule = $2 AND outcome = 'enqueued')",
     )
-    .bind(schedule)
+    .bind(&ticker.queue)
+    .bind(&ticker.schedule)
     .fetch_one(db)
     .await?;
     Ok(TickBounds { before: newest.map_or(cutoff, |newest| newest.min(cutoff)), keep })
@@ -149,7 +159,7 @@ pub(crate) async fn tick_bounds(db: &PgPool, schedule: &str, cutoff: DateTime<Ut
 /// Deletes the next batch of one schedule's ticks, on its primary key.
 pub(crate) async fn delete_ticks(
     conn: &mut PgConnection,
-    schedule: &str,
+    ticker: &Ticker,
     bounds: TickBounds,
     after: &mut Option<DateTime<Utc>>,
     limit: i64,
@@ -157,20 +167,21 @@ pub(crate) async fn delete_ticks(
     let (removed, newest): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
         "WITH gone AS (
              DELETE FROM schedule_ticks
-             WHERE schedule = $1 AND scheduled_at = ANY (ARRAY(
+             WHERE queue = $6 AND schedule = $1 AND scheduled_at = ANY (ARRAY(
                      SELECT scheduled_at FROM schedule_ticks
-                     WHERE schedule = $1 AND scheduled_at < $2 AND scheduled_at IS DISTINCT FROM $3
+                     WHERE queue = $6 AND schedule = $1 AND scheduled_at < $2 AND scheduled_at IS DISTINCT FROM $3
                        AND scheduled_at >= coalesce($4, '-infinity'::timestamptz)
                      ORDER BY scheduled_at LIMIT $5))
              RETURNING scheduled_at
          )
          SELECT count(*), max(scheduled_at) FROM gone",
     )
-    .bind(schedule)
+    .bind(&ticker.schedule)
     .bind(bounds.before)
     .bind(bounds.keep)
     .bind(*after)
     .bind(limit)
+    .bind(&ticker.queue)
     .fetch_one(conn)
     .await?;
     *after = newest.or(*after);
@@ -178,14 +189,15 @@ pub(crate) async fn delete_ticks(
 }
 
 /// How many ticks of one schedule [`delete_ticks`] would remove.
-pub(crate) async fn count_ticks(db: &PgPool, schedule: &str, bounds: TickBounds) -> sqlx::Result<i64> {
+pub(crate) async fn count_ticks(db: &PgPool, ticker: &Ticker, bounds: TickBounds) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM schedule_ticks
-         WHERE schedule = $1 AND scheduled_at < $2 AND scheduled_at IS DISTINCT FROM $3",
+         WHERE queue = $4 AND schedule = $1 AND scheduled_at < $2 AND scheduled_at IS DISTINCT FROM $3",
     )
-    .bind(schedule)
+    .bind(&ticker.schedule)
     .bind(bounds.before)
     .bind(bounds.keep)
+    .bind(&ticker.queue)
     .fetch_one(db)
     .await
 }

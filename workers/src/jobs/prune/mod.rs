@@ -150,7 +150,7 @@ async fn aged(pass: &mut Pass<'_, '_>, table: Aged, cutoff: DateTime<Utc>) -> an
     }
 }
 
-/// Schedule ticks older than the cutoff, schedule by schedule.
+/// Schedule ticks older than the cutoff, schedule by schedule on each queue.
 async fn ticks(pass: &mut Pass<'_, '_>, cutoff: DateTime<Utc>) -> anyhow::Result<PhaseEnd> {
     let (started, mut counted) = (Instant::now(), 0);
     for schedule in tables::schedules(pass.pool()).await? {
