@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use super::exit;
 use crate::cli::ServeArgs;
 use crate::http::auth::Tokens;
+use crate::http::failures::{self, AuthFailures};
 use crate::http::limits::RateLimiter;
 use crate::http::{self, AppState};
 use crate::settings::Settings;
@@ -29,8 +30,9 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     };
     let producer = settings.producer().await?;
     let redis = redis::aio::ConnectionManager::new(settings.redis()?).await.context("cannot connect to Redis")?;
-    let state =
-        AppState { pool: settings.pool().await?, producer, redis, tokens, limits, min_grace: settings.min_grace };
+    let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
+    let pool = settings.pool().await?;
+    let state = AppState { pool, producer, redis, tokens, limits, failures, min_grace: settings.min_grace };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -1,6 +1,8 @@
 //! The audit trail and the gate in front of the admin endpoints: every
 //! request is authenticated here, and every one, accepted or refused, becomes
-//! a structured log line and a row in `audit_log`.
+//! a structured log line and a row in `audit_log`, except repeated failed
+//! authentications from one address, which become one summary row a window
+//! (see [`super::failures`]), so that nobody can grow the table at will.
 
 use std::net::SocketAddr;
 
@@ -15,14 +17,36 @@ use uuid::Uuid;
 
 use super::auth::bearer;
 use super::error::ApiError;
+use super::failures::{Audit, AuthFailures, Source};
 use super::params::Params;
 use super::{Actor, AppState, JobCreated};
 
+/// The header every state-changing request must carry when the API runs
+/// without tokens (`--allow-unauthenticated`, loopback only). A page on any
+/// site open in a browser on that machine can send a "simple" cross-site
+/// POST to 127.0.0.1, with no preflight; it cannot add a custom header
+/// without a CORS preflight, which this API never grants. With tokens, the
+/// `Authorization` header plays this part (a browser never adds it itself).
+pub const REQUEST_HEADER: &str = "x-janitor-request";
+
 /// Authenticates, runs the request, then records it.
 pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let actor = match &state.tokens {
-        None => Some("anonymous".to_owned()),
-        Some(tokens) => request
+    let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let source = Source::of(remote);
+    let method = request.method().to_string();
+    // The full path: inside the nested router the prefix is stripped.
+    let path =
+        request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().path(), |u| u.0.path()).to_owned();
+    // An address past its failure limit is refused before its token is
+    // looked at (see `failures`): a right guess is refused too.
+    let admitted = match &state.tokens {
+        None => Ok(()),
+        Some(_) => state.failures.admit(source, &method, &path),
+    };
+    let actor = match (&state.tokens, admitted) {
+        (None, _) => Some("anonymous".to_owned()),
+        (Some(_), Err(_)) => None,
+        (Some(tokens), Ok(())) => request
             .headers()
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
@@ -32,25 +56,76 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     };
     let entry = Entry {
         actor: actor.clone(),
-        method: request.method().to_string(),
-        // The full path: inside the nested router the prefix is stripped.
-        path: request.extensions().get::<OriginalUri>().map_or_else(|| request.uri().path(), |u| u.0.path()).to_owned(),
+        method,
+        path,
         // Recorded as given, even when invalid: the audit shows what was asked.
         params: Params::parse(request.uri().query(), &ALL_PARAMS)
             .map(|p| p.to_json())
             .unwrap_or_else(|_| raw_query(request.uri().query())),
-        remote: request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()),
+        remote: remote.map(|r| r.to_string()),
     };
-    let response = match actor {
-        None => ApiError::Unauthorized.into_response(),
-        Some(actor) => {
+    let cross_site =
+        state.tokens.is_none() && !request.method().is_safe() && !request.headers().contains_key(REQUEST_HEADER);
+    let (response, audit) = match (actor, admitted) {
+        (_, Err((retry_after, audit))) => (ApiError::RateLimited { retry_after }.into_response(), audit),
+        (None, Ok(())) => {
+            let audit = state.failures.failed(source, &entry.method, &entry.path);
+            (ApiError::Unauthorized.into_response(), audit)
+        }
+        (Some(_), Ok(())) if cross_site => {
+            let message = format!(
+                "without admin tokens, a {} request must carry the header X-Janitor-Request (any value), so that no \
+                 web page can send it cross-site",
+                entry.method
+            );
+            (ApiError::Forbidden(message).into_response(), Audit::Write)
+        }
+        (Some(actor), Ok(())) => {
             request.extensions_mut().insert(Actor(actor));
-            next.run(request).await
+            (next.run(request).await, Audit::Write)
         }
     };
     let job_id = response.extensions().get::<JobCreated>().map(|j| j.0);
-    record(&state.pool, &entry, response.status().as_u16(), job_id).await;
+    match audit {
+        Audit::Write => record(&state.pool, &entry, response.status().as_u16(), job_id).await,
+        Audit::Counted => tracing::debug!(remote = %source, "failed authentication counted for the summary row"),
+    }
     response
+}
+
+/// Writes the summary rows of the failure windows that ended (all of them
+/// when `all`, at shutdown).
+pub async fn record_failures(pool: &PgPool, failures: &AuthFailures, all: bool) {
+    for summary in failures.drain(all) {
+        let total = summary.unauthorized + summary.refused;
+        let detail = format!(
+            "{total} further failed authentications from {} between {} and {} ({} with 401, {} refused with 429 \
+             before their token was looked at)",
+            summary.source, summary.first, summary.last, summary.unauthorized, summary.refused
+        );
+        tracing::warn!(audit = true, remote = %summary.source, repeats = total, "{detail}");
+        let params = serde_json::json!({
+            "repeats": total, "unauthorized": summary.unauthorized, "rate_limited": summary.refused,
+            "first": summary.first, "last": summary.last,
+        });
+        let status: i32 = if summary.refused > 0 { 429 } else { 401 };
+        let inserted = sqlx::query(
+            "INSERT INTO audit_log (at, method, path, params, status, outcome, remote, detail)
+             VALUES ($1, $2, $3, $4, $5, 'unauthorized_repeated', $6, $7)",
+        )
+        .bind(summary.last)
+        .bind(&summary.last_method)
+        .bind(&summary.last_path)
+        .bind(params)
+        .bind(status)
+        .bind(summary.source.to_string())
+        .bind(&detail)
+        .execute(pool)
+        .await;
+        if let Err(err) = inserted {
+            tracing::error!(error = %err, "could not write the audit row of repeated failures");
+        }
+    }
 }
 
 /// Every parameter any admin endpoint knows, for the audit's copy.
@@ -72,6 +147,7 @@ fn outcome(status: u16) -> &'static str {
     match status {
         200..=299 => "accepted",
         401 => "unauthorized",
+        403 => "forbidden",
         404 => "not_found",
         422 => "invalid",
         429 => "rate_limited",

@@ -9,6 +9,10 @@ use serde_json::json;
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
+    /// A request that could have come from another site's page (see
+    /// [`super::audit::REQUEST_HEADER`]).
+    #[error("{0}")]
+    Forbidden(String),
     /// Bad input, naming the field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
@@ -34,6 +38,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound => StatusCode::NOT_FOUND,

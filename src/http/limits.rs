@@ -26,9 +26,10 @@ struct Bucket {
 }
 
 /// The defaults: the heavy sweeps are rare by nature; logouts are frequent;
-/// `control` is cancel, retry and discard.
-pub const DEFAULT_LIMITS: &str =
-    "all=5/h,orphaned=5/h,expired=60/h,old-results=60/h,session=6000/m,read=6000/m,control=600/h";
+/// `control` is cancel, retry and discard; `auth_failure` is per remote
+/// address, not per token (see [`super::failures`]).
+pub const DEFAULT_LIMITS: &str = "all=5/h,orphaned=5/h,expired=60/h,old-results=60/h,session=6000/m,read=6000/m,\
+                                  control=600/h,auth_failure=30/m";
 
 impl RateLimiter {
     pub fn parse(spec: &str) -> anyhow::Result<Self> {
@@ -52,6 +53,11 @@ impl RateLimiter {
             limits.insert(class.trim().to_owned(), Limit { count, per });
         }
         Ok(Self { limits, buckets: Mutex::new(HashMap::new()) })
+    }
+
+    /// The limit of a class, if it has one.
+    pub fn limit(&self, class: &str) -> Option<Limit> {
+        self.limits.get(class).copied()
     }
 
     /// Takes one request from the token's bucket for `class`; on refusal,

@@ -5,12 +5,14 @@
 //! - [`cleanup`]: the endpoints under `/api/v1/admin/cleanup`.
 //! - [`audit`]: the gate in front of them (bearer tokens) and the audit trail.
 //! - [`auth`], [`limits`], [`params`]: tokens, rate limits, query validation.
+//! - [`failures`]: failed authentications, limited and aggregated per address.
 //! - [`metrics`]: `/metrics`. [`error`]: `ApiError`, the JSON error bodies.
 
 pub mod audit;
 pub mod auth;
 pub mod cleanup;
 pub mod error;
+pub mod failures;
 pub mod jobs;
 pub mod limits;
 pub mod metrics;
@@ -33,6 +35,7 @@ use utoipa::OpenApi as _;
 use uuid::Uuid;
 
 use self::auth::Tokens;
+use self::failures::AuthFailures;
 use self::limits::RateLimiter;
 
 /// What every handler shares.
@@ -44,6 +47,8 @@ pub struct AppState {
     /// `None`: explicitly unauthenticated (loopback only).
     pub tokens: Option<Arc<Tokens>>,
     pub limits: Arc<RateLimiter>,
+    /// Failed authentications per remote address.
+    pub failures: Arc<AuthFailures>,
     /// The shortest orphan grace period a request may ask for.
     pub min_grace: std::time::Duration,
 }
@@ -128,7 +133,23 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let (pool, failures) = (state.pool.clone(), state.failures.clone());
+    // Writes the summary rows of repeated failed authentications as their
+    // windows end, and the rest when the server stops.
+    let flusher = tokio::spawn({
+        let (pool, failures) = (pool.clone(), failures.clone());
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                audit::record_failures(&pool, &failures, false).await;
+            }
+        }
+    });
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    flusher.abort();
+    audit::record_failures(&pool, &failures, true).await;
+    served?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The audit trail: every admin request, accepted or refused, is one
-//! `audit_log` row, and `janitor audit` lists them.
+//! `audit_log` row (repeated failed authentications from one address are
+//! one row a window), and `janitor audit` lists them.
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -36,7 +37,8 @@ async fn every_request_accepted_or_refused_has_an_audit_row(pool: PgPool) {
         ),
         (ops.clone(), "POST".into(), path("/session/s1"), json!({}), 202, "accepted".into(), Some(session)),
         (ops.clone(), "POST".into(), path("/session/s2"), json!({}), 429, "rate_limited".into(), None),
-        (None, "POST".into(), path("/expired"), json!({}), 401, "unauthorized".into(), None),
+        // The second failure from the same address is counted for the
+        // window's summary row (see `failed_authentication_is_limited...`).
         (None, "POST".into(), path("/expired"), json!({}), 401, "unauthorized".into(), None),
         (ops.clone(), "POST".into(), path("/old-results"), json!({"days_old": "0"}), 422, "invalid".into(), None),
         (ops.clone(), "POST".into(), path("/expired"), json!({"raw_query": "force=1"}), 422, "invalid".into(), None),

@@ -50,7 +50,7 @@ impl Conn {
     /// Sends `method target` (a path with its query) with an optional
     /// bearer token, and reads the response.
     pub async fn send(&mut self, method: &str, target: &str, token: Option<&str>) -> std::io::Result<Response> {
-        self.send_with(method, target, token, false).await
+        self.send_with(method, target, token, &[], false).await
     }
 
     async fn send_with(
@@ -58,11 +58,15 @@ impl Conn {
         method: &str,
         target: &str,
         token: Option<&str>,
+        headers: &[(&str, &str)],
         close: bool,
     ) -> std::io::Result<Response> {
         let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n");
         if let Some(token) = token {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
         if close {
             head.push_str("Connection: close\r\n");
@@ -137,8 +141,19 @@ fn invalid(message: String) -> std::io::Error {
 
 /// One request on a fresh connection (`Connection: close`).
 pub async fn request(addr: SocketAddr, method: &str, target: &str, token: Option<&str>) -> Response {
+    request_with(addr, method, target, token, &[]).await
+}
+
+/// [`request`] with extra headers.
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Response {
     let mut conn = Conn::connect(addr).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    conn.send_with(method, target, token, true).await.unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    conn.send_with(method, target, token, headers, true).await.unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
 /// Percent-encodes a query value (cursors carry `:` and `+`).

@@ -90,7 +90,15 @@ async fn serve_without_tokens_on_loopback_records_an_anonymous_actor(pool: PgPoo
     let addr = free_addr();
     let server = env.spawn(&["serve", "--listen", &addr.to_string(), "--allow-unauthenticated"], &[]);
     wait_for_listener(addr).await;
-    let job_id = accepted_job(&client::request(addr, "POST", &format!("{BASE}/expired?dry_run=true"), None).await);
+    let target = format!("{BASE}/expired?dry_run=true");
+    let refused = client::request(addr, "POST", &target, None).await;
+    assert_eq!(
+        refused.status,
+        403,
+        "a POST without X-Janitor-Request could come from any web page: {}",
+        refused.text()
+    );
+    let job_id = accepted_job(&client::request_with(addr, "POST", &target, None, &[("X-Janitor-Request", "1")]).await);
     let actor: Option<String> = sqlx::query_scalar("SELECT actor FROM audit_log WHERE job_id = $1")
         .bind(job_id)
         .fetch_one(&env.pool)

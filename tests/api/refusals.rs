@@ -134,3 +134,61 @@ async fn rate_limits_are_configurable_per_class(pool: PgPool) {
     assert_eq!(api.jobs().await.len(), 9);
     api.finish().await;
 }
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn failed_authentication_is_limited_per_address_and_its_repeats_are_one_audit_row(pool: PgPool) {
+    let config = ApiConfig { rate_limits: "auth_failure=3/h".to_owned(), ..ApiConfig::default() };
+    let mut api = Api::with(pool, config).await;
+    let wrong = "ops-token-0123456789abcdeX";
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(api.post("/expired", Some(wrong)).await.status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429, 429, 429, 429, 429, 429]);
+    let refused = api.post("/expired", Some(OPS.1)).await;
+    assert_eq!(refused.status, 429, "past its limit an address is refused before its token is looked at");
+    let retry_after: u64 = refused.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=1200).contains(&retry_after), "{retry_after}");
+    let outcomes = || async {
+        let rows = api.audit_rows().await;
+        rows.into_iter().map(|row| (row.4, row.5)).collect::<Vec<_>>()
+    };
+    assert_eq!(outcomes().await, [(401, "unauthorized".to_owned())], "the repeats are counted, not written");
+
+    // The summary row is written when the window ends, or at shutdown.
+    api.stop();
+    type Row = (String, i32, serde_json::Value, Option<String>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as("SELECT outcome, status, params, remote, detail FROM audit_log ORDER BY id")
+        .fetch_all(api.pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let (outcome, status, params, remote, detail) = &rows[1];
+    assert_eq!((outcome.as_str(), *status), ("unauthorized_repeated", 429));
+    assert_eq!(params["repeats"], 10, "2 more failures and 8 refusals: {params}");
+    assert_eq!((params["unauthorized"].as_u64(), params["rate_limited"].as_u64()), (Some(2), Some(8)));
+    assert_eq!(remote.as_deref(), Some("127.0.0.1"));
+    assert!(detail.as_deref().is_some_and(|d| d.contains("10 further failed authentications")), "{detail:?}");
+    assert_nothing_enqueued(&api).await;
+    api.finish().await;
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn without_tokens_a_post_needs_the_request_header_that_no_cross_site_page_can_send(pool: PgPool) {
+    let config = ApiConfig { tokens: None, ..ApiConfig::default() };
+    let api = Api::with(pool, config).await;
+    let target = "/api/v1/admin/cleanup/expired?dry_run=true";
+    for (name, value) in [("Content-Type", "text/plain"), ("Origin", "http://evil.example")] {
+        let response = crate::client::request_with(api.addr, "POST", target, None, &[(name, value)]).await;
+        assert_eq!(response.status, 403, "a simple cross-site POST: {}", response.text());
+        assert!(response.json()["error"].as_str().is_some_and(|e| e.contains("X-Janitor-Request")));
+    }
+    assert_nothing_enqueued(&api).await;
+    assert_eq!(api.get("/stats", None).await.status, 200, "reads need no header");
+    let accepted = crate::client::request_with(api.addr, "POST", target, None, &[("X-Janitor-Request", "1")]).await;
+    accepted_job(&accepted);
+    let outcomes: Vec<String> =
+        sqlx::query_scalar("SELECT outcome FROM audit_log ORDER BY id").fetch_all(api.pool()).await.unwrap();
+    assert_eq!(outcomes, ["forbidden", "forbidden", "accepted", "accepted"]);
+    api.finish().await;
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use janitor::http::auth::{AdminToken, Tokens};
+use janitor::http::failures::{self, AuthFailures};
 use janitor::http::limits::{RateLimiter, DEFAULT_LIMITS};
 use janitor::http::{self, AppState};
 use janitor_workers::layout::Layout;
@@ -128,7 +129,8 @@ impl Api {
         self.env.cleanup_keys().await;
     }
 
-    fn stop(&mut self) {
+    /// Stops the server (gracefully: what it writes at shutdown is written).
+    pub fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -164,7 +166,9 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
         Arc::new(Tokens::new(tokens).unwrap())
     });
     let limits = Arc::new(RateLimiter::parse(&config.rate_limits).unwrap());
-    AppState { pool, producer, redis, tokens, limits, min_grace: janitor_workers::engine::DEFAULT_MIN_GRACE }
+    let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
+    let min_grace = janitor_workers::engine::DEFAULT_MIN_GRACE;
+    AppState { pool, producer, redis, tokens, limits, failures, min_grace }
 }
 
 /// The job id of a 202, checking the rest of its shape.
