@@ -27,10 +27,15 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(exit::USAGE));
         }
     };
-    let producer = settings.producer().await?;
-    let redis = redis::aio::ConnectionManager::new(settings.redis()?).await.context("cannot connect to Redis")?;
+    // Redis is connected on first use: the API starts, and `/metrics` and
+    // `/readyz` answer, while Redis is down (enqueues fail until it is back).
+    let producer = settings.lazy_producer().await?;
+    let redis = redis::aio::ConnectionManager::new_lazy_with_config(
+        settings.redis()?,
+        redis::aio::ConnectionManagerConfig::new().set_connection_timeout(Some(std::time::Duration::from_secs(1))),
+    )?;
     let state =
-        AppState { pool: settings.pool().await?, producer, redis, tokens, limits, min_grace: settings.min_grace };
+        AppState { pool: producer.pool().clone(), producer, redis, tokens, limits, min_grace: settings.min_grace };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
