@@ -130,6 +130,11 @@ impl Settings {
             .with_context(|| format!("cannot connect to Redis at {}", redact(&self.redis_url)))
     }
 
+    /// A producer that connects to Redis on first use (see [`Producer::lazy`]).
+    pub async fn lazy_producer(&self) -> anyhow::Result<Producer> {
+        Ok(Producer::lazy(self.pool().await?, self.redis()?, Layout::new(&self.queue))?)
+    }
+
     /// Connects to the database, failing fast with a message that names it
     /// (without its password) and the real cause.
     pub async fn pool(&self) -> anyhow::Result<PgPool> {

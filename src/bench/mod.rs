@@ -4,6 +4,7 @@
 
 mod baseline;
 pub mod engine;
+pub mod metrics;
 pub mod queue;
 mod seed;
 

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use janitor::bench::engine::EngineBench;
+use janitor::bench::metrics::MetricsBench;
 use janitor::bench::queue::QueueBench;
 
 #[derive(Debug, Parser)]
@@ -25,6 +26,9 @@ enum Bench {
     /// Every operation through a real worker on a seeded store, vs the
     /// hand-written baseline on an identical store.
     Engine(EngineBench),
+    /// `/metrics` scrape times with a million job rows, vs the old scrape's
+    /// aggregate over `job_results`.
+    Metrics(MetricsBench),
 }
 
 #[tokio::main]
@@ -35,5 +39,6 @@ async fn main() -> anyhow::Result<()> {
     match &cli.bench {
         Bench::Queue(args) => janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
         Bench::Engine(args) => janitor::bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Metrics(args) => janitor::bench::metrics::run(args, &cli.database_url, &cli.redis_url).await,
     }
 }

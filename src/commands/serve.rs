@@ -28,10 +28,15 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(exit::USAGE));
         }
     };
-    let producer = settings.producer().await?;
-    let redis = redis::aio::ConnectionManager::new(settings.redis()?).await.context("cannot connect to Redis")?;
+    // Redis is connected on first use: the API starts, and `/metrics` and
+    // `/readyz` answer, while Redis is down (enqueues fail until it is back).
+    let producer = settings.lazy_producer().await?;
+    let redis = redis::aio::ConnectionManager::new_lazy_with_config(
+        settings.redis()?,
+        redis::aio::ConnectionManagerConfig::new().set_connection_timeout(Some(std::time::Duration::from_secs(1))),
+    )?;
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
-    let pool = settings.pool().await?;
+    let pool = producer.pool().clone();
     let state = AppState { pool, producer, redis, tokens, limits, failures, min_grace: settings.min_grace };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,114 +1,197 @@
-//! `/metrics` in the Prometheus text format. Everything is read from Postgres
-//! and Redis at scrape time, so the figures cover every worker and survive
-//! restarts, whichever `janitor serve` answers.
+//! `/metrics` in the Prometheus text format, read from Postgres and Redis at
+//! scrape time, so the figures cover every worker and survive restarts,
+//! whichever `janitor serve` answers.
+//!
+//! A scrape reads no `job_results` row: the job counters, the batch
+//! histogram and each schedule's last success are kept incrementally by
+//! triggers on `job_results`, in `job_counters` (a few rows per operation,
+//! summed here) and `schedule_last_success` (migration
+//! `20261130000040_job_counters`). They are monotonic: pruning old job rows
+//! does not lower them.
+//!
+//! Each dependency is read under its own timeout, and one that is down or
+//! hung only loses its own series: the answer is still `200`, with
+//! `janitor_up{dependency}` saying which one could not be read.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use janitor_workers::layout::Lane;
+use janitor_workers::layout::{Lane, Layout};
 use janitor_workers::progress::BATCH_BUCKETS;
+use sqlx::PgPool;
 
-use super::error::ApiError;
 use super::AppState;
 
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// How long the Postgres part of a scrape may take. Longer than any healthy
+/// scrape (a few milliseconds), shorter than Prometheus' default 10 s
+/// scrape timeout, and shorter than the pool's 30 s wait for a connection.
+const POSTGRES_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long the Redis part of a scrape may take: the connection manager
+/// retries a lost connection with backoff, and a scrape must not wait for
+/// that.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Both dependencies at once, so a hung one costs its timeout only once.
+    let (postgres, redis) = tokio::join!(
+        read("postgres", POSTGRES_TIMEOUT, postgres(&state.pool)),
+        read("redis", REDIS_TIMEOUT, queue(state.redis.clone(), state.producer.layout())),
+    );
     let mut out = String::new();
-    jobs(&state, &mut out).await?;
-    batches(&state, &mut out).await?;
-    queue(&state, &mut out).await?;
-    schedules(&state, &mut out).await?;
-    Ok(([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    header(&mut out, "janitor_up", "gauge", "Whether this scrape could read the dependency (1) or not (0).");
+    for (dependency, text) in [("postgres", &postgres), ("redis", &redis)] {
+        let _ = writeln!(out, "janitor_up{{dependency=\"{dependency}\"}} {}", u8::from(text.is_some()));
+    }
+    out.extend(postgres);
+    out.extend(redis);
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The series of one dependency, or `None` (logged) if it failed or timed out.
+async fn read(
+    dependency: &str,
+    limit: Duration,
+    series: impl std::future::Future<Output = anyhow::Result<String>>,
+) -> Option<String> {
+    match tokio::time::timeout(limit, series).await {
+        Ok(Ok(text)) => Some(text),
+        Ok(Err(err)) => {
+            tracing::warn!(dependency, error = %format!("{err:#}"), "metrics: cannot read {dependency}");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(dependency, "metrics: {dependency} did not answer within {limit:?}");
+            None
+        }
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-async fn jobs(state: &AppState, out: &mut String) -> Result<(), ApiError> {
-    type Row = (String, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT operation, count(*), count(started_at),
-                count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'failed'),
-                count(*) FILTER (WHERE status = 'skipped'),
-                coalesce(sum(deleted_count) FILTER (WHERE NOT dry_run), 0)::bigint,
-                coalesce(sum(deleted_bytes) FILTER (WHERE NOT dry_run), 0)::bigint,
-                coalesce(sum(skipped_count), 0)::bigint, coalesce(sum(error_count), 0)::bigint,
-                coalesce(sum(greatest(attempts - 1, 0)), 0)::bigint
-         FROM job_results GROUP BY operation ORDER BY operation",
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    type Series = (&'static str, &'static str, fn(&Row) -> i64);
-    let series: [Series; 10] = [
-        ("janitor_jobs_enqueued_total", "Jobs recorded (queued or started).", |r| r.1),
-        ("janitor_jobs_started_total", "Jobs a worker started.", |r| r.2),
-        ("janitor_jobs_completed_total", "Jobs completed.", |r| r.3),
-        ("janitor_jobs_failed_total", "Jobs failed (including dead-lettered ones).", |r| r.4),
-        ("janitor_jobs_skipped_total", "Scheduled jobs skipped (missed or overlapping).", |r| r.5),
-        ("janitor_items_deleted_total", "Images or files deleted (not dry runs).", |r| r.6),
-        ("janitor_bytes_freed_total", "Bytes freed (not dry runs).", |r| r.7),
-        ("janitor_items_skipped_in_use_total", "Images left alone because an active task uses them.", |r| r.8),
-        ("janitor_item_errors_total", "Items that could not be cleaned.", |r| r.9),
-        ("janitor_jobs_rescued_total", "Extra deliveries of jobs (rescues and retries).", |r| r.10),
-    ];
-    for (name, help, value) in series {
-        header(out, name, "counter", help);
-        for row in &rows {
-            let _ = writeln!(out, "{name}{{operation=\"{}\"}} {}", row.0, value(row));
-        }
-    }
-    Ok(())
+/// One operation's counters, summed over its shards.
+#[derive(sqlx::FromRow)]
+struct Counters {
+    operation: String,
+    enqueued: i64,
+    started: i64,
+    completed: i64,
+    failed: i64,
+    skipped: i64,
+    cancelled: i64,
+    items_deleted: i64,
+    bytes_freed: i64,
+    items_skipped_in_use: i64,
+    item_errors: i64,
+    rescued: i64,
+    batch_buckets: Vec<i64>,
+    batch_seconds_sum: f64,
 }
 
-async fn batches(state: &AppState, out: &mut String) -> Result<(), ApiError> {
-    // Each job keeps its batch-duration histogram in its checkpoint.
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT b.i::int, coalesce(sum((checkpoint->'batch_seconds'->>b.i)::bigint), 0)::bigint
-         FROM generate_series(0, $1) AS b(i)
-         LEFT JOIN job_results ON checkpoint ? 'batch_seconds'
-         GROUP BY b.i ORDER BY b.i",
+type Series = (&'static str, &'static str, fn(&Counters) -> i64);
+
+const JOB_SERIES: [Series; 11] = [
+    ("janitor_jobs_enqueued_total", "Jobs recorded (queued, started or skipped).", |c| c.enqueued),
+    ("janitor_jobs_started_total", "Jobs a worker started.", |c| c.started),
+    ("janitor_jobs_completed_total", "Jobs completed.", |c| c.completed),
+    ("janitor_jobs_failed_total", "Jobs failed (including dead-lettered ones), each time they failed.", |c| c.failed),
+    ("janitor_jobs_skipped_total", "Scheduled jobs skipped (missed or overlapping).", |c| c.skipped),
+    ("janitor_jobs_cancelled_total", "Jobs cancelled by an operator, each time they were cancelled.", |c| c.cancelled),
+    ("janitor_items_deleted_total", "Images or files deleted (not dry runs).", |c| c.items_deleted),
+    ("janitor_bytes_freed_total", "Bytes freed (not dry runs).", |c| c.bytes_freed),
+    ("janitor_items_skipped_in_use_total", "Images left alone because an active task uses them.", |c| {
+        c.items_skipped_in_use
+    }),
+    ("janitor_item_errors_total", "Items that could not be cleaned.", |c| c.item_errors),
+    ("janitor_jobs_rescued_total", "Extra deliveries of jobs (rescues and retries).", |c| c.rescued),
+];
+
+/// Everything kept in Postgres: the job counters, the batch histogram and
+/// the schedules' last successes.
+async fn postgres(pool: &PgPool) -> anyhow::Result<String> {
+    let rows: Vec<Counters> = sqlx::query_as(
+        "SELECT operation, sum(enqueued)::bigint AS enqueued, sum(started)::bigint AS started,
+                sum(completed)::bigint AS completed, sum(failed)::bigint AS failed,
+                sum(skipped)::bigint AS skipped, sum(cancelled)::bigint AS cancelled,
+                sum(items_deleted)::bigint AS items_deleted, sum(bytes_freed)::bigint AS bytes_freed,
+                sum(items_skipped_in_use)::bigint AS items_skipped_in_use,
+                sum(item_errors)::bigint AS item_errors, sum(rescued)::bigint AS rescued,
+                janitor_sum_counts(batch_buckets) AS batch_buckets,
+                sum(batch_seconds_sum)::float8 AS batch_seconds_sum
+         FROM job_counters GROUP BY operation ORDER BY operation",
     )
-    .bind(BATCH_BUCKETS.len() as i32)
-    .fetch_all(&state.pool)
+    .fetch_all(pool)
     .await?;
-    let sum: f64 = sqlx::query_scalar("SELECT coalesce(sum((checkpoint->>'batch_seconds_sum')::float8), 0) FROM job_results WHERE checkpoint ? 'batch_seconds_sum'")
-        .fetch_one(&state.pool)
-        .await?;
+    let schedules: Vec<(String, f64)> = sqlx::query_as(
+        "SELECT schedule, extract(epoch FROM now() - finished_at)::float8 FROM schedule_last_success ORDER BY schedule",
+    )
+    .fetch_all(pool)
+    .await?;
+
+    let mut out = String::new();
+    for (name, help, value) in JOB_SERIES {
+        header(&mut out, name, "counter", help);
+        for row in &rows {
+            let _ = writeln!(out, "{name}{{operation=\"{}\"}} {}", row.operation, value(row));
+        }
+    }
+    batches(&mut out, &rows);
+    header(
+        &mut out,
+        "janitor_schedule_last_success_age_seconds",
+        "gauge",
+        "Seconds since each schedule's last completed run.",
+    );
+    for (schedule, age) in schedules {
+        let _ = writeln!(out, "janitor_schedule_last_success_age_seconds{{schedule=\"{schedule}\"}} {age}");
+    }
+    Ok(out)
+}
+
+/// The batch-duration histogram, over every operation.
+fn batches(out: &mut String, rows: &[Counters]) {
+    let mut buckets = [0i64; BATCH_BUCKETS.len() + 1];
+    for row in rows {
+        for (total, count) in buckets.iter_mut().zip(&row.batch_buckets) {
+            *total += count;
+        }
+    }
+    let sum: f64 = rows.iter().map(|row| row.batch_seconds_sum).sum();
     header(out, "janitor_batch_duration_seconds", "histogram", "Time to run and commit one batch.");
     let mut cumulative = 0;
-    for (i, count) in rows {
+    for (i, count) in buckets.iter().enumerate() {
         cumulative += count;
-        let le = BATCH_BUCKETS.get(i as usize).map_or("+Inf".to_owned(), |b| b.to_string());
+        let le = BATCH_BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
         let _ = writeln!(out, "janitor_batch_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
     }
     let _ =
         writeln!(out, "janitor_batch_duration_seconds_sum {sum}\njanitor_batch_duration_seconds_count {cumulative}");
-    Ok(())
 }
 
-async fn queue(state: &AppState, out: &mut String) -> Result<(), ApiError> {
-    let mut redis = state.redis.clone();
-    let layout = state.producer.layout();
-    header(out, "janitor_queue_depth", "gauge", "Entries on a lane's stream (waiting or running).");
-    header(out, "janitor_queue_oldest_age_seconds", "gauge", "Age of the oldest entry on a lane's stream.");
-    header(out, "janitor_dead_letters", "gauge", "Entries in a lane's dead-letter stream.");
-    let now_ms = chrono::Utc::now().timestamp_millis();
+/// Each lane's depth, oldest entry and dead letters, in one round trip.
+async fn queue(mut redis: redis::aio::ConnectionManager, layout: &Layout) -> anyhow::Result<String> {
+    let mut pipe = redis::pipe();
     for lane in Lane::ALL {
         let stream = layout.stream(lane);
-        let depth: i64 = redis::cmd("XLEN").arg(&stream).query_async(&mut redis).await.map_err(anyhow::Error::from)?;
-        let dead: i64 =
-            redis::cmd("XLEN").arg(layout.dead(lane)).query_async(&mut redis).await.map_err(anyhow::Error::from)?;
-        let oldest: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut redis)
-            .await
-            .map_err(anyhow::Error::from)?;
+        pipe.cmd("XLEN").arg(&stream).cmd("XLEN").arg(layout.dead(lane));
+        pipe.cmd("XRANGE").arg(&stream).arg("-").arg("+").arg("COUNT").arg(1);
+    }
+    type LaneReply = (i64, i64, redis::streams::StreamRangeReply);
+    let replies: Vec<LaneReply> = {
+        let flat: Vec<redis::Value> = pipe.query_async(&mut redis).await?;
+        flat.chunks(3).map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec()))).collect::<Result<_, _>>()?
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut out = String::new();
+    header(&mut out, "janitor_queue_depth", "gauge", "Entries on a lane's stream (waiting or running).");
+    header(&mut out, "janitor_queue_oldest_age_seconds", "gauge", "Age of the oldest entry on a lane's stream.");
+    header(&mut out, "janitor_dead_letters", "gauge", "Entries in a lane's dead-letter stream.");
+    for (lane, (depth, dead, oldest)) in Lane::ALL.into_iter().zip(replies) {
         let age = oldest
             .ids
             .first()
@@ -119,25 +202,5 @@ async fn queue(state: &AppState, out: &mut String) -> Result<(), ApiError> {
         let _ = writeln!(out, "janitor_queue_oldest_age_seconds{{lane=\"{name}\"}} {age}");
         let _ = writeln!(out, "janitor_dead_letters{{lane=\"{name}\"}} {dead}");
     }
-    Ok(())
-}
-
-async fn schedules(state: &AppState, out: &mut String) -> Result<(), ApiError> {
-    let rows: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT t.schedule, extract(epoch FROM now() - max(r.finished_at))::float8
-         FROM schedule_ticks t JOIN job_results r ON r.job_id = t.job_id
-         WHERE r.status = 'completed' GROUP BY t.schedule ORDER BY t.schedule",
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    header(
-        out,
-        "janitor_schedule_last_success_age_seconds",
-        "gauge",
-        "Seconds since each schedule's last completed run.",
-    );
-    for (schedule, age) in rows {
-        let _ = writeln!(out, "janitor_schedule_last_success_age_seconds{{schedule=\"{schedule}\"}} {age}");
-    }
-    Ok(())
+    Ok(out)
 }

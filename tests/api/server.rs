@@ -17,7 +17,7 @@ use janitor::http::limits::{RateLimiter, DEFAULT_LIMITS};
 use janitor::http::{self, AppState};
 use janitor_workers::layout::Layout;
 use janitor_workers::producer::Producer;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -38,11 +38,14 @@ pub struct ApiConfig {
     /// `None`: unauthenticated.
     pub tokens: Option<Vec<(&'static str, &'static str)>>,
     pub rate_limits: String,
+    /// The Redis the server uses, if not the shared one (one that is down,
+    /// say: the server starts anyway and connects on first use).
+    pub redis_url: Option<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { tokens: Some(vec![OPS, CRON]), rate_limits: DEFAULT_LIMITS.to_owned() }
+        Self { tokens: Some(vec![OPS, CRON]), rate_limits: DEFAULT_LIMITS.to_owned(), redis_url: None }
     }
 }
 
@@ -60,7 +63,10 @@ impl Api {
     }
 
     pub async fn with(pool: PgPool, config: ApiConfig) -> Self {
-        let env = Env::new(pool);
+        let env = match &config.redis_url {
+            Some(url) => Env::with_redis(pool, url.clone()),
+            None => Env::new(pool),
+        };
         let database_url = support::database_url(&env.pool);
         let (redis_url, prefix) = (env.redis_url.clone(), env.prefix.clone());
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -129,7 +135,8 @@ impl Api {
         self.env.cleanup_keys().await;
     }
 
-    /// Stops the server (gracefully: what it writes at shutdown is written).
+    /// Stops the server (gracefully: what it writes at shutdown is written);
+    /// its database connections are closed when this returns.
     pub fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -148,16 +155,21 @@ impl Drop for Api {
     }
 }
 
+/// The `application_name` of the server's database connections.
+pub const SERVER_APPLICATION: &str = "janitor-api-test-server";
+
 /// (actor, method, path, params, status, outcome, job_id)
 pub type AuditRow = (Option<String>, String, String, serde_json::Value, i32, String, Option<Uuid>);
 
 async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiConfig) -> AppState {
+    // Named, so a test can tell the server's connections from its own.
+    let options = database_url.parse::<PgConnectOptions>().unwrap().application_name(SERVER_APPLICATION);
     let pool =
-        PgPoolOptions::new().max_connections(20).connect(database_url).await.expect("connect to the test database");
+        PgPoolOptions::new().max_connections(20).connect_with(options).await.expect("connect to the test database");
+    // Connected on first use, as `janitor serve` does.
     let client = redis::Client::open(redis_url).unwrap();
-    let producer =
-        Producer::connect(pool.clone(), client.clone(), Layout::new(prefix)).await.expect("producer connects");
-    let redis = redis::aio::ConnectionManager::new(client).await.expect("redis connects");
+    let producer = Producer::lazy(pool.clone(), client.clone(), Layout::new(prefix)).expect("producer");
+    let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, Default::default()).unwrap();
     let tokens = config.tokens.as_ref().map(|tokens| {
         let tokens = tokens
             .iter()

@@ -69,12 +69,23 @@ pub struct Producer {
 impl Producer {
     /// Connects to Redis (failing fast if it is down).
     pub async fn connect(pool: PgPool, redis: redis::Client, layout: Layout) -> Result<Self, ProducerError> {
-        let config = ConnectionManagerConfig::new()
+        let redis = ConnectionManager::new_with_config(redis, Self::redis_config()).await?;
+        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
+    }
+
+    /// Like [`Producer::connect`], but connects on first use: for `janitor
+    /// serve`, which starts (and answers `/metrics` and `/readyz`) while Redis
+    /// is down, and fails only the enqueues until it is back.
+    pub fn lazy(pool: PgPool, redis: redis::Client, layout: Layout) -> Result<Self, ProducerError> {
+        let redis = ConnectionManager::new_lazy_with_config(redis, Self::redis_config())?;
+        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
+    }
+
+    fn redis_config() -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
             .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let redis = ConnectionManager::new_with_config(redis, config).await?;
-        Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
+            .set_number_of_retries(2)
     }
 
     pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {

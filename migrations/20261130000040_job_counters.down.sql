@@ -1,0 +1,10 @@
+DROP TRIGGER IF EXISTS job_counters_update ON job_results;
+DROP TRIGGER IF EXISTS job_counters_insert ON job_results;
+DROP FUNCTION IF EXISTS janitor_count_updated_job();
+DROP FUNCTION IF EXISTS janitor_count_inserted_jobs();
+DROP FUNCTION IF EXISTS janitor_batch_counts(jsonb);
+DROP AGGREGATE IF EXISTS janitor_sum_counts(bigint[]);
+DROP FUNCTION IF EXISTS janitor_add_counts(bigint[], bigint[]);
+DROP FUNCTION IF EXISTS janitor_job_shard(uuid);
+DROP TABLE IF EXISTS schedule_last_success;
+DROP TABLE IF EXISTS job_counters;
