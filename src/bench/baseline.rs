@@ -5,9 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt as _;
 use sqlx::PgPool;
-use tokio::io::AsyncWriteExt as _;
 
 /// Expired cleanup by hand: one `DELETE … RETURNING` (sparing images that
 /// active tasks use, as janitor does), then the returned files unlinked by
@@ -51,43 +49,91 @@ fn unlink_all(root: &Path, paths: &[String], threads: usize) -> std::io::Result<
     })
 }
 
-/// The orphan scan by hand: `find | sort` the files, `COPY` the sorted
-/// stored paths, `comm` the two lists. Returns (orphans found, time).
-pub async fn orphan_scan(pool: &PgPool, root: &Path, work: &Path) -> anyhow::Result<(usize, Duration)> {
+/// The orphan sweep as a storage owner types it: one bash line. `find |
+/// sort` the files and `COPY` the stored paths in the same byte order,
+/// `comm -23` the two lists, and `rm` what only the disk has, 8 at a time.
+/// `ROOT` and `DATABASE_URL` come from the environment.
+pub const ORPHAN_SWEEP: &str = r#"cd "$ROOT" && LC_ALL=C comm -23 <(find photos templates preprocessed results -type f | LC_ALL=C sort) <(psql "$DATABASE_URL" -XAqc 'COPY (SELECT storage_path FROM images ORDER BY storage_path COLLATE "C") TO STDOUT') | xargs -d '\n' -r -P8 -n1000 rm -f --"#;
+
+/// Its dry run: the same line, counting instead of removing.
+pub const ORPHAN_SCAN: &str = r#"cd "$ROOT" && LC_ALL=C comm -23 <(find photos templates preprocessed results -type f | LC_ALL=C sort) <(psql "$DATABASE_URL" -XAqc 'COPY (SELECT storage_path FROM images ORDER BY storage_path COLLATE "C") TO STDOUT') | wc -l"#;
+
+/// Runs one of the lines above with `bash -c`, exactly as printed, and
+/// returns its output and time.
+pub async fn shell(line: &str, root: &Path, database_url: &str) -> anyhow::Result<(String, Duration)> {
     let started = Instant::now();
-    let files = work.join("files.txt");
-    let rows = work.join("rows.txt");
-    let find = tokio::process::Command::new("bash")
+    let output = tokio::process::Command::new("bash")
         .arg("-c")
-        .arg("cd \"$1\" && find photos templates preprocessed results -type f | LC_ALL=C sort > \"$2\"")
-        .arg("bash")
-        .arg(root)
-        .arg(&files)
-        .status();
-    let copy = async {
-        let mut out = tokio::fs::File::create(&rows).await?;
-        let mut conn = pool.acquire().await?;
-        let mut stream = conn
-            .copy_out_raw("COPY (SELECT storage_path FROM images ORDER BY storage_path COLLATE \"C\") TO STDOUT")
-            .await?;
-        while let Some(chunk) = stream.try_next().await? {
-            out.write_all(&chunk).await?;
-        }
-        out.flush().await?;
-        anyhow::Ok(())
-    };
-    let (found, copied) = tokio::join!(find, copy);
-    anyhow::ensure!(found?.success(), "find | sort failed");
-    copied?;
-    let comm = tokio::process::Command::new("bash")
-        .arg("-c")
-        .arg("LC_ALL=C comm -23 \"$1\" \"$2\" | wc -l")
-        .arg("bash")
-        .arg(&files)
-        .arg(&rows)
+        .arg(line)
+        .env("ROOT", root)
+        .env("DATABASE_URL", database_url)
         .stderr(Stdio::inherit())
         .output()
         .await?;
-    let orphans: usize = String::from_utf8_lossy(&comm.stdout).trim().parse()?;
-    Ok((orphans, started.elapsed()))
+    let took = started.elapsed();
+    anyhow::ensure!(output.status.success(), "the baseline's line failed ({}): {line}", output.status);
+    Ok((String::from_utf8_lossy(&output.stdout).trim().to_owned(), took))
+}
+
+/// Reads the whole tree and the `images` table and its path index, so that
+/// every timed run (janitor's and the baseline's) starts with a warm page
+/// cache: the state a second run of either is in.
+pub async fn warm(root: &Path, database_url: &str) -> anyhow::Result<()> {
+    let line = r#"cd "$ROOT" && find photos templates preprocessed results -type f > /dev/null && psql "$DATABASE_URL" -XAqc 'COPY (SELECT storage_path FROM images ORDER BY storage_path COLLATE "C") TO STDOUT' > /dev/null"#;
+    shell(line, root, database_url).await.map(drop)
+}
+
+/// Files under the root's category folders (untimed bookkeeping).
+pub async fn count_files(root: &Path, database_url: &str) -> anyhow::Result<usize> {
+    let line = r#"cd "$ROOT" && find photos templates preprocessed results -type f | wc -l"#;
+    Ok(shell(line, root, database_url).await?.0.parse()?)
+}
+
+/// Session cleanup by hand: for each session, one transaction that deletes
+/// its images (sparing those active tasks use), unlinks their files and
+/// records a result row; `concurrency` sessions at a time. Returns the
+/// jobs per second and the per-job latencies.
+pub async fn sessions(
+    pool: &PgPool,
+    root: &Path,
+    sessions: &[String],
+    concurrency: usize,
+) -> anyhow::Result<(f64, Vec<Duration>)> {
+    use futures::StreamExt as _;
+    let started = Instant::now();
+    let latencies: Vec<anyhow::Result<Duration>> = futures::stream::iter(sessions)
+        .map(|session| async move {
+            let began = Instant::now();
+            let mut tx = pool.begin().await?;
+            let paths: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM images WHERE session_id = $1
+                   AND id NOT IN (SELECT x FROM face_swap_tasks t,
+                                  unnest(ARRAY[t.husband_photo_id, t.wife_photo_id, t.template_id, t.result_image_id]) x
+                                  WHERE t.status IN ('pending', 'processing') AND x IS NOT NULL)
+                 RETURNING storage_path",
+            )
+            .bind(session)
+            .fetch_all(&mut *tx)
+            .await?;
+            for path in &paths {
+                match tokio::fs::remove_file(root.join(path)).await {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+            sqlx::query(
+                "INSERT INTO job_results (job_id, operation, status, deleted_count, finished_at)
+                 VALUES (gen_random_uuid(), 'cleanup_session', 'completed', $1, now())",
+            )
+            .bind(paths.len() as i64)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(began.elapsed())
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let latencies = latencies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((super::rate(sessions.len(), started.elapsed()), latencies))
 }

@@ -219,6 +219,9 @@ pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> any
         let janitor = format!("{:.prec$}", row.janitor, prec = row.precision());
         println!("{:<50} {janitor:>12} {baseline:>12} {ratio:>7}  {}", row.what, row.unit);
     }
+    println!("baselines, run with bash -c in the store's root (ROOT, DATABASE_URL set), warm cache:");
+    println!("  orphan sweep: {}", baseline::ORPHAN_SWEEP);
+    println!("  orphan scan:  {}", baseline::ORPHAN_SCAN);
     println!("{summary}");
     Ok(())
 }
@@ -249,8 +252,12 @@ async fn measure(
         unit: "rows/s",
     });
 
-    let work = tempfile::tempdir_in(&args.storage)?;
-    let (base_orphans, base_scan) = baseline::orphan_scan(&a.db.pool, a.root.path(), work.path()).await?;
+    // The orphan sweep against the one-line shell baseline, each timed run
+    // after the same warm-up (see `baseline::warm`).
+    baseline::warm(a.root.path(), a.db.url()).await?;
+    let (base_orphans, base_scan) = baseline::shell(baseline::ORPHAN_SCAN, a.root.path(), a.db.url()).await?;
+    let base_orphans: usize = base_orphans.parse()?;
+    baseline::warm(a.root.path(), a.db.url()).await?;
     let scan = timed(&producer, &a.db.pool, CleanupJob::Orphaned { min_age_secs: 0 }, true).await?;
     anyhow::ensure!(
         scan.record.deleted_count as usize == base_orphans,
@@ -263,6 +270,9 @@ async fn measure(
         baseline: Some(base_scan.as_secs_f64()),
         unit: "s",
     });
+    baseline::warm(a.root.path(), a.db.url()).await?;
+    let sweep = timed(&producer, &a.db.pool, CleanupJob::Orphaned { min_age_secs: 0 }, false).await?;
+    anyhow::ensure!(sweep.record.deleted_count as usize == base_orphans, "swept {}", sweep.record.deleted_count);
 
     let cpu = CpuTimes::now();
     let expired = timed(&producer, &a.db.pool, CleanupJob::Expired, false).await?;
@@ -271,26 +281,32 @@ async fn measure(
         expired.record.deleted_count as usize == expired_free && expired.record.skipped_count as usize == in_use
     );
     let old = timed(&producer, &a.db.pool, CleanupJob::OldResults { days_old: DaysOld::default() }, false).await?;
+    // Nothing is left to sweep; this one is the sum-of-parts for `all`.
     let orphans = timed(&producer, &a.db.pool, CleanupJob::Orphaned { min_age_secs: 0 }, false).await?;
-    let sessions = sessions(&producer, n).await?;
+    let session_ids = session_ids(n);
+    let (sessions, mut session_latency) = sessions(&producer, &session_ids).await?;
     rows.push(Row {
         what: "old results".into(),
         janitor: rate(old.record.deleted_count as usize, old.took),
         baseline: None,
         unit: "images/s",
     });
-    rows.push(Row {
-        what: "orphans".into(),
-        janitor: rate(orphans.record.deleted_count as usize, orphans.took),
-        baseline: None,
-        unit: "files/s",
-    });
-    rows.push(Row { what: "session jobs (10 images each)".into(), janitor: sessions, baseline: None, unit: "jobs/s" });
     let rss = worker.peak_rss_mib();
     worker.stop().await?;
     a.db.drop().await;
 
     let b = Store::seeded(args, database_url).await?;
+    let files_before = baseline::count_files(b.root.path(), b.db.url()).await?;
+    baseline::warm(b.root.path(), b.db.url()).await?;
+    let (_, base_sweep) = baseline::shell(baseline::ORPHAN_SWEEP, b.root.path(), b.db.url()).await?;
+    let files_after = baseline::count_files(b.root.path(), b.db.url()).await?;
+    anyhow::ensure!(files_before - files_after == base_orphans, "the baseline removed {}", files_before - files_after);
+    rows.push(Row {
+        what: "orphan sweep (deleting; janitor quarantines), time".into(),
+        janitor: sweep.took.as_secs_f64(),
+        baseline: Some(base_sweep.as_secs_f64()),
+        unit: "s",
+    });
     let cpu = CpuTimes::now();
     let (base_deleted, base_time, base_delete) =
         baseline::expired(&b.db.pool, b.root.path(), args.unlink_concurrency).await?;
@@ -324,7 +340,30 @@ async fn measure(
             unit: "s",
         },
     ];
+    let overlap_limit = base_delete.max(base_time - base_delete);
     rows.splice(2..2, expired_rows);
+    rows.push(Row {
+        what: "expired, time (baseline: the overlap limit)".into(),
+        janitor: expired.took.as_secs_f64(),
+        baseline: Some(overlap_limit.as_secs_f64()),
+        unit: "s",
+    });
+    let (base_sessions, mut base_latency) =
+        baseline::sessions(&b.db.pool, b.root.path(), &session_ids, SESSION_CONCURRENCY).await?;
+    rows.push(Row {
+        what: "session jobs (10 images each)".into(),
+        janitor: sessions,
+        baseline: Some(base_sessions),
+        unit: "jobs/s",
+    });
+    let (latency_p50, latency_p99) = (quantile_ms(&mut session_latency, 0.5), quantile_ms(&mut session_latency, 0.99));
+    let base_p99 = quantile_ms(&mut base_latency, 0.99);
+    rows.push(Row {
+        what: "session job p99, enqueue to done".into(),
+        janitor: latency_p99,
+        baseline: Some(base_p99),
+        unit: "ms",
+    });
     b.db.drop().await;
 
     let c = Store::seeded(args, database_url).await?;
@@ -373,6 +412,15 @@ async fn measure(
         "expired_dry_run_rows_per_s": rate(n * 80 / 100, dry.took),
         "orphan_scan_s": scan.took.as_secs_f64(), "orphan_scan_baseline_s": base_scan.as_secs_f64(),
         "orphan_scan_ratio": scan.took.as_secs_f64() / base_scan.as_secs_f64(),
+        "orphan_sweep_s": sweep.took.as_secs_f64(), "orphan_sweep_baseline_s": base_sweep.as_secs_f64(),
+        "orphan_sweep_ratio": sweep.took.as_secs_f64() / base_sweep.as_secs_f64(),
+        "orphans": base_orphans,
+        "expired_overlap_limit_s": overlap_limit.as_secs_f64(),
+        "expired_over_overlap_limit": expired.took.as_secs_f64() / overlap_limit.as_secs_f64(),
+        "session_jobs_baseline_per_s": base_sessions,
+        "session_ratio": sessions / base_sessions,
+        "session_p50_ms": latency_p50, "session_p99_ms": latency_p99, "session_baseline_p99_ms": base_p99,
+        "cache": "warm: before each timed orphan run, an untimed find over the root and a COPY of the stored paths",
         "stats_ms": stats_time * 1000.0,
         "all_s": all.took.as_secs_f64(), "all_parts_s": parts.as_secs_f64(),
         "all_ratio": all.took.as_secs_f64() / parts.as_secs_f64(),
@@ -395,25 +443,36 @@ async fn time_stats(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
     Ok(worst.as_secs_f64())
 }
 
-/// Every seeded session cleaned by its own job (the logout path), 32 at a time.
-async fn sessions(producer: &Producer, n: usize) -> anyhow::Result<f64> {
-    let ids: Vec<usize> = (0..n)
+/// How many session jobs (or baseline transactions) run at once.
+const SESSION_CONCURRENCY: usize = 32;
+
+/// The seeded sessions' ids.
+fn session_ids(n: usize) -> Vec<String> {
+    (0..n)
         .filter(|i| seed::kind(*i, n) == seed::Kind::Session)
         .map(|i| i / 10)
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
-        .collect();
+        .map(|s| format!("bench-{s}"))
+        .collect()
+}
+
+/// Every seeded session cleaned by its own job (the logout path),
+/// [`SESSION_CONCURRENCY`] at a time: jobs per second, and each job's time
+/// from enqueue to done.
+async fn sessions(producer: &Producer, ids: &[String]) -> anyhow::Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
-    let results: Vec<anyhow::Result<()>> = stream::iter(&ids)
+    let results: Vec<anyhow::Result<Duration>> = stream::iter(ids)
         .map(|s| async move {
-            let job = CleanupJob::Session { session_id: SessionId::parse(&format!("bench-{s}"))? };
+            let began = Instant::now();
+            let job = CleanupJob::Session { session_id: SessionId::parse(s)? };
             let enqueued = producer.enqueue(&JobSpec { job, dry_run: false, limit: None }, Some("bench")).await?;
             producer.wait(enqueued.job_id, Duration::from_secs(600)).await?;
-            Ok(())
+            Ok(began.elapsed())
         })
-        .buffer_unordered(32)
+        .buffer_unordered(SESSION_CONCURRENCY)
         .collect()
         .await;
-    results.into_iter().collect::<anyhow::Result<()>>()?;
-    Ok(rate(ids.len(), started.elapsed()))
+    let latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((rate(ids.len(), started.elapsed()), latencies))
 }
