@@ -151,9 +151,20 @@ async fn record(
     Ok(())
 }
 
+/// How many entries the walk covers at most between two checkpoints, in
+/// batches: a checkpoint is one commit, and most entries of a healthy store
+/// are referenced files that need nothing written.
+const ENTRIES_PER_CHECKPOINT: usize = 32;
+
+/// The longest the walk goes without a checkpoint (what a resumed walk
+/// repeats at most, and how stale the row's progress gets).
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The blocking side: walks after `after`, merging with the stored paths,
-/// and hands over a batch every `batch_size` entries. Stops early, without
-/// handing over the batch under way, when `stop` is cancelled.
+/// and hands over a batch once it holds `batch_size` candidates, has covered
+/// [`ENTRIES_PER_CHECKPOINT`] × `batch_size` entries, or is
+/// [`CHECKPOINT_EVERY`] old. Stops early, without handing over the batch
+/// under way, when `stop` is cancelled.
 fn walk(
     storage: &Storage,
     mut references: References,
@@ -166,6 +177,7 @@ fn walk(
     let after = (!after.is_empty()).then_some(after);
     let mut batch = Batch::default();
     let mut seen = 0;
+    let mut started = std::time::Instant::now();
     for item in storage.walk(after) {
         if stop.is_cancelled() {
             return Ok(());
@@ -191,8 +203,11 @@ fn walk(
                 }
             }
         }
-        if seen == batch_size {
-            seen = 0;
+        let full = batch.candidates.len() + batch.errors.len() >= batch_size
+            || seen >= batch_size * ENTRIES_PER_CHECKPOINT
+            || (seen % 256 == 0 && started.elapsed() >= CHECKPOINT_EVERY);
+        if full {
+            (seen, started) = (0, std::time::Instant::now());
             if sender.blocking_send(std::mem::take(&mut batch)).is_err() {
                 return Ok(());
             }
