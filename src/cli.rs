@@ -26,17 +26,26 @@ pub enum Command {
     /// Create the database if missing and apply the migrations.
     Migrate,
     /// Run a cleanup operation here and now, recording it in job_results.
+    #[command(
+        after_help = "Examples:\n  janitor run expired --dry-run\n  janitor run orphaned --min-age 2h --limit 100\n  janitor run old-results --days-old 30 --json"
+    )]
     Run(RunArgs),
     /// Show what could be cleaned.
+    #[command(after_help = "Examples:\n  janitor stats\n  janitor stats --json")]
     Stats {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show recorded job outcomes, newest first.
     Results(ResultsArgs),
     /// Put a cleanup job on the queue (a worker runs it).
+    #[command(
+        after_help = "Examples:\n  janitor enqueue session 8f14e45f\n  janitor enqueue all --wait --timeout 600"
+    )]
     Enqueue(EnqueueArgs),
     /// Run queued jobs until SIGINT or SIGTERM.
+    #[command(after_help = "Examples:\n  janitor worker\n  janitor worker --concurrency 16 --max-deletes-per-sec 500")]
     Worker(WorkerArgs),
     /// Enqueue scheduled runs, exactly once per tick, until SIGINT/SIGTERM.
     Scheduler {
@@ -45,10 +54,16 @@ pub enum Command {
         catch_up: Duration,
     },
     /// Serve the admin HTTP API.
+    #[command(
+        after_help = "Examples:\n  JANITOR_ADMIN_TOKENS=ops=$(openssl rand -hex 24) janitor serve --listen 0.0.0.0:8000\n  janitor serve --allow-unauthenticated   # loopback only"
+    )]
     Serve(ServeArgs),
     /// Put a job's quarantined orphans back where they were.
+    #[command(after_help = "Example:\n  janitor restore 0192f3c4-5d6e-7f80-9a1b-2c3d4e5f6a7b")]
     Restore {
+        /// The orphan sweep (or `all`) whose quarantine to restore.
         job_id: Uuid,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -57,8 +72,10 @@ pub enum Command {
         /// How far back, e.g. 1d, 2h.
         #[arg(long, default_value = "1d", value_parser = parse_duration)]
         since: Duration,
+        /// Show at most this many rows.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=100_000))]
         limit: i64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -93,6 +110,7 @@ pub enum Command {
     },
     /// List the schedules with their next fire time and last run.
     Schedules {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -210,11 +228,13 @@ pub enum Operation {
     Expired,
     /// All images of one session, whatever their type or expiry.
     Session {
+        /// The session whose images go (1 to 255 bytes, no control characters).
         #[arg(value_parser = parse_session_id)]
         session_id: SessionId,
     },
     /// Result images of tasks finished more than N days ago (task rows stay).
     OldResults {
+        /// Results of tasks finished more than this many days ago (1 to 36500).
         #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = parse_days_old)]
         days_old: DaysOld,
     },
@@ -233,6 +253,7 @@ pub enum Operation {
     },
     /// Expired, then old results, then orphaned, as one job.
     All {
+        /// The old results phase's cutoff, as for `old-results`.
         #[arg(long, default_value = "30", allow_negative_numbers = true, value_parser = parse_days_old)]
         days_old: DaysOld,
         /// The orphan phase's grace period, as for `orphaned`.
@@ -275,6 +296,36 @@ pub struct ResultsArgs {
     /// Only jobs with this status.
     #[arg(long, value_parser = ["queued", "running", "completed", "failed", "skipped", "cancelled"])]
     pub status: Option<String>,
+    /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every flag and argument of every command says what it is for.
+    #[test]
+    fn every_argument_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (the command)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "janitor", &mut missing);
+        assert!(missing.is_empty(), "without a help line: {missing:#?}");
+    }
 }
