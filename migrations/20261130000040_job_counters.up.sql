@@ -44,8 +44,11 @@ CREATE TABLE job_counters (
 -- `janitor_schedule_last_success_age_seconds` needs no join on `job_results`
 -- (and survives the pruning of old ticks and rows).
 CREATE TABLE schedule_last_success (
-    schedule    text        PRIMARY KEY,
-    finished_at timestamptz NOT NULL
+    -- The queue (Redis prefix) the schedule ticks on, as in `schedule_ticks`.
+    queue       text        NOT NULL,
+    schedule    text        NOT NULL,
+    finished_at timestamptz NOT NULL,
+    PRIMARY KEY (queue, schedule)
 );
 
 CREATE FUNCTION janitor_job_shard(job_id uuid) RETURNS smallint
@@ -71,7 +74,12 @@ CREATE FUNCTION janitor_batch_counts(checkpoint jsonb) RETURNS bigint[]
 -- Inserted rows, counted per statement: a producer inserts up to a thousand
 -- jobs in one statement, and taking their shard rows in one sorted upsert
 -- keeps two such statements from deadlocking on each other.
-CREATE FUNCTION janitor_count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Both counting functions run with the rights of the migrations' owner
+-- (SECURITY DEFINER, with the search path fixed at creation): the role that
+-- writes `job_results` needs no right to write the counters, so it cannot
+-- set them to anything but what its job rows did.
+CREATE FUNCTION janitor_count_inserted_jobs() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     INSERT INTO job_counters AS c
     SELECT operation, janitor_job_shard(job_id), count(*), count(started_at),
@@ -102,7 +110,8 @@ $$;
 -- Updates of one row are what runs at volume (start, each batch, the end);
 -- a statement that changes many rows' counters at once takes their shard
 -- rows in row order.
-CREATE FUNCTION janitor_count_updated_job() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION janitor_count_updated_job() RETURNS trigger LANGUAGE plpgsql
+    SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     -- The status the row entered, '' if it kept its status.
     entered text := CASE WHEN NEW.status IS DISTINCT FROM OLD.status THEN NEW.status ELSE '' END;
@@ -138,8 +147,8 @@ BEGIN
     -- it completes.
     IF entered = 'completed' THEN
         INSERT INTO schedule_last_success AS s
-        SELECT schedule, coalesce(NEW.finished_at, now()) FROM schedule_ticks WHERE job_id = NEW.job_id
-        ON CONFLICT (schedule) DO UPDATE SET finished_at = greatest(s.finished_at, EXCLUDED.finished_at);
+        SELECT queue, schedule, coalesce(NEW.finished_at, now()) FROM schedule_ticks WHERE job_id = NEW.job_id
+        ON CONFLICT (queue, schedule) DO UPDATE SET finished_at = greatest(s.finished_at, EXCLUDED.finished_at);
     END IF;
     RETURN NULL;
 END
@@ -177,7 +186,7 @@ SELECT operation, janitor_job_shard(job_id), count(*), count(started_at),
 FROM job_results GROUP BY 1, 2;
 
 INSERT INTO schedule_last_success
-SELECT t.schedule, max(r.finished_at)
+SELECT t.queue, t.schedule, max(r.finished_at)
 FROM schedule_ticks t JOIN job_results r ON r.job_id = t.job_id
 WHERE r.status = 'completed' AND r.finished_at IS NOT NULL
-GROUP BY t.schedule;
+GROUP BY t.queue, t.schedule;

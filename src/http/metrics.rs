@@ -38,7 +38,7 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 pub async fn metrics(State(state): State<AppState>) -> Response {
     // Both dependencies at once, so a hung one costs its timeout only once.
     let (postgres, redis) = tokio::join!(
-        read("postgres", POSTGRES_TIMEOUT, postgres(&state.pool)),
+        read("postgres", POSTGRES_TIMEOUT, postgres(&state.pool, state.producer.layout().prefix())),
         read("redis", REDIS_TIMEOUT, queue(state.redis.clone(), state.producer.layout())),
     );
     let mut out = String::new();
@@ -113,7 +113,7 @@ const JOB_SERIES: [Series; 11] = [
 
 /// Everything kept in Postgres: the job counters, the batch histogram and
 /// the schedules' last successes.
-async fn postgres(pool: &PgPool) -> anyhow::Result<String> {
+async fn postgres(pool: &PgPool, queue: &str) -> anyhow::Result<String> {
     let rows: Vec<Counters> = sqlx::query_as(
         "SELECT operation, sum(enqueued)::bigint AS enqueued, sum(started)::bigint AS started,
                 sum(completed)::bigint AS completed, sum(failed)::bigint AS failed,
@@ -128,8 +128,10 @@ async fn postgres(pool: &PgPool) -> anyhow::Result<String> {
     .fetch_all(pool)
     .await?;
     let schedules: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT schedule, extract(epoch FROM now() - finished_at)::float8 FROM schedule_last_success ORDER BY schedule",
+        "SELECT schedule, extract(epoch FROM now() - finished_at)::float8 FROM schedule_last_success
+         WHERE queue = $1 ORDER BY schedule",
     )
+    .bind(queue)
     .fetch_all(pool)
     .await?;
 

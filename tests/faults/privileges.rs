@@ -37,6 +37,8 @@ GRANT SELECT, INSERT, DELETE ON schedule_ticks TO {role};
 -- serve writes the audit log, janitor audit reads it (DELETE: the prune of old rows)
 GRANT SELECT, INSERT, DELETE ON audit_log TO {role};
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role};
+-- serve: /metrics (the counters are written by triggers that run as the owner)
+GRANT SELECT ON job_counters, schedule_last_success TO {role};
 "#;
 
 /// Creates the role with [`GRANTS`]; drops it (with its grants) when dropped,

@@ -32,7 +32,10 @@ async fn a_backlog_of_100k_session_jobs_drains_and_leaves_redis_empty(pool: PgPo
     let started = Instant::now();
     let knobs = [("JANITOR_CONCURRENCY", "32")];
     let workers = [env.worker(&[], &knobs), env.worker(&[], &knobs)];
-    wait_for_no_unfinished_jobs(&env, Duration::from_secs(300)).await;
+    // A liveness bound, not a speed goal (that is the queue bench's): the
+    // drain must keep moving (see `wait_for_no_unfinished_jobs`) and end
+    // within 15 minutes on a loaded 2-core machine with a debug build.
+    wait_for_no_unfinished_jobs(&env, Duration::from_secs(900)).await;
     let elapsed = started.elapsed();
     eprintln!(
         "drained {BACKLOG} session jobs with 2 workers x 32 in {elapsed:.1?}: {:.0} jobs/s",
