@@ -49,13 +49,8 @@ impl Bouncer {
         if std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false) {
             command.args(["-u", "nobody"]);
         }
-        let child = command
-            .arg(&ini)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("pgbouncer starts");
+        let child =
+            command.arg(&ini).stdout(Stdio::null()).stderr(log).kill_on_drop(true).spawn().expect("pgbouncer starts");
         let bouncer = Self { _child: child, dir, port, database };
         bouncer.wait_ready().await;
         bouncer

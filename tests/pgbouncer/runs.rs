@@ -60,11 +60,14 @@ async fn session_pooling_runs_every_operation_and_a_queued_job(pool: PgPool) {
         assert!(!store.exists(&format!("photos/x/{i}.jpg")));
     }
     assert!(!store.exists("preprocessed/s/0.jpg") && !store.exists("preprocessed/s/1.jpg"));
-    // The sweep released its lock: no advisory lock is left on any session.
-    let locks: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    // The sweep released its lock: no advisory lock is left in this database.
+    let locks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(locks, 0);
 
     // One queued job through a worker, both through PgBouncer.

@@ -175,11 +175,9 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
     let mut connection = ctx.pool.acquire().await?.detach();
     // Not re-entrant: a session that already holds it (a pooled one another
     // client took it in) does not hand it out again.
-    let take = format!("SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_lock(hashtextextended($1, 0)) END");
-    let locked: bool = sqlx::query_scalar(&take)
-        .bind(&key)
-        .fetch_one(&mut connection)
-        .await?;
+    let take =
+        format!("SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_lock(hashtextextended($1, 0)) END");
+    let locked: bool = sqlx::query_scalar(&take).bind(&key).fetch_one(&mut connection).await?;
     if !locked {
         let _ = connection.close().await;
         return Ok(None);
