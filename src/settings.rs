@@ -65,15 +65,26 @@ pub struct Settings {
 
     /// Postgres ends a janitor session that sits this long inside a
     /// transaction (a stopped or wedged process), releasing its row locks.
-    /// Janitor never waits inside a transaction itself.
+    /// Janitor never waits inside a transaction itself. It is sent when
+    /// connecting; 0 sends nothing, for a pooler that refuses the startup
+    /// option (PgBouncer): set it on janitor's role there instead.
     #[arg(long, env = "JANITOR_IDLE_TRANSACTION_TIMEOUT", default_value = "60s", global = true,
-          value_parser = crate::input::parse_positive)]
+          value_parser = crate::input::parse_duration)]
     pub idle_transaction_timeout: Duration,
 
     /// Most database connections this process opens.
     #[arg(long, env = "JANITOR_DB_CONNECTIONS", default_value_t = 20, global = true,
           value_parser = clap::value_parser!(u32).range(2..=500))]
     pub db_connections: u32,
+
+    /// Prepared statements sqlx keeps per connection; 0 turns the cache off.
+    /// Behind PgBouncer older than 1.21 in transaction mode (no
+    /// `max_prepared_statements`) set 0: a named statement prepared on one
+    /// server connection is missing on the next, or collides with another
+    /// client's (`prepared statement "sqlx_s_1" already exists`).
+    #[arg(long, env = "JANITOR_DB_STATEMENT_CACHE", default_value_t = 100, global = true,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub db_statement_cache: u32,
 
     /// Redis, which carries the queue.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, hide_env_values = true)]
@@ -110,6 +121,11 @@ impl Settings {
             .database_url
             .parse()
             .with_context(|| format!("DATABASE_URL is not a valid Postgres URL: {}", redact(&self.database_url)))?;
+        let options = options.statement_cache_capacity(self.db_statement_cache as usize);
+        if self.idle_transaction_timeout.is_zero() {
+            // Left to the role's setting (see `pool`, which warns if none).
+            return Ok(options);
+        }
         // A paused or wedged process must not hold row locks for long: its
         // session ends, its transaction rolls back, and its batch is redone.
         // (No file is touched before a batch commits, so this is safe.)
@@ -141,9 +157,10 @@ impl Settings {
         let options = self.connect_options()?;
         // One direct connection first: the pool would retry a refused
         // connection until its timeout and then report only "timed out".
-        let probe = PgConnection::connect_with(&options)
+        let mut probe = PgConnection::connect_with(&options)
             .await
             .with_context(|| format!("cannot connect to the database at {}", redact(&self.database_url)))?;
+        warn_without_idle_timeout(&mut probe).await;
         let _ = probe.close().await;
         Ok(PgPoolOptions::new()
             .max_connections(self.db_connections)
@@ -153,6 +170,21 @@ impl Settings {
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
         Ok(Engine::new(self.pool().await?, self.storage_root.clone(), self.engine_settings()))
+    }
+}
+
+/// Warns when the server ends no session idle in a transaction: with
+/// `--idle-transaction-timeout 0` the role or database must set it, or a
+/// stopped janitor holds its row locks until its connection dies.
+async fn warn_without_idle_timeout(probe: &mut PgConnection) {
+    let shown: Result<String, _> =
+        sqlx::query_scalar("SELECT current_setting('idle_in_transaction_session_timeout')").fetch_one(probe).await;
+    if matches!(shown.as_deref(), Ok("0")) {
+        tracing::warn!(
+            "idle_in_transaction_session_timeout is off for this connection: a stopped janitor would hold its row \
+             locks; set JANITOR_IDLE_TRANSACTION_TIMEOUT, or behind PgBouncer `ALTER ROLE ... SET \
+             idle_in_transaction_session_timeout = '60s'`"
+        );
     }
 }
 

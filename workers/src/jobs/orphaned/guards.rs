@@ -105,22 +105,50 @@ pub(super) async fn unsafe_paths(ctx: &RunContext<'_>) -> sqlx::Result<Option<St
     )))
 }
 
+/// Whether the server session running this statement holds the sweep lock
+/// of key `$1` (an advisory lock on one bigint shows its high and low halves
+/// as `classid` and `objid`).
+const HELD_HERE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND pid = pg_backend_pid() AND objsubid = 1
+    AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0))";
+
 /// Holds the storage root's sweep lock until released (or dropped). The
 /// lock is a session-level advisory lock on a connection taken out of the
 /// pool, so it also goes away with the connection if the process dies.
+///
+/// It needs a real session. Through a transaction pooler (PgBouncer in
+/// transaction mode) each statement may run in another server session, so
+/// the lock fails closed rather than open: it is taken only if no session
+/// holds it, including the one this statement landed in (a session-level
+/// advisory lock is re-entrant, and a pooled session is shared); and before
+/// every batch it must be held by the session that answers, or the sweep
+/// stops. What it covers: from the walk to the last batch, the re-check,
+/// re-stat, move, check again and move back of every batch (see `sweep`).
 pub(super) struct SweepLock {
     connection: sqlx::PgConnection,
     key: String,
 }
 
 impl SweepLock {
-    /// Proves the lock is still held: its connection answers. A connection
-    /// that Postgres ended (`pg_terminate_backend`, a restart) took the lock
-    /// with it, and another sweep of the root may have started.
+    /// Proves the lock is still held by the session that answers. A
+    /// connection that Postgres ended (`pg_terminate_backend`, a restart)
+    /// took the lock with it, and another sweep of the root may have started;
+    /// a pooler may have sent this statement to another server session.
     pub(super) async fn still_held(&mut self) -> anyhow::Result<()> {
-        sqlx::query("SELECT 1").execute(&mut self.connection).await.map_err(|err| {
-            anyhow::anyhow!("lost the storage root's sweep lock (its connection ended: {err}); stopping the sweep")
-        })?;
+        let held: bool = sqlx::query_scalar(&format!("SELECT {HELD_HERE}"))
+            .bind(&self.key)
+            .fetch_one(&mut self.connection)
+            .await
+            .map_err(|err| {
+                anyhow::anyhow!("lost the storage root's sweep lock (its connection ended: {err}); stopping the sweep")
+            })?;
+        if !held {
+            anyhow::bail!(
+                "the storage root's sweep lock is not held by this database session; behind a transaction pooler \
+                 (PgBouncer in transaction mode) the orphan sweep needs a session: point it at Postgres or a \
+                 session-mode pool; stopping the sweep"
+            );
+        }
         Ok(())
     }
 
@@ -145,10 +173,11 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
     let root = std::fs::canonicalize(ctx.storage.root()).unwrap_or_else(|_| ctx.storage.root().to_owned());
     let key = format!("janitor-orphan-sweep:{}", root.display());
     let mut connection = ctx.pool.acquire().await?.detach();
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-        .bind(&key)
-        .fetch_one(&mut connection)
-        .await?;
+    // Not re-entrant: a session that already holds it (a pooled one another
+    // client took it in) does not hand it out again.
+    let take =
+        format!("SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_lock(hashtextextended($1, 0)) END");
+    let locked: bool = sqlx::query_scalar(&take).bind(&key).fetch_one(&mut connection).await?;
     if !locked {
         let _ = connection.close().await;
         return Ok(None);
