@@ -3,6 +3,7 @@ DROP TRIGGER IF EXISTS job_counters_insert ON job_results;
 DROP FUNCTION IF EXISTS janitor_count_updated_job();
 DROP FUNCTION IF EXISTS janitor_count_inserted_jobs();
 DROP FUNCTION IF EXISTS janitor_batch_counts(jsonb);
+DROP FUNCTION IF EXISTS janitor_duration_counts(float8);
 DROP AGGREGATE IF EXISTS janitor_sum_counts(bigint[]);
 DROP FUNCTION IF EXISTS janitor_add_counts(bigint[], bigint[]);
 DROP FUNCTION IF EXISTS janitor_job_shard(uuid);

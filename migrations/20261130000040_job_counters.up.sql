@@ -37,6 +37,14 @@ CREATE TABLE job_counters (
     -- (the last is +Inf), not cumulative, and the sum of the seconds.
     batch_buckets        bigint[] NOT NULL DEFAULT '{}',
     batch_seconds_sum    float8   NOT NULL DEFAULT 0,
+    -- Jobs in status `running` now: a gauge, +1 when a row enters
+    -- `running`, -1 when it leaves it.
+    running              bigint   NOT NULL DEFAULT 0,
+    -- Job durations, from `started_at` to `finished_at`, counted when a job
+    -- ends (completed, failed or cancelled): the count per bucket of
+    -- `janitor_duration_counts` (the last is +Inf), and the seconds' sum.
+    duration_buckets     bigint[] NOT NULL DEFAULT '{}',
+    duration_seconds_sum float8   NOT NULL DEFAULT 0,
     PRIMARY KEY (operation, shard)
 );
 
@@ -62,6 +70,17 @@ CREATE FUNCTION janitor_add_counts(a bigint[], b bigint[]) RETURNS bigint[]
           FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i) $$;
 
 CREATE AGGREGATE janitor_sum_counts(bigint[]) (SFUNC = janitor_add_counts, STYPE = bigint[], INITCOND = '{}');
+
+-- A one-job histogram of a job's duration: 1 in the first bucket whose
+-- upper bound (seconds) is at least `seconds`, the last being +Inf. The
+-- bounds are `JOB_DURATION_BUCKETS` in src/http/metrics.rs.
+CREATE FUNCTION janitor_duration_counts(seconds float8) RETURNS bigint[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$ WITH bounds(b) AS (SELECT '{0.1,0.5,1,2.5,5,10,30,60,120,300,900,1800,3600,21600}'::float8[]),
+               fits(n) AS (SELECT coalesce((SELECT min(n) FROM unnest(b) WITH ORDINALITY AS u(bound, n)
+                                            WHERE seconds <= bound), cardinality(b) + 1) FROM bounds)
+          SELECT array_agg((i = n)::int::bigint ORDER BY i)
+          FROM fits, bounds, generate_series(1, cardinality(b) + 1) AS i $$;
 
 -- A checkpoint's batch histogram (`batch_seconds`), '{}' if it has none.
 CREATE FUNCTION janitor_batch_counts(checkpoint jsonb) RETURNS bigint[]
@@ -90,7 +109,13 @@ BEGIN
            coalesce(sum(skipped_count), 0), coalesce(sum(error_count), 0),
            coalesce(sum(greatest(attempts - 1, 0)), 0),
            janitor_sum_counts(janitor_batch_counts(checkpoint)),
-           coalesce(sum((checkpoint->>'batch_seconds_sum')::float8), 0)
+           coalesce(sum((checkpoint->>'batch_seconds_sum')::float8), 0),
+           count(*) FILTER (WHERE status = 'running'),
+           coalesce(janitor_sum_counts(janitor_duration_counts(extract(epoch FROM finished_at - started_at)::float8))
+                        FILTER (WHERE status IN ('completed', 'failed', 'cancelled')
+                                  AND started_at IS NOT NULL AND finished_at IS NOT NULL), '{}'),
+           coalesce(sum(extract(epoch FROM finished_at - started_at)::float8)
+                        FILTER (WHERE status IN ('completed', 'failed', 'cancelled')), 0)
     FROM inserted GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (operation, shard) DO UPDATE SET
         enqueued = c.enqueued + EXCLUDED.enqueued, started = c.started + EXCLUDED.started,
@@ -100,7 +125,10 @@ BEGIN
         items_skipped_in_use = c.items_skipped_in_use + EXCLUDED.items_skipped_in_use,
         item_errors = c.item_errors + EXCLUDED.item_errors, rescued = c.rescued + EXCLUDED.rescued,
         batch_buckets = janitor_add_counts(c.batch_buckets, EXCLUDED.batch_buckets),
-        batch_seconds_sum = c.batch_seconds_sum + EXCLUDED.batch_seconds_sum;
+        batch_seconds_sum = c.batch_seconds_sum + EXCLUDED.batch_seconds_sum,
+        running = c.running + EXCLUDED.running,
+        duration_buckets = janitor_add_counts(c.duration_buckets, EXCLUDED.duration_buckets),
+        duration_seconds_sum = c.duration_seconds_sum + EXCLUDED.duration_seconds_sum;
     RETURN NULL;
 END
 $$;
@@ -118,6 +146,9 @@ DECLARE
     items integer := CASE WHEN NEW.dry_run THEN 0 ELSE 1 END;
     buckets bigint[] := '{}';
     seconds float8 := 0;
+    took float8 := CASE WHEN NEW.status IS DISTINCT FROM OLD.status
+                             AND NEW.status IN ('completed', 'failed', 'cancelled') AND NEW.started_at IS NOT NULL
+                        THEN extract(epoch FROM coalesce(NEW.finished_at, now()) - NEW.started_at)::float8 END;
 BEGIN
     IF NEW.checkpoint IS DISTINCT FROM OLD.checkpoint THEN
         buckets := janitor_add_counts(janitor_batch_counts(NEW.checkpoint),
@@ -133,7 +164,9 @@ BEGIN
             items * (NEW.deleted_count - OLD.deleted_count), items * (NEW.deleted_bytes - OLD.deleted_bytes),
             NEW.skipped_count - OLD.skipped_count, NEW.error_count - OLD.error_count,
             greatest(NEW.attempts - 1, 0) - greatest(OLD.attempts - 1, 0),
-            buckets, seconds)
+            buckets, seconds,
+            (NEW.status = 'running')::int - (OLD.status = 'running')::int,
+            CASE WHEN took IS NULL THEN '{}' ELSE janitor_duration_counts(took) END, coalesce(took, 0))
     ON CONFLICT (operation, shard) DO UPDATE SET
         started = c.started + EXCLUDED.started,
         completed = c.completed + EXCLUDED.completed, failed = c.failed + EXCLUDED.failed,
@@ -142,7 +175,10 @@ BEGIN
         items_skipped_in_use = c.items_skipped_in_use + EXCLUDED.items_skipped_in_use,
         item_errors = c.item_errors + EXCLUDED.item_errors, rescued = c.rescued + EXCLUDED.rescued,
         batch_buckets = janitor_add_counts(c.batch_buckets, EXCLUDED.batch_buckets),
-        batch_seconds_sum = c.batch_seconds_sum + EXCLUDED.batch_seconds_sum;
+        batch_seconds_sum = c.batch_seconds_sum + EXCLUDED.batch_seconds_sum,
+        running = c.running + EXCLUDED.running,
+        duration_buckets = janitor_add_counts(c.duration_buckets, EXCLUDED.duration_buckets),
+        duration_seconds_sum = c.duration_seconds_sum + EXCLUDED.duration_seconds_sum;
     -- A scheduled job's tick row is written with its queued row, long before
     -- it completes.
     IF entered = 'completed' THEN
@@ -182,7 +218,13 @@ SELECT operation, janitor_job_shard(job_id), count(*), count(started_at),
        coalesce(sum(skipped_count), 0), coalesce(sum(error_count), 0),
        coalesce(sum(greatest(attempts - 1, 0)), 0),
        janitor_sum_counts(janitor_batch_counts(checkpoint)),
-       coalesce(sum((checkpoint->>'batch_seconds_sum')::float8), 0)
+       coalesce(sum((checkpoint->>'batch_seconds_sum')::float8), 0),
+       count(*) FILTER (WHERE status = 'running'),
+       coalesce(janitor_sum_counts(janitor_duration_counts(extract(epoch FROM finished_at - started_at)::float8))
+                    FILTER (WHERE status IN ('completed', 'failed', 'cancelled')
+                              AND started_at IS NOT NULL AND finished_at IS NOT NULL), '{}'),
+       coalesce(sum(extract(epoch FROM finished_at - started_at)::float8)
+                    FILTER (WHERE status IN ('completed', 'failed', 'cancelled')), 0)
 FROM job_results GROUP BY 1, 2;
 
 INSERT INTO schedule_last_success

@@ -91,7 +91,16 @@ struct Counters {
     rescued: i64,
     batch_buckets: Vec<i64>,
     batch_seconds_sum: f64,
+    running: i64,
+    duration_buckets: Vec<i64>,
+    duration_seconds_sum: f64,
 }
+
+/// The upper bounds (seconds) of the job-duration histogram's buckets; the
+/// same as in `janitor_duration_counts` (migration
+/// `20261130000040_job_counters`), which counts into them.
+pub const JOB_DURATION_BUCKETS: [f64; 14] =
+    [0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0, 21600.0];
 
 type Series = (&'static str, &'static str, fn(&Counters) -> i64);
 
@@ -103,7 +112,7 @@ const JOB_SERIES: [Series; 11] = [
     ("janitor_jobs_skipped_total", "Scheduled jobs skipped (missed or overlapping).", |c| c.skipped),
     ("janitor_jobs_cancelled_total", "Jobs cancelled by an operator, each time they were cancelled.", |c| c.cancelled),
     ("janitor_items_deleted_total", "Images or files deleted (not dry runs).", |c| c.items_deleted),
-    ("janitor_bytes_freed_total", "Bytes freed (not dry runs).", |c| c.bytes_freed),
+    ("janitor_freed_bytes_total", "Bytes freed (not dry runs).", |c| c.bytes_freed),
     ("janitor_items_skipped_in_use_total", "Images left alone because an active task uses them.", |c| {
         c.items_skipped_in_use
     }),
@@ -122,13 +131,15 @@ async fn postgres(pool: &PgPool, queue: &str) -> anyhow::Result<String> {
                 sum(items_skipped_in_use)::bigint AS items_skipped_in_use,
                 sum(item_errors)::bigint AS item_errors, sum(rescued)::bigint AS rescued,
                 janitor_sum_counts(batch_buckets) AS batch_buckets,
-                sum(batch_seconds_sum)::float8 AS batch_seconds_sum
+                sum(batch_seconds_sum)::float8 AS batch_seconds_sum, sum(running)::bigint AS running,
+                janitor_sum_counts(duration_buckets) AS duration_buckets,
+                sum(duration_seconds_sum)::float8 AS duration_seconds_sum
          FROM job_counters GROUP BY operation ORDER BY operation",
     )
     .fetch_all(pool)
     .await?;
     let schedules: Vec<(String, f64)> = sqlx::query_as(
-        "SELECT schedule, extract(epoch FROM now() - finished_at)::float8 FROM schedule_last_success
+        "SELECT schedule, extract(epoch FROM finished_at)::float8 FROM schedule_last_success
          WHERE queue = $1 ORDER BY schedule",
     )
     .bind(queue)
@@ -142,17 +153,40 @@ async fn postgres(pool: &PgPool, queue: &str) -> anyhow::Result<String> {
             let _ = writeln!(out, "{name}{{operation=\"{}\"}} {}", row.operation, value(row));
         }
     }
+    header(&mut out, "janitor_jobs_running", "gauge", "Jobs running now (status running).");
+    for row in &rows {
+        let _ = writeln!(out, "janitor_jobs_running{{operation=\"{}\"}} {}", row.operation, row.running);
+    }
+    durations(&mut out, &rows);
     batches(&mut out, &rows);
     header(
         &mut out,
-        "janitor_schedule_last_success_age_seconds",
+        "janitor_schedule_last_success_timestamp_seconds",
         "gauge",
-        "Seconds since each schedule's last completed run.",
+        "When each schedule's last run completed (Unix time); alert on time() minus it.",
     );
-    for (schedule, age) in schedules {
-        let _ = writeln!(out, "janitor_schedule_last_success_age_seconds{{schedule=\"{schedule}\"}} {age}");
+    for (schedule, at) in schedules {
+        let _ = writeln!(out, "janitor_schedule_last_success_timestamp_seconds{{schedule=\"{schedule}\"}} {at}");
     }
     Ok(out)
+}
+
+/// The job-duration histogram, per operation: from start to end of the
+/// jobs that ended (completed, failed or cancelled).
+fn durations(out: &mut String, rows: &[Counters]) {
+    let name = "janitor_job_duration_seconds";
+    header(out, name, "histogram", "Time from a job's start to its end (completed, failed or cancelled).");
+    for row in rows {
+        let operation = &row.operation;
+        let mut cumulative = 0;
+        for i in 0..=JOB_DURATION_BUCKETS.len() {
+            cumulative += row.duration_buckets.get(i).copied().unwrap_or(0);
+            let le = JOB_DURATION_BUCKETS.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{operation=\"{operation}\",le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{operation=\"{operation}\"}} {}", row.duration_seconds_sum);
+        let _ = writeln!(out, "{name}_count{{operation=\"{operation}\"}} {cumulative}");
+    }
 }
 
 /// The batch-duration histogram, over every operation.
@@ -189,20 +223,32 @@ async fn queue(mut redis: redis::aio::ConnectionManager, layout: &Layout) -> any
         flat.chunks(3).map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec()))).collect::<Result<_, _>>()?
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
+    let lanes: Vec<(&str, i64, i64, f64)> = Lane::ALL
+        .into_iter()
+        .zip(replies)
+        .map(|(lane, (depth, dead, oldest))| {
+            let age = oldest
+                .ids
+                .first()
+                .and_then(|e| e.id.split('-').next()?.parse::<i64>().ok())
+                .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
+            (lane.name(), depth, dead, age)
+        })
+        .collect();
+    // Each family whole, one after the other (the text format wants them
+    // so; promtool checks it).
     let mut out = String::new();
     header(&mut out, "janitor_queue_depth", "gauge", "Entries on a lane's stream (waiting or running).");
+    for (lane, depth, _, _) in &lanes {
+        let _ = writeln!(out, "janitor_queue_depth{{lane=\"{lane}\"}} {depth}");
+    }
     header(&mut out, "janitor_queue_oldest_age_seconds", "gauge", "Age of the oldest entry on a lane's stream.");
+    for (lane, _, _, age) in &lanes {
+        let _ = writeln!(out, "janitor_queue_oldest_age_seconds{{lane=\"{lane}\"}} {age}");
+    }
     header(&mut out, "janitor_dead_letters", "gauge", "Entries in a lane's dead-letter stream.");
-    for (lane, (depth, dead, oldest)) in Lane::ALL.into_iter().zip(replies) {
-        let age = oldest
-            .ids
-            .first()
-            .and_then(|e| e.id.split('-').next()?.parse::<i64>().ok())
-            .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
-        let name = lane.name();
-        let _ = writeln!(out, "janitor_queue_depth{{lane=\"{name}\"}} {depth}");
-        let _ = writeln!(out, "janitor_queue_oldest_age_seconds{{lane=\"{name}\"}} {age}");
-        let _ = writeln!(out, "janitor_dead_letters{{lane=\"{name}\"}} {dead}");
+    for (lane, _, dead, _) in &lanes {
+        let _ = writeln!(out, "janitor_dead_letters{{lane=\"{lane}\"}} {dead}");
     }
     Ok(out)
 }

@@ -18,6 +18,37 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// `promtool check metrics` (Debian's `prometheus` package) finds nothing
+/// wrong with a scrape: neither a format error nor a naming lint.
+fn promtool_accepts(text: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("promtool must be installed (apt-get install prometheus): {e}"));
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+    // promtool 2.42 does not check this: each family's samples come right
+    // after its TYPE line, never split.
+    let mut done: Vec<&str> = Vec::new();
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(family) = line.strip_prefix("# TYPE ").and_then(|rest| rest.split(' ').next()) {
+            assert!(!done.contains(&family), "family {family} appears twice:\n{text}");
+            done.push(family);
+            current = family;
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(name.starts_with(current), "{name} is outside its family's block (after {current}):\n{text}");
+        }
+    }
+}
+
 async fn scrape(api: &Api) -> String {
     let response = api.get_root("/metrics").await;
     assert_eq!(response.status, 200, "{}", response.text());
@@ -30,7 +61,7 @@ async fn counters_move_when_a_job_completes(pool: PgPool) {
     let api = Api::start(pool).await;
     let completed = r#"janitor_jobs_completed_total{operation="cleanup_session"}"#;
     let deleted = r#"janitor_items_deleted_total{operation="cleanup_session"}"#;
-    let freed = r#"janitor_bytes_freed_total{operation="cleanup_session"}"#;
+    let freed = r#"janitor_freed_bytes_total{operation="cleanup_session"}"#;
     let before = scrape(&api).await;
     let completed_before = sample(&before, completed).unwrap_or(0.0);
     let deleted_before = sample(&before, deleted).unwrap_or(0.0);
@@ -57,6 +88,12 @@ async fn counters_move_when_a_job_completes(pool: PgPool) {
     let batches = sample(&after, r#"janitor_batch_duration_seconds_bucket{le="+Inf"}"#);
     assert!(batches.is_some_and(|n| n >= 1.0), "the job's batches are in the histogram: {after}");
     assert!(after.contains("janitor_batch_duration_seconds_count "), "{after}");
+    let ended = r#"janitor_job_duration_seconds_count{operation="cleanup_session"}"#;
+    assert_eq!(sample(&after, ended), Some(completed_before + 1.0), "the job's duration is counted: {after}");
+    let slowest = r#"janitor_job_duration_seconds_bucket{operation="cleanup_session",le="+Inf"}"#;
+    assert_eq!(sample(&after, slowest), sample(&after, ended), "{after}");
+    assert_eq!(sample(&after, r#"janitor_jobs_running{operation="cleanup_session"}"#), Some(0.0), "{after}");
+    promtool_accepts(&after);
 
     worker.signal("TERM").await;
     assert_eq!(worker.exit_code(Duration::from_secs(30)).await, Some(0));
@@ -85,6 +122,9 @@ async fn a_cancelled_and_retried_job_is_counted_exactly(pool: PgPool) {
     let worker = api.env.worker(&[], &knobs);
     let job = accepted_job(&api.post("/expired", Some(OPS.1)).await);
     wait_for_job(api.pool(), job, "the job is under way", Duration::from_secs(30), |row| row.1 > 0).await;
+    let running = scrape(&api).await;
+    let gauge = r#"janitor_jobs_running{operation="cleanup_expired_images"}"#;
+    assert_eq!(sample(&running, gauge), Some(1.0), "the running job is in the gauge: {running}");
     assert_eq!(api.post(&format!("/jobs/{job}/cancel"), Some(OPS.1)).await.status, 202, "cancelling");
     let row = wait_for_job(api.pool(), job, "it is cancelled", Duration::from_secs(30), |r| r.0 == "cancelled").await;
     assert!(count_images(api.pool()).await > 0 && row.1 > 0, "it stopped half way: {row:?}");
@@ -102,8 +142,11 @@ async fn a_cancelled_and_retried_job_is_counted_exactly(pool: PgPool) {
         ("jobs_failed_total", 0.0),
         ("jobs_rescued_total", 1.0),
         ("items_deleted_total", 300.0),
-        ("bytes_freed_total", 3000.0),
+        ("freed_bytes_total", 3000.0),
         ("item_errors_total", 0.0),
+        ("jobs_running", 0.0),
+        // Each run that ended: the cancelled one and the completed retry.
+        ("job_duration_seconds_count", 2.0),
     ];
     for (name, value) in expected {
         assert_eq!(expired(name), Some(value), "{name}: {text}");
