@@ -18,6 +18,7 @@
 mod support;
 
 mod binary;
+mod config;
 
 mod expired;
 mod guards;
