@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::params::Params;
+use super::schemas::{Accepted, ErrorBody, JobList, JobResult, Stats};
 use super::{Actor, AppState, JobCreated};
 
 const POST_PARAMS: [&str; 3] = ["dry_run", "wait", "timeout"];
@@ -22,7 +23,7 @@ const POST_ALL_PARAMS: [&str; 5] = ["dry_run", "days_old", "min_age", "wait", "t
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/expired", tag = "cleanup",
     params(("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query, description = "seconds, with wait")),
-    responses((status = 202, description = "queued"), (status = 200, description = "finished (wait=true)"), (status = 401), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "finished (wait=true)", body = JobResult), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn expired(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -34,7 +35,7 @@ pub async fn expired(
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/session/{session_id}", tag = "cleanup",
     params(("session_id" = String, Path), ("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
-    responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "finished (wait=true)", body = JobResult), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn session(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -48,7 +49,7 @@ pub async fn session(
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/old-results", tag = "cleanup",
     params(("days_old" = Option<i64>, Query, description = "1 to 36500, default 30"), ("dry_run" = Option<bool>, Query), ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
-    responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "finished (wait=true)", body = JobResult), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn old_results(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -62,7 +63,7 @@ pub async fn old_results(
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/orphaned", tag = "cleanup",
     params(("dry_run" = Option<bool>, Query), ("min_age" = Option<u64>, Query, description = "grace period in seconds"),
            ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
-    responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "finished (wait=true)", body = JobResult), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn orphaned(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -77,7 +78,7 @@ pub async fn orphaned(
     params(("days_old" = Option<i64>, Query), ("dry_run" = Option<bool>, Query),
            ("min_age" = Option<u64>, Query, description = "grace period in seconds"),
            ("wait" = Option<bool>, Query), ("timeout" = Option<u64>, Query)),
-    responses((status = 202), (status = 200), (status = 401), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued", body = Accepted), (status = 200, description = "finished (wait=true)", body = JobResult), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn all(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -129,7 +130,7 @@ fn accepted(job_id: Uuid, status: &str, deduplicated: bool) -> Response {
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
-#[utoipa::path(get, path = "/api/v1/admin/cleanup/stats", tag = "cleanup", responses((status = 200), (status = 401)))]
+#[utoipa::path(get, path = "/api/v1/admin/cleanup/stats", tag = "cleanup", responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
 pub async fn stats(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -142,7 +143,7 @@ pub async fn stats(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/cleanup/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = Uuid, Path)), responses((status = 200), (status = 401), (status = 404), (status = 422)))]
+    params(("job_id" = Uuid, Path)), responses((status = 200, body = JobResult), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn job(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -160,7 +161,7 @@ pub async fn job(
 #[utoipa::path(get, path = "/api/v1/admin/cleanup/jobs", tag = "jobs",
     params(("operation" = Option<String>, Query), ("status" = Option<String>, Query), ("limit" = Option<i64>, Query, description = "1 to 500, default 50"),
            ("before" = Option<String>, Query, description = "the previous page's next_before (or an RFC 3339 time)")),
-    responses((status = 200), (status = 401), (status = 422)))]
+    responses((status = 200, body = JobList), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn jobs(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::params::Params;
+use super::schemas::{Accepted, DeadLetters, Discarded, ErrorBody, JobStatus};
 use super::{Actor, AppState, JobCreated};
 
 fn job_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -29,8 +30,8 @@ fn unavailable(err: janitor_workers::producer::ProducerError) -> ApiError {
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/cancel", tag = "jobs",
     params(("job_id" = Uuid, Path)),
-    responses((status = 200, description = "cancelled (it was queued)"), (status = 202, description = "it stops at its next batch"),
-              (status = 401), (status = 404), (status = 409, description = "it already ended"), (status = 422), (status = 429)))]
+    responses((status = 200, description = "cancelled (it was queued)", body = JobStatus), (status = 202, description = "it stops at its next batch", body = JobStatus),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "it already ended", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -55,8 +56,8 @@ pub async fn cancel(
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/retry", tag = "jobs",
     params(("job_id" = Uuid, Path)),
-    responses((status = 202, description = "queued again, to resume from its checkpoint"), (status = 401), (status = 404),
-              (status = 409, description = "not failed or cancelled"), (status = 422), (status = 429)))]
+    responses((status = 202, description = "queued again, to resume from its checkpoint", body = Accepted), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "not failed or cancelled", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn retry(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -68,7 +69,8 @@ pub async fn retry(
     limit(&state, &actor, "control")?;
     match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
         Ok(()) => {
-            let body = json!({"job_id": job_id, "status": "queued", "status_url": format!("/api/v1/admin/cleanup/jobs/{job_id}")});
+            let body = json!({"job_id": job_id, "status": "queued", "status_url": format!("/api/v1/admin/cleanup/jobs/{job_id}"),
+                              "deduplicated": false});
             let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
             response.extensions_mut().insert(JobCreated(job_id));
             Ok(response)
@@ -79,7 +81,7 @@ pub async fn retry(
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/cleanup/dead", tag = "jobs",
-    responses((status = 200, description = "the dead letters of both lanes"), (status = 401), (status = 429)))]
+    responses((status = 200, description = "the dead letters of both lanes", body = DeadLetters), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn dead(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -93,7 +95,7 @@ pub async fn dead(
 
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/dead/{target}/discard", tag = "jobs",
     params(("target" = String, Path, description = "a dead letter's entry id, or a job id")),
-    responses((status = 200), (status = 401), (status = 404), (status = 429)))]
+    responses((status = 200, body = Discarded), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn discard(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

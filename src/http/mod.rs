@@ -17,6 +17,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod params;
+pub mod schemas;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,4 +153,44 @@ pub async fn serve(
     audit::record_failures(&pool, &failures, true).await;
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::OpenApi as _;
+
+    use super::ApiDoc;
+
+    /// `/openapi.json` passes `openapi-spec-validator` (PyPI), and every
+    /// response of every operation says what its body is.
+    #[test]
+    fn the_openapi_document_is_valid_and_every_response_has_a_schema() {
+        let document = serde_json::to_value(ApiDoc::openapi()).unwrap();
+        let mut bare = Vec::new();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                for (status, response) in operation["responses"].as_object().unwrap() {
+                    let has_schema = response["content"]
+                        .as_object()
+                        .is_some_and(|content| content.values().all(|media| media.get("schema").is_some()));
+                    if !has_schema {
+                        bare.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+        assert!(bare.is_empty(), "responses without a schema: {bare:#?}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("openapi.json");
+        std::fs::write(&file, serde_json::to_string_pretty(&document).unwrap()).unwrap();
+        let output = std::process::Command::new("openapi-spec-validator").arg(&file).output().unwrap_or_else(|e| {
+            panic!("openapi-spec-validator must be installed (pip install openapi-spec-validator): {e}")
+        });
+        assert!(
+            output.status.success(),
+            "openapi-spec-validator: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
