@@ -52,6 +52,10 @@ pub enum Command {
         /// Missed ticks younger than this run once when a scheduler comes back.
         #[arg(long, env = "JANITOR_CATCH_UP", default_value = "6h", value_parser = parse_duration)]
         catch_up: Duration,
+        /// A file the scheduler writes the time to after each pass over the
+        /// schedules (at least every 30 s), for a healthcheck.
+        #[arg(long, env = "JANITOR_HEALTH_FILE")]
+        health_file: Option<std::path::PathBuf>,
     },
     /// Serve the admin HTTP API.
     #[command(
@@ -202,6 +206,11 @@ pub struct WorkerArgs {
     /// before its deliveries start to count as attempts.
     #[arg(long, env = "JANITOR_OUTAGE_HORIZON", default_value = "1h", value_parser = parse_positive)]
     pub outage_horizon: Duration,
+    /// A file the worker writes the time to after each reconciler pass that
+    /// reached Postgres and Redis (every --reconcile-interval), for a
+    /// healthcheck: older than a few intervals means stuck or cut off.
+    #[arg(long, env = "JANITOR_HEALTH_FILE")]
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -44,7 +44,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Results(args) => results::show(&cli.settings, args).await,
         Command::Enqueue(args) => enqueue::enqueue(&cli.settings, args).await,
         Command::Worker(args) => worker::work(&cli.settings, args).await,
-        Command::Scheduler { catch_up } => schedules::scheduler(&cli.settings, catch_up).await,
+        Command::Scheduler { catch_up, health_file } => {
+            schedules::scheduler(&cli.settings, catch_up, health_file).await
+        }
         Command::Schedules { json } => schedules::list(&cli.settings, json).await,
         Command::Serve(args) => serve::serve(&cli.settings, args).await,
         Command::Restore { job_id, json } => restore(&cli.settings, job_id, json),

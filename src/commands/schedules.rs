@@ -24,7 +24,11 @@ fn load(settings: &Settings) -> Result<Vec<Schedule>, ExitCode> {
     Ok(schedules.into_iter().map(|s| s.with_retention(settings.retention.get())).collect())
 }
 
-pub async fn scheduler(settings: &Settings, catch_up: Duration) -> anyhow::Result<ExitCode> {
+pub async fn scheduler(
+    settings: &Settings,
+    catch_up: Duration,
+    health_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
     let schedules = match load(settings) {
         Ok(schedules) => schedules,
         Err(code) => return Ok(code),
@@ -37,7 +41,7 @@ pub async fn scheduler(settings: &Settings, catch_up: Duration) -> anyhow::Resul
         crate::shutdown_signal().await;
         signal.cancel();
     });
-    let scheduler_settings = SchedulerSettings { catch_up, ..SchedulerSettings::default() };
+    let scheduler_settings = SchedulerSettings { catch_up, health_file, ..SchedulerSettings::default() };
     scheduler::run(pool, producer, schedules, scheduler_settings, shutdown).await?;
     Ok(ExitCode::from(exit::OK))
 }

@@ -24,6 +24,7 @@ pub async fn work(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitC
         reconcile_grace: args.reconcile_grace,
         shutdown_timeout: args.shutdown_timeout,
         outage_horizon: args.outage_horizon,
+        health_file: args.health_file,
         ..WorkerSettings::new(Layout::new(&settings.queue))
     };
     let shutdown = CancellationToken::new();

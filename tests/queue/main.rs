@@ -9,6 +9,7 @@ mod harness;
 
 mod crash;
 mod delivery;
+mod health;
 mod lifecycle;
 mod recovery;
 mod signals;

@@ -37,6 +37,7 @@
 pub mod admin;
 mod dedup;
 pub mod engine;
+pub mod health;
 pub mod input;
 pub mod job;
 pub mod jobs;

@@ -44,6 +44,9 @@ pub struct SchedulerSettings {
     pub max_sleep: Duration,
     /// Recorded as who recorded each tick.
     pub name: String,
+    /// Written after each pass over the schedules that reached Postgres
+    /// (see [`crate::health`]).
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SchedulerSettings {
@@ -52,6 +55,7 @@ impl Default for SchedulerSettings {
             catch_up: Duration::from_secs(6 * 3600),
             max_sleep: Duration::from_secs(30),
             name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
+            health_file: None,
         }
     }
 }
@@ -70,10 +74,15 @@ pub async fn run(
     tracing::info!(schedules = schedules.len(), scheduler = %settings.name, "scheduler started");
     loop {
         let now = db_now(&pool).await?;
+        let mut healthy = true;
         for schedule in &schedules {
             if let Err(err) = fire_due(&pool, &producer, schedule, started, now, &settings).await {
+                healthy = false;
                 tracing::error!(schedule = %schedule.name, error = %format!("{err:#}"), "could not record due ticks; will retry");
             }
+        }
+        if healthy {
+            crate::health::touch(settings.health_file.as_deref()).await;
         }
         let next = schedules.iter().filter_map(|s| s.next_after(now)).min();
         let wait = next

@@ -40,6 +40,9 @@ pub struct WorkerSettings {
     pub outage_horizon: Duration,
     /// Recorded as the `worker` of the jobs this process runs.
     pub name: String,
+    /// Written after each reconciler pass that reached Postgres and Redis
+    /// (see [`crate::health`]).
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 impl WorkerSettings {
@@ -57,6 +60,7 @@ impl WorkerSettings {
             shutdown_timeout: Duration::from_secs(30),
             outage_horizon: Duration::from_secs(3600),
             name: format!("{}-{}", crate::queue::config::host_name(), std::process::id()),
+            health_file: None,
         }
     }
 

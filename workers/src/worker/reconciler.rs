@@ -45,8 +45,13 @@ pub(crate) async fn run(ctx: WorkerContext, queues: [StreamQueue; 2]) {
             }
         }
         match requeue_lost(&ctx).await {
-            Ok(0) => {}
-            Ok(count) => tracing::warn!(count, "re-enqueued jobs that Redis did not have"),
+            Ok(count) => {
+                if count > 0 {
+                    tracing::warn!(count, "re-enqueued jobs that Redis did not have");
+                }
+                // This pass read Postgres and Redis: the worker is alive.
+                crate::health::touch(ctx.settings.health_file.as_deref()).await;
+            }
             Err(err) => tracing::warn!(error = %err, "reconciler could not look for lost jobs"),
         }
     }
