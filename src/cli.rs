@@ -23,6 +23,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Seed a small sample store in its own database and folder, then show
+    /// stats, a dry run, the real run and stats again.
+    #[command(after_help = "Example:\n  janitor demo\n  janitor demo --dir /tmp/demo --images 2000")]
+    Demo(crate::commands::demo::DemoArgs),
     /// Create the database if missing and apply the migrations.
     Migrate,
     /// Run a cleanup operation here and now, recording it in job_results.

@@ -26,6 +26,7 @@ pub mod http;
 pub mod input;
 pub mod output;
 pub mod retention;
+pub mod seed;
 pub mod settings;
 pub mod telemetry;
 

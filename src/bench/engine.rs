@@ -12,7 +12,8 @@ use janitor_workers::{CleanupJob, DaysOld, JobRecord, JobSpec, SessionId};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{baseline, quantile_ms, rate, seed, BenchDb, CpuTimes};
+use super::{baseline, quantile_ms, rate, BenchDb, CpuTimes};
+use crate::seed;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineBench {

@@ -6,7 +6,6 @@ mod baseline;
 pub mod engine;
 pub mod metrics;
 pub mod queue;
-mod seed;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! that reach `main` exit with 1.
 
 mod audit;
+pub mod demo;
 mod enqueue;
 mod jobs;
 mod prune;
@@ -38,6 +39,7 @@ pub mod exit {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::demo(&cli.settings, args).await,
         Command::Migrate => migrate(&cli.settings).await,
         Command::Run(args) => run::run(&cli.settings, args).await,
         Command::Stats { json } => stats(&cli.settings, json).await,

@@ -19,6 +19,7 @@ mod support;
 
 mod binary;
 mod config;
+mod demo;
 
 mod expired;
 mod guards;

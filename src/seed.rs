@@ -1,5 +1,5 @@
-//! A realistic store, made fast: rows by `COPY`, files by parallel threads,
-//! folders of at most 1000 files. The same `images` count always gives the
+//! A realistic store, made fast (for the benchmarks and `janitor demo`):
+//! rows by `COPY`, files by parallel threads, folders of at most 1000 files. The same `images` count always gives the
 //! same layout, so a baseline can run on an identical, freshly seeded copy.
 //!
 //! Of `n` images: 80% temporary and expired (2% of all in use by pending or
