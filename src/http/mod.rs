@@ -183,9 +183,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("openapi.json");
         std::fs::write(&file, serde_json::to_string_pretty(&document).unwrap()).unwrap();
-        let output = std::process::Command::new("openapi-spec-validator").arg(&file).output().unwrap_or_else(|e| {
-            panic!("openapi-spec-validator must be installed (pip install openapi-spec-validator): {e}")
-        });
+        // As a module of the python3 that pip installed it for: it works
+        // wherever pip put the console script.
+        let output = std::process::Command::new("python3")
+            .args(["-m", "openapi_spec_validator"])
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| panic!("python3 must be installed: {e}"));
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !said.contains("No module named"),
+            "openapi-spec-validator must be installed (python3 -m pip install openapi-spec-validator): {said}"
+        );
         assert!(
             output.status.success(),
             "openapi-spec-validator: {}{}",
