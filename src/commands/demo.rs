@@ -113,6 +113,10 @@ pub async fn demo(settings: &Settings, args: DemoArgs) -> anyhow::Result<ExitCod
 /// existing folder.
 fn fresh_folder(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
+        // Check: the marker says this is a demo store. No lock covers the
+        // check and the removal: the folder is the operator's own, named on
+        // the command line, and `remove_dir_all` removes a symlink itself,
+        // never what it points to, so a swapped-in link cannot widen it.
         anyhow::ensure!(
             dir.join(MARKER).is_file(),
             "{} exists and is not a demo store (no {MARKER} in it); pick another --dir",

@@ -120,7 +120,8 @@ async fn submit(
     Ok(response)
 }
 
-fn accepted(job_id: Uuid, status: &str, deduplicated: bool) -> Response {
+/// The 202 of a job put on the queue (the `Accepted` schema).
+pub(super) fn accepted(job_id: Uuid, status: &str, deduplicated: bool) -> Response {
     let body = json!({
         "job_id": job_id,
         "status": status,

@@ -69,9 +69,7 @@ pub async fn retry(
     limit(&state, &actor, "control")?;
     match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
         Ok(()) => {
-            let body = json!({"job_id": job_id, "status": "queued", "status_url": format!("/api/v1/admin/cleanup/jobs/{job_id}"),
-                              "deduplicated": false});
-            let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+            let mut response = super::cleanup::accepted(job_id, "queued", false);
             response.extensions_mut().insert(JobCreated(job_id));
             Ok(response)
         }
