@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{files_under, wait_for_job, Env, JobRow};
+use crate::harness::{files_under, wait_for_job, wait_until, Env, JobRow};
 use crate::support::{count_images, insert_image, Image};
 
 /// Expired images seeded for a slow job: at [`SLOW`]'s pace (20 a batch,
@@ -254,12 +254,20 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed(pool
     let row = env.finished(job_id, Duration::from_secs(30)).await;
     assert_eq!(row.0, "failed", "{row:?}");
     assert_eq!(row.2, 2, "attempts are bounded by max_attempts: {row:?}");
+    // Two paths may end it, and both are right: the third worker's rescue
+    // dead-letters the entry (and the reconciler fails the row from the
+    // dead letter), or the reconciler finds the lease expired first and
+    // fails the row itself. Either way it never runs a third time.
     let last_error = row.4.clone().unwrap_or_default();
-    assert!(last_error.starts_with("dead-lettered"), "{last_error}");
     let dead = stream_entries(&env, &format!("{}:bulk:dead", env.prefix)).await;
-    assert_eq!(dead.len(), 1, "{dead:?}");
-    assert!(!field(&dead[0], "reason").is_empty(), "{dead:?}");
-    assert_eq!(bulk_pending(&env).await, 0);
+    if last_error.starts_with("dead-lettered") {
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert!(!field(&dead[0], "reason").is_empty(), "{dead:?}");
+    } else {
+        assert_eq!(last_error, "lost its worker on each of its 2 attempts", "{row:?}");
+        assert!(dead.len() <= 1, "{dead:?}");
+    }
+    wait_until("nothing is left pending", Duration::from_secs(30), || async { bulk_pending(&env).await == 0 }).await;
 
     // What committed is exact; at most one batch per crash lost its files
     // ahead of its rows (files go first), and no row-less file is left.
