@@ -185,6 +185,25 @@ impl Worker {
         assert!(status.success(), "kill -{name} failed");
     }
 
+    /// SIGSTOP, and waits until every thread of the process has stopped
+    /// (a signal is delivered asynchronously: a thread running on another
+    /// core may take a moment to stop).
+    pub async fn pause(&self) {
+        self.signal("STOP").await;
+        let tasks = format!("/proc/{}/task", self.pid());
+        wait_until("every thread of the worker has stopped", Duration::from_secs(10), || {
+            let tasks = tasks.clone();
+            async move {
+                std::fs::read_dir(&tasks).unwrap().filter_map(Result::ok).all(|task| {
+                    let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                    // The state follows the command name, which is in parentheses.
+                    stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            }
+        })
+        .await;
+    }
+
     /// SIGKILL, and reap it.
     pub async fn kill9(mut self) {
         self.child.kill().await.expect("kill -9 the worker");

@@ -29,7 +29,7 @@ async fn a_worker_rewrites_its_health_file_while_it_runs_and_not_while_paused(po
     wait_until("it is written again", Duration::from_secs(10), || async { written(&file) != Some(first.clone()) })
         .await;
 
-    worker.signal("STOP").await;
+    worker.pause().await;
     let paused = written(&file);
     let since = db_now(&env.pool).await;
     wait_until("three reconcile intervals pass", Duration::from_secs(10), || async {
