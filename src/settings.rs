@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use janitor_workers::layout::Layout;
 use janitor_workers::producer::Producer;
-use janitor_workers::{Engine, EngineSettings};
+use janitor_workers::{Engine, EngineSettings, RedisTarget};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection, PgPool};
 
@@ -86,9 +86,16 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub db_statement_cache: u32,
 
-    /// Redis, which carries the queue.
+    /// Redis, which carries the queue. With --redis-cluster, a comma-separated
+    /// list of cluster nodes to learn the cluster from.
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", global = true, hide_env_values = true)]
     pub redis_url: String,
+
+    /// REDIS_URL is a Redis Cluster (ElastiCache or Memorystore in cluster
+    /// mode, Redis Cluster): commands follow the cluster's redirections and
+    /// its failovers. Every key sits in the queue's hash slot.
+    #[arg(long, env = "JANITOR_REDIS_CLUSTER", global = true)]
+    pub redis_cluster: bool,
 
     /// Prefix of every Redis key of this deployment's queue.
     #[arg(long = "queue", env = "JANITOR_QUEUE", default_value = "janitor", global = true)]
@@ -133,9 +140,19 @@ impl Settings {
         Ok(options.options([("idle_in_transaction_session_timeout", timeout.as_str())]))
     }
 
-    pub fn redis(&self) -> anyhow::Result<redis::Client> {
-        redis::Client::open(self.redis_url.as_str())
-            .with_context(|| format!("REDIS_URL is not a valid Redis URL: {}", redact(&self.redis_url)))
+    pub fn redis(&self) -> anyhow::Result<RedisTarget> {
+        let what = if self.redis_cluster { "a list of Redis URLs" } else { "a valid Redis URL" };
+        RedisTarget::open(&self.redis_url, self.redis_cluster)
+            .with_context(|| format!("REDIS_URL is not {what}: {}", self.redis_shown()))
+    }
+
+    /// `REDIS_URL` with its passwords hidden, for messages.
+    pub fn redis_shown(&self) -> String {
+        if self.redis_cluster {
+            self.redis_url.split(',').map(|node| redact(node.trim())).collect::<Vec<_>>().join(",")
+        } else {
+            redact(&self.redis_url)
+        }
     }
 
     /// Connects a producer: Postgres for the job rows, Redis for the queue.
@@ -143,7 +160,7 @@ impl Settings {
         let pool = self.pool().await?;
         Producer::connect(pool, self.redis()?, Layout::new(&self.queue))
             .await
-            .with_context(|| format!("cannot connect to Redis at {}", redact(&self.redis_url)))
+            .with_context(|| format!("cannot connect to Redis at {}", self.redis_shown()))
     }
 
     /// A producer that connects to Redis on first use (see [`Producer::lazy`]).

@@ -84,7 +84,10 @@ async fn measure(args: &MetricsBench, db: &BenchDb, redis_url: &str) -> anyhow::
         client.clone(),
         janitor_workers::layout::Layout::new(&prefix),
     )?;
-    let redis = redis::aio::ConnectionManager::new(client).await.context("connect to Redis")?;
+    let redis = janitor_workers::RedisTarget::from(client)
+        .connect(janitor_workers::Timeouts::default())
+        .await
+        .context("connect to Redis")?;
     let state = AppState {
         pool: db.pool.clone(),
         producer,

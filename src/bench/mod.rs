@@ -63,7 +63,8 @@ pub fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
 /// Deletes every Redis key under `prefix`.
 pub async fn delete_keys(redis: &redis::Client, prefix: &str) -> anyhow::Result<()> {
     let mut conn = redis.get_multiplexed_async_connection().await?;
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await?;
+    // The queue's keys are hash-tagged (`{prefix:a}:…`), the raw ones are not.
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("*{prefix}*")).query_async(&mut conn).await?;
     if !keys.is_empty() {
         redis::cmd("DEL").arg(keys).query_async::<()>(&mut conn).await?;
     }

@@ -31,10 +31,10 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     // Redis is connected on first use: the API starts, and `/metrics` and
     // `/readyz` answer, while Redis is down (enqueues fail until it is back).
     let producer = settings.lazy_producer().await?;
-    let redis = redis::aio::ConnectionManager::new_lazy_with_config(
-        settings.redis()?,
-        redis::aio::ConnectionManagerConfig::new().set_connection_timeout(Some(std::time::Duration::from_secs(1))),
-    )?;
+    let redis = settings.redis()?.connect_lazy(janitor_workers::Timeouts {
+        connect: Some(std::time::Duration::from_secs(1)),
+        ..Default::default()
+    })?;
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
     let pool = producer.pool().clone();
     let state = AppState { pool, producer, redis, tokens, limits, failures, min_grace: settings.min_grace };

@@ -36,6 +36,6 @@ pub async fn work(settings: &Settings, args: WorkerArgs) -> anyhow::Result<ExitC
     });
     worker::run(engine, settings.redis()?, worker_settings, shutdown)
         .await
-        .with_context(|| format!("worker stopped; Redis at {}", crate::settings::redact(&settings.redis_url)))?;
+        .with_context(|| format!("worker stopped; Redis at {}", settings.redis_shown()))?;
     Ok(ExitCode::from(exit::OK))
 }

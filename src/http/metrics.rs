@@ -210,7 +210,7 @@ fn batches(out: &mut String, rows: &[Counters]) {
 }
 
 /// Each lane's depth, oldest entry and dead letters, in one round trip.
-async fn queue(mut redis: redis::aio::ConnectionManager, layout: &Layout) -> anyhow::Result<String> {
+async fn queue(mut redis: janitor_workers::RedisConnection, layout: &Layout) -> anyhow::Result<String> {
     let mut pipe = redis::pipe();
     for lane in Lane::ALL {
         let stream = layout.stream(lane);

@@ -44,7 +44,7 @@ use self::limits::RateLimiter;
 pub struct AppState {
     pub pool: PgPool,
     pub producer: Producer,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: janitor_workers::RedisConnection,
     /// `None`: explicitly unauthenticated (loopback only).
     pub tokens: Option<Arc<Tokens>>,
     pub limits: Arc<RateLimiter>,

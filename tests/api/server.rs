@@ -126,7 +126,11 @@ impl Api {
     /// This test's Redis keys.
     pub async fn redis_keys(&self) -> Vec<String> {
         let mut redis = self.env.redis().await;
-        redis::cmd("KEYS").arg(format!("{}:*", self.env.prefix)).query_async(&mut redis).await.unwrap()
+        redis::cmd("KEYS")
+            .arg(janitor_workers::layout::Layout::new(&self.env.prefix).pattern())
+            .query_async(&mut redis)
+            .await
+            .unwrap()
     }
 
     /// Stops the server and deletes this test's Redis keys.
@@ -169,7 +173,7 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
     // Connected on first use, as `janitor serve` does.
     let client = redis::Client::open(redis_url).unwrap();
     let producer = Producer::lazy(pool.clone(), client.clone(), Layout::new(prefix)).expect("producer");
-    let redis = redis::aio::ConnectionManager::new_lazy_with_config(client, Default::default()).unwrap();
+    let redis = janitor_workers::RedisTarget::from(client).connect_lazy(Default::default()).unwrap();
     let tokens = config.tokens.as_ref().map(|tokens| {
         let tokens = tokens
             .iter()

@@ -1,6 +1,7 @@
 //! Records of every kind janitor keeps, at chosen ages, and what is left of
 //! them.
 
+use janitor_workers::layout::{Lane, Layout};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -121,11 +122,17 @@ pub async fn intent_batches(pool: &PgPool, job_id: Uuid) -> Vec<i64> {
 
 /// Adds a dead letter to `lane`'s dead-letter stream, dead-lettered `days`
 /// ago (the entry id's milliseconds). Entries must be added oldest first.
+/// The dead-letter stream of the lane named `lane`.
+fn dead_key(env: &Env, lane: &str) -> String {
+    let lane = Lane::ALL.into_iter().find(|l| l.name() == lane).expect("a lane's name");
+    Layout::new(&env.prefix).dead(lane)
+}
+
 pub async fn dead_letter(env: &Env, lane: &str, days: f64) -> String {
     let ms = chrono::Utc::now().timestamp_millis() - (days * 86_400_000.0) as i64;
     let mut redis = env.redis().await;
     redis::cmd("XADD")
-        .arg(format!("{}:{lane}:dead", env.prefix))
+        .arg(dead_key(env, lane))
         .arg(format!("{ms}-*"))
         .arg("job")
         .arg(r#"{"op":"expired"}"#)
@@ -138,21 +145,16 @@ pub async fn dead_letter(env: &Env, lane: &str, days: f64) -> String {
 
 pub async fn dead_letters(env: &Env, lane: &str) -> Vec<String> {
     let mut redis = env.redis().await;
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{}:{lane}:dead", env.prefix))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    let reply: redis::streams::StreamRangeReply =
+        redis::cmd("XRANGE").arg(dead_key(env, lane)).arg("-").arg("+").query_async(&mut redis).await.unwrap();
     reply.ids.into_iter().map(|entry| entry.id).collect()
 }
 
-/// Records `job` in `{prefix}:ids`, as enqueueing does.
+/// Records `job` in the queue's ids hash, as enqueueing does.
 pub async fn queue_id(env: &Env, job: &str) {
     let mut redis = env.redis().await;
     let () = redis::cmd("HSET")
-        .arg(format!("{}:ids", env.prefix))
+        .arg(Layout::new(&env.prefix).ids())
         .arg(job)
         .arg("1700000000000-0")
         .query_async(&mut redis)
@@ -163,7 +165,7 @@ pub async fn queue_id(env: &Env, job: &str) {
 pub async fn queue_ids(env: &Env) -> Vec<String> {
     let mut redis = env.redis().await;
     let mut ids: Vec<String> =
-        redis::cmd("HKEYS").arg(format!("{}:ids", env.prefix)).query_async(&mut redis).await.unwrap();
+        redis::cmd("HKEYS").arg(Layout::new(&env.prefix).ids()).query_async(&mut redis).await.unwrap();
     ids.sort();
     ids
 }

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use janitor_workers::layout::Lane;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -103,7 +104,7 @@ fn field<'a>(entry: &'a [(String, String)], name: &str) -> &'a str {
 /// Entries of the bulk stream that some consumer still holds.
 async fn bulk_pending(env: &Env) -> i64 {
     let reply: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
-        .arg(format!("{}:bulk:jobs", env.prefix))
+        .arg(env.layout().stream(Lane::Bulk))
         .arg("workers")
         .query_async(&mut env.redis().await)
         .await
@@ -122,7 +123,11 @@ async fn assert_all_cleaned(env: &Env, job_id: Uuid, row: &JobRow) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_whose_worker_is_killed_is_finished_by_a_new_worker(pool: PgPool) {
-    let env = Env::new(pool);
+    a_job_whose_worker_is_killed_is_finished_by_a_new_worker_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_job_whose_worker_is_killed_is_finished_by_a_new_worker`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_job_whose_worker_is_killed_is_finished_by_a_new_worker_on(env: Env) {
     seed_slow_job(&env, SEEDED).await;
     let a = env.worker(&[], &settings(&[]));
     let job_id = env.enqueue(&["expired"]).await;
@@ -151,7 +156,11 @@ async fn a_job_whose_worker_is_killed_is_finished_by_a_new_worker(pool: PgPool) 
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_running_worker_rescues_the_job_of_a_killed_one(pool: PgPool) {
-    let env = Env::new(pool);
+    a_running_worker_rescues_the_job_of_a_killed_one_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_running_worker_rescues_the_job_of_a_killed_one`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_running_worker_rescues_the_job_of_a_killed_one_on(env: Env) {
     seed_slow_job(&env, SEEDED).await;
     let first = env.worker(&[], &settings(&[]));
     let second = env.worker(&[], &settings(&[]));
@@ -201,7 +210,11 @@ async fn install_poison(pool: &PgPool) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attempts(pool: PgPool) {
-    let env = Env::new(pool);
+    a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attempts_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attempts`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attempts_on(env: Env) {
     for i in 0..5 {
         let image = Image::expired(&format!("photos/poison/{i}.jpg"), SIZE);
         insert_image(&env.pool, Some(&env.store), &image).await;
@@ -224,11 +237,12 @@ async fn a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attem
     let last_error = row.4.clone().unwrap_or_default();
     assert!(last_error.contains("poison"), "{last_error}");
     assert_eq!(row.1, 0, "no batch ever committed: {row:?}");
-    // Every delete rolled back. (The files went first, by design: a row
-    // whose file is gone is deleted and counted by the next run.)
+    // Every delete rolled back, and no file was touched: files are unlinked
+    // only after their batch commits.
     assert_eq!(count_images(&env.pool).await, 5);
+    assert_eq!(files_under(env.store.root()), 5);
 
-    let dead_key = format!("{}:bulk:dead", env.prefix);
+    let dead_key = env.layout().dead(Lane::Bulk);
     // The row is failed before the entry is dead-lettered (the handler
     // records the failure, then the queue settles the entry).
     crate::harness::wait_until("the entry is dead-lettered", Duration::from_secs(10), || async {
@@ -258,7 +272,11 @@ async fn a_job_that_fails_every_time_is_failed_and_dead_lettered_after_max_attem
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed(pool: PgPool) {
-    let env = Env::new(pool);
+    a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed_on(env: Env) {
     seed_slow_job(&env, SEEDED).await;
     let crashy = settings(&[("JANITOR_MAX_ATTEMPTS", "2")]);
     let mut worker = env.worker(&[], &crashy);
@@ -287,7 +305,7 @@ async fn a_job_that_kills_its_worker_every_time_is_dead_lettered_and_failed(pool
     // dead letter), or the reconciler finds the lease expired first and
     // fails the row itself. Either way it never runs a third time.
     let last_error = row.4.clone().unwrap_or_default();
-    let dead = stream_entries(&env, &format!("{}:bulk:dead", env.prefix)).await;
+    let dead = stream_entries(&env, &env.layout().dead(Lane::Bulk)).await;
     if last_error.starts_with("dead-lettered") {
         assert_eq!(dead.len(), 1, "{dead:?}");
         assert!(!field(&dead[0], "reason").is_empty(), "{dead:?}");

@@ -74,7 +74,7 @@ async fn a_duplicate_that_loses_the_lease_on_its_last_attempt_does_not_fail_the_
 /// Puts one session job (3 images) on the stream twice under the same job
 /// id, then starts a worker: one read hands it both entries, which run side
 /// by side.
-async fn deliver_twice(env: Env, knobs: &[(&str, &str)]) {
+pub(crate) async fn deliver_twice(env: Env, knobs: &[(&str, &str)]) {
     for i in 0..3 {
         let image = Image::fresh(&format!("photos/dup/{i}.jpg"), 10).session("dup");
         insert_image(&env.pool, Some(&env.store), &image).await;
@@ -112,7 +112,11 @@ async fn deliver_twice(env: Env, knobs: &[(&str, &str)]) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn equal_session_jobs_are_deduplicated_until_the_first_ends(pool: PgPool) {
-    let env = Env::new(pool);
+    equal_session_jobs_are_deduplicated_until_the_first_ends_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`equal_session_jobs_are_deduplicated_until_the_first_ends`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn equal_session_jobs_are_deduplicated_until_the_first_ends_on(env: Env) {
     insert_image(&env.pool, Some(&env.store), &Image::fresh("photos/s.jpg", 5).session("S")).await;
     let mut replies = Vec::new();
     for _ in 0..20 {
@@ -148,7 +152,11 @@ async fn equal_session_jobs_are_deduplicated_until_the_first_ends(pool: PgPool) 
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_raw_xadd_without_a_job_id_runs(pool: PgPool) {
-    let env = Env::new(pool);
+    a_raw_xadd_without_a_job_id_runs_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_raw_xadd_without_a_job_id_runs`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_raw_xadd_without_a_job_id_runs_on(env: Env) {
     insert_image(&env.pool, Some(&env.store), &Image::fresh("photos/abc.jpg", 4).session("abc")).await;
     let worker = env.worker(&[], &[]);
     let entry = xadd(&env, &[("job", r#"{"op":"session","session_id":"abc"}"#)]).await;
@@ -173,7 +181,11 @@ async fn a_raw_xadd_without_a_job_id_runs(pool: PgPool) {
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn bad_messages_are_dead_lettered_and_the_worker_goes_on(pool: PgPool) {
-    let env = Env::new(pool);
+    bad_messages_are_dead_lettered_and_the_worker_goes_on_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`bad_messages_are_dead_lettered_and_the_worker_goes_on`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn bad_messages_are_dead_lettered_and_the_worker_goes_on_on(env: Env) {
     let worker = env.worker(&[], &[]);
     let bad: [(&[(&str, &str)], &str); 4] = [
         (&[("job", "{not json")], "job payload is not valid"),
@@ -276,7 +288,7 @@ pub(crate) fn session(id: &str) -> JobSpec {
 }
 
 pub(crate) async fn producer(env: &Env) -> Producer {
-    let client = redis::Client::open(env.redis_url.as_str()).unwrap();
+    let client = janitor_workers::RedisTarget::open(&env.redis_url, env.cluster).unwrap();
     Producer::connect(env.pool.clone(), client, Layout::new(&env.prefix)).await.expect("the producer connects")
 }
 
@@ -308,9 +320,10 @@ pub(crate) async fn ids_len(env: &Env) -> usize {
     env.redis().await.hlen(Layout::new(&env.prefix).ids()).await.unwrap()
 }
 
-/// This test's keys matching `{prefix}:{pattern}`.
+/// This test's keys matching `{prefix}:{pattern}` (the prefix hash-tagged).
 pub(crate) async fn keys(env: &Env, pattern: &str) -> Vec<String> {
-    env.redis().await.keys(format!("{}:{pattern}", env.prefix)).await.unwrap()
+    let all = env.layout().pattern();
+    env.redis().await.keys(format!("{}{pattern}", &all[..all.len() - 1])).await.unwrap()
 }
 
 pub(crate) async fn status_counts(env: &Env) -> HashMap<String, i64> {

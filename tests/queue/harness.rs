@@ -27,6 +27,8 @@ pub struct Env {
     pub pool: PgPool,
     pub store: Store,
     pub redis_url: String,
+    /// Whether `redis_url` is a Redis Cluster's seed list.
+    pub cluster: bool,
     pub prefix: String,
     database_url: String,
 }
@@ -42,9 +44,15 @@ impl Env {
             pool,
             store: Store::new(),
             redis_url,
+            cluster: false,
             prefix: format!("janitor-test:{}", Uuid::new_v4().simple()),
             database_url,
         }
+    }
+
+    /// A world whose queue is on a Redis Cluster (`JANITOR_REDIS_CLUSTER`).
+    pub fn on_cluster(pool: PgPool, seeds: String) -> Self {
+        Self { cluster: true, ..Self::with_redis(pool, seeds) }
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -53,6 +61,7 @@ impl Env {
             .args(args)
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
+            .env("JANITOR_REDIS_CLUSTER", self.cluster.to_string())
             .env("JANITOR_QUEUE", &self.prefix)
             .env("JANITOR_STORAGE_ROOT", self.store.root())
             .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".into()))
@@ -103,24 +112,30 @@ impl Env {
         .await
     }
 
-    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis_url.as_str())
+    /// This test's key layout (its keys are `{prefix}:…`, hash-tagged).
+    pub fn layout(&self) -> janitor_workers::layout::Layout {
+        janitor_workers::layout::Layout::new(&self.prefix)
+    }
+
+    /// A connection to this test's Redis (a cluster connection on a cluster).
+    pub async fn redis(&self) -> janitor_workers::RedisConnection {
+        janitor_workers::RedisTarget::open(&self.redis_url, self.cluster)
             .unwrap()
-            .get_multiplexed_async_connection()
+            .connect(janitor_workers::Timeouts::default())
             .await
             .expect("redis is reachable")
     }
 
     /// Deletes this test's keys (and only those).
     pub async fn cleanup_keys(&self) {
-        let Ok(client) = redis::Client::open(self.redis_url.as_str()) else {
+        let Ok(target) = janitor_workers::RedisTarget::open(&self.redis_url, self.cluster) else {
             return;
         };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        let Ok(mut conn) = target.connect(janitor_workers::Timeouts::default()).await else {
             return;
         };
         let keys: Vec<String> =
-            redis::cmd("KEYS").arg(format!("{}:*", self.prefix)).query_async(&mut conn).await.unwrap_or_default();
+            redis::cmd("KEYS").arg(self.layout().pattern()).query_async(&mut conn).await.unwrap_or_default();
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
         }

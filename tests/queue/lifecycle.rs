@@ -6,6 +6,8 @@
 use std::time::{Duration, Instant};
 
 use janitor_workers::layout::{Lane, Layout};
+use janitor_workers::producer;
+use janitor_workers::results::{self, NewJob};
 use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -34,7 +36,11 @@ fn knobs(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static 
 /// reconciler re-enqueues it within the lease plus an interval, to resume.
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_that_lost_its_worker_and_its_entry_is_recovered(pool: PgPool) {
-    let env = Env::new(pool);
+    a_job_that_lost_its_worker_and_its_entry_is_recovered_on(Env::new(pool)).await;
+}
+
+/// The scenario of [`a_job_that_lost_its_worker_and_its_entry_is_recovered`], on `env`'s Redis (one server or a cluster).
+pub(crate) async fn a_job_that_lost_its_worker_and_its_entry_is_recovered_on(env: Env) {
     seed_expired_bulk(&env, 400).await;
     let first = env.worker(&[], &knobs(&[]));
     let job = env.enqueue(&["expired"]).await;
@@ -52,6 +58,39 @@ async fn a_job_that_lost_its_worker_and_its_entry_is_recovered(pool: PgPool) {
     assert_eq!(count_images(&env.pool).await, 0);
     eprintln!("recovered and finished {:.1?} after the kill", killed.elapsed());
     second.signal("TERM").await;
+    env.cleanup_keys().await;
+}
+
+/// An upgrade from the keys before the hash tag (`janitor:session:jobs`
+/// became `{janitor}:session:jobs`): a job the old producer queued has its
+/// row, so the new worker's reconciler re-enqueues it under the new keys,
+/// and it runs once, as docs/OPERATIONS.md's "Moving an existing
+/// deployment" says.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_queued_under_the_old_untagged_keys_runs_after_the_upgrade(pool: PgPool) {
+    let env = Env::new(pool);
+    for i in 0..3 {
+        let image = crate::support::Image::fresh(&format!("photos/up/{i}.jpg"), 10).session("up");
+        crate::support::insert_image(&env.pool, Some(&env.store), &image).await;
+    }
+    // What the old producer did: the row, then the entry and its id under
+    // the old, untagged keys.
+    let (job_id, spec) = (Uuid::new_v4(), crate::delivery::session("up"));
+    let new = NewJob { job_id, spec: &spec, requested_by: None, queue: &env.prefix };
+    results::insert_queued(&env.pool, &[new]).await.unwrap();
+    let (old_stream, old_ids) = (format!("{}:session:jobs", env.prefix), format!("{}:ids", env.prefix));
+    let mut redis = env.redis().await;
+    let entry: String = redis.xadd(&old_stream, "*", &[("job", producer::payload(job_id, &spec, None))]).await.unwrap();
+    let _: i64 = redis.hset(&old_ids, job_id.to_string(), &entry).await.unwrap();
+
+    let worker = env.worker(&[], &QUICK);
+    let row = env.finished(job_id, Duration::from_secs(60)).await;
+    assert_eq!((row.0.as_str(), row.1), ("completed", 3), "{row:?}");
+    assert_eq!(status_counts(&env).await.values().sum::<i64>(), 1, "one job, run once");
+    assert_eq!(count_images(&env.pool).await, 0);
+    worker.signal("TERM").await;
+    assert_eq!(worker.exit_code(Duration::from_secs(15)).await, Some(0));
+    let _: i64 = redis.del(&[&old_stream, &old_ids]).await.unwrap();
     env.cleanup_keys().await;
 }
 
@@ -305,7 +344,7 @@ async fn a_session_job_whose_worker_died_does_not_hold_its_session(pool: PgPool)
     .execute(&env.pool)
     .await
     .unwrap();
-    let key = format!("{}:dedup:live:s", env.prefix);
+    let key = env.layout().session_dedup("s", false);
     let held = format!("{stale} {}", chrono::Utc::now().timestamp_millis());
     let _: () = env.redis().await.set(&key, held).await.unwrap();
 

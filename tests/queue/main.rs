@@ -7,6 +7,7 @@ mod support;
 
 mod harness;
 
+mod cluster;
 mod crash;
 mod delivery;
 mod health;

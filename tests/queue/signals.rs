@@ -26,7 +26,7 @@ fn settings(lease: &str) -> Vec<(&str, &str)> {
 async fn bulk_consumers(env: &Env) -> Vec<(String, usize)> {
     let reply: redis::streams::StreamInfoConsumersReply = redis::cmd("XINFO")
         .arg("CONSUMERS")
-        .arg(format!("{}:bulk:jobs", env.prefix))
+        .arg(env.layout().stream(janitor_workers::layout::Lane::Bulk))
         .arg("workers")
         .query_async(&mut env.redis().await)
         .await

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::connection::RedisTarget;
 use crate::job::JobSpec;
 pub use crate::jobs::context::{BatchReport, ProgressHook};
 use crate::jobs::context::{Pacer, QueueLink, RunContext};
@@ -87,8 +88,8 @@ impl Engine {
 
     /// Gives the engine the queue's Redis and keys, which a prune job tidies
     /// (dead letters, the ids hash). Connects only when such a job runs.
-    pub fn with_queue(mut self, client: redis::Client, layout: Layout) -> Self {
-        self.queue = Some(QueueLink { client, layout });
+    pub fn with_queue(mut self, target: impl Into<RedisTarget>, layout: Layout) -> Self {
+        self.queue = Some(QueueLink { target: target.into(), layout });
         self
     }
 

@@ -2,20 +2,31 @@
 //! (`JANITOR_QUEUE`, default `janitor`), so several deployments, and tests,
 //! can share one Redis without seeing each other's jobs.
 //!
-//! | key | type | what |
+//! The prefix is the keys' Redis Cluster hash tag: `janitor` gives
+//! `{janitor}:session:jobs`, so all of a deployment's keys hash to one slot
+//! and every script and `MULTI` (which touch the stream, the ids hash and a
+//! dedup key together) is legal on a cluster, as BullMQ does. A prefix that
+//! already holds a tag (`{janitor}:eu`) is used as it is. One slot means one
+//! master holds a deployment's queue; a deployment's queue traffic is a few
+//! commands per job, far below what one Redis serves.
+//!
+//! | key (prefix `janitor`) | type | what |
 //! |---|---|---|
-//! | `{prefix}:session:jobs` | stream | session cleanups (short jobs) |
-//! | `{prefix}:bulk:jobs` | stream | every other operation (long jobs) |
-//! | `{prefix}:{lane}:dead` | stream | dead letters, with the reason |
-//! | `{prefix}:ids` | hash | job id → entry id of every job on a stream |
-//! | `{prefix}:dedup:{live,dry}:{session_id}` | string, with TTL | the session job queued or running |
+//! | `{janitor}:session:jobs` | stream | session cleanups (short jobs) |
+//! | `{janitor}:bulk:jobs` | stream | every other operation (long jobs) |
+//! | `{janitor}:{lane}:dead` | stream | dead letters, with the reason |
+//! | `{janitor}:ids` | hash | job id → entry id of every job on a stream |
+//! | `{janitor}:postponed` | hash | jobs an outage postponed |
+//! | `{janitor}:dedup:{live,dry}:{session_id}` | string, with TTL | the session job queued or running |
 //!
 //! Two lanes, each with its own workers, so that a session cleanup never
 //! waits behind a long orphan scan.
 
 use uuid::Uuid;
 
-use crate::queue::QueueConfig;
+#[cfg(test)]
+use crate::queue::has_hash_tag;
+use crate::queue::{hash_tagged, QueueConfig};
 
 /// The two streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,22 +51,33 @@ impl Lane {
 /// The key layout under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
+    /// The name of the queue (`JANITOR_QUEUE`), as `job_results.queue` holds it.
     prefix: String,
+    /// What every key starts with: the prefix as a hash tag.
+    base: String,
 }
 
 impl Layout {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        let prefix = prefix.into();
+        let base = hash_tagged(&prefix);
+        Self { prefix, base }
     }
 
+    /// The queue's name, as given (without the hash tag's braces).
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// A `KEYS`/`SCAN` pattern that matches every key of this layout.
+    pub fn pattern(&self) -> String {
+        format!("{}:*", glob_escape(&self.base))
     }
 
     /// The queue settings' prefix for a lane: its keys are
     /// `{prefix}:{lane}:jobs` and `{prefix}:{lane}:dead`.
     pub fn lane_prefix(&self, lane: Lane) -> String {
-        format!("{}:{}", self.prefix, lane.name())
+        format!("{}:{}", self.base, lane.name())
     }
 
     pub fn stream(&self, lane: Lane) -> String {
@@ -67,19 +89,19 @@ impl Layout {
     }
 
     pub fn ids(&self) -> String {
-        format!("{}:ids", self.prefix)
+        format!("{}:ids", self.base)
     }
 
     /// The hash of postponed jobs: job id → when an outage first postponed
     /// it (milliseconds since the epoch).
     pub fn postponed(&self) -> String {
-        format!("{}:postponed", self.prefix)
+        format!("{}:postponed", self.base)
     }
 
     /// The dedup key of a session's job (see `JobSpec::dedup_key`).
     pub fn session_dedup(&self, session_id: &str, dry_run: bool) -> String {
         let mode = if dry_run { "dry" } else { "live" };
-        format!("{}:dedup:{mode}:{session_id}", self.prefix)
+        format!("{}:dedup:{mode}:{session_id}", self.base)
     }
 
     /// The job id of an entry enqueued without one: stable for the entry, so
@@ -89,6 +111,18 @@ impl Layout {
     }
 }
 
+/// `text` with Redis glob's special characters escaped.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,10 +130,45 @@ mod tests {
     #[test]
     fn keys_stay_under_the_prefix() {
         let layout = Layout::new("janitor:t1");
-        assert_eq!(layout.stream(Lane::Session), "janitor:t1:session:jobs");
-        assert_eq!(layout.dead(Lane::Bulk), "janitor:t1:bulk:dead");
-        assert_eq!(layout.session_dedup("abc", false), "janitor:t1:dedup:live:abc");
+        assert_eq!(layout.prefix(), "janitor:t1");
+        assert_eq!(layout.stream(Lane::Session), "{janitor:t1}:session:jobs");
+        assert_eq!(layout.dead(Lane::Bulk), "{janitor:t1}:bulk:dead");
+        assert_eq!(layout.ids(), "{janitor:t1}:ids");
+        assert_eq!(layout.postponed(), "{janitor:t1}:postponed");
+        assert_eq!(layout.session_dedup("abc", false), "{janitor:t1}:dedup:live:abc");
+        assert_eq!(layout.pattern(), "{janitor:t1}:*");
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));
         assert_ne!(layout.derived_job_id("1-0"), Layout::new("other").derived_job_id("1-0"));
+    }
+
+    #[test]
+    fn every_key_hashes_to_the_prefix_tag() {
+        // The slot is decided by the tag alone, so comparing tags is enough.
+        fn tag(key: &str) -> &str {
+            let open = key.find('{').unwrap();
+            let length = key[open + 1..].find('}').unwrap();
+            &key[open + 1..open + 1 + length]
+        }
+        for prefix in ["janitor", "janitor:eu", "{janitor}:eu", "app{shard1}", "x{}y", "a}b"] {
+            let layout = Layout::new(prefix);
+            let keys = [
+                layout.stream(Lane::Session),
+                layout.stream(Lane::Bulk),
+                layout.dead(Lane::Session),
+                layout.dead(Lane::Bulk),
+                layout.ids(),
+                layout.postponed(),
+                layout.session_dedup("s{1}", true),
+            ];
+            let expected = tag(&keys[0]).to_owned();
+            assert!(!expected.is_empty(), "{prefix}");
+            for key in &keys {
+                assert!(has_hash_tag(key), "{key}");
+                assert_eq!(tag(key), expected, "{prefix}: {key}");
+            }
+        }
+        assert_eq!(Layout::new("{janitor}:eu").stream(Lane::Bulk), "{janitor}:eu:bulk:jobs");
+        assert!(!has_hash_tag("x{}y") && !has_hash_tag("plain") && has_hash_tag("a{b}"));
+        assert_eq!(Layout::new("a*[b]").pattern(), "{a\\*\\[b\\]}:*");
     }
 }

@@ -15,6 +15,8 @@
 //! - [`storage`]: the storage-root wall: path validation; unlinking, the
 //!   quarantine's moves and the trash, the inspection of files and the
 //!   sweep's walk, all resolved beneath the root without following symlinks.
+//! - [`connection`]: one Redis server or a Redis Cluster behind one
+//!   connection type; [`layout`] puts every key under one hash tag.
 //! - [`progress`]: counters, error items and the checkpoint of a running job.
 //! - [`results`]: the `job_results` table: leases, per-batch progress, the
 //!   final result, queries.
@@ -35,6 +37,7 @@
 //! - The orphan sweep decides only on a complete walk.
 
 pub mod admin;
+pub mod connection;
 mod dedup;
 pub mod engine;
 pub mod health;
@@ -56,6 +59,7 @@ pub mod settings;
 pub mod storage;
 pub mod worker;
 
+pub use connection::{RedisConnection, RedisTarget, Timeouts};
 pub use engine::{BatchReport, Engine, EngineError, EngineSettings, RunControl, RunOutcome};
 pub use job::{CleanupJob, DaysOld, InputError, JobSpec, SessionId};
 pub use results::JobRecord;

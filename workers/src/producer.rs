@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::connection::{RedisConnection, RedisTarget, Timeouts};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, OnceCell};
@@ -60,7 +60,7 @@ pub struct Enqueued {
 #[derive(Clone)]
 pub struct Producer {
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: RedisConnection,
     layout: Layout,
     dedup_ttl: Duration,
     finished: Arc<OnceCell<broadcast::Sender<Uuid>>>,
@@ -68,24 +68,21 @@ pub struct Producer {
 
 impl Producer {
     /// Connects to Redis (failing fast if it is down).
-    pub async fn connect(pool: PgPool, redis: redis::Client, layout: Layout) -> Result<Self, ProducerError> {
-        let redis = ConnectionManager::new_with_config(redis, Self::redis_config()).await?;
+    pub async fn connect(pool: PgPool, redis: impl Into<RedisTarget>, layout: Layout) -> Result<Self, ProducerError> {
+        let redis = redis.into().connect(Self::redis_timeouts()).await?;
         Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
     }
 
     /// Like [`Producer::connect`], but connects on first use: for `janitor
     /// serve`, which starts (and answers `/metrics` and `/readyz`) while Redis
     /// is down, and fails only the enqueues until it is back.
-    pub fn lazy(pool: PgPool, redis: redis::Client, layout: Layout) -> Result<Self, ProducerError> {
-        let redis = ConnectionManager::new_lazy_with_config(redis, Self::redis_config())?;
+    pub fn lazy(pool: PgPool, redis: impl Into<RedisTarget>, layout: Layout) -> Result<Self, ProducerError> {
+        let redis = redis.into().connect_lazy(Self::redis_timeouts())?;
         Ok(Self { pool, redis, layout, dedup_ttl: DEFAULT_DEDUP_TTL, finished: Arc::new(OnceCell::new()) })
     }
 
-    fn redis_config() -> ConnectionManagerConfig {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
+    fn redis_timeouts() -> Timeouts {
+        Timeouts { connect: Some(Duration::from_secs(3)), response: Some(Duration::from_secs(5)), retries: Some(2) }
     }
 
     pub fn with_dedup_ttl(mut self, ttl: Duration) -> Self {
@@ -102,7 +99,7 @@ impl Producer {
     }
 
     /// A handle on the producer's Redis connection.
-    pub(crate) fn redis(&self) -> ConnectionManager {
+    pub(crate) fn redis(&self) -> RedisConnection {
         self.redis.clone()
     }
 
@@ -294,7 +291,7 @@ impl Producer {
 
     async fn push(
         &self,
-        redis: &mut ConnectionManager,
+        redis: &mut RedisConnection,
         job_id: Uuid,
         spec: &JobSpec,
         requested_by: Option<&str>,

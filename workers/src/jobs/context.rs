@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::connection::RedisTarget;
 use crate::layout::Layout;
 use crate::progress::Progress;
 use crate::results::Lease;
@@ -19,7 +20,7 @@ use crate::storage::Storage;
 /// The queue's Redis client and key layout.
 #[derive(Debug, Clone)]
 pub(crate) struct QueueLink {
-    pub client: redis::Client,
+    pub target: RedisTarget,
     pub layout: Layout,
 }
 

@@ -10,7 +10,8 @@ use super::error::QueueError;
 /// one Redis without touching each other's data.
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
-    /// Key prefix, e.g. `janitor:prod`. Keys are `{prefix}:jobs` and `{prefix}:dead`.
+    /// Key prefix, e.g. `janitor:prod`. Keys are `{janitor:prod}:jobs` and
+    /// `{janitor:prod}:dead` (see [`hash_tagged`]).
     pub prefix: String,
     /// Consumer group name. All workers of one queue must use the same group.
     pub group: String,
@@ -79,7 +80,10 @@ impl QueueConfig {
 
     /// The Redis keys derived from `prefix`.
     pub fn keys(&self) -> Keys {
-        Keys { stream: format!("{}:jobs", self.prefix), dead: format!("{}:dead", self.prefix) }
+        // One hash tag for both, so the scripts that move an entry from one
+        // to the other stay in one Redis Cluster slot.
+        let base = hash_tagged(&self.prefix);
+        Keys { stream: format!("{base}:jobs"), dead: format!("{base}:dead") }
     }
 }
 
@@ -121,6 +125,24 @@ pub fn host_name() -> String {
         .unwrap_or_else(|| "host".to_owned())
 }
 
+/// Whether `key` holds a Redis Cluster hash tag: a `{` followed, later, by
+/// a `}` with at least one character between them. Only the first `{` and
+/// the first `}` after it count, as in Redis.
+pub fn has_hash_tag(key: &str) -> bool {
+    key.find('{').and_then(|open| key[open + 1..].find('}')).is_some_and(|length| length > 0)
+}
+
+/// `prefix` as the start of cluster-safe keys: itself if it holds a hash
+/// tag, otherwise wrapped in one (`janitor` → `{janitor}`). Every key that
+/// starts with the result hashes to the same slot.
+pub fn hash_tagged(prefix: &str) -> String {
+    if has_hash_tag(prefix) {
+        prefix.to_owned()
+    } else {
+        format!("{{{prefix}}}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,8 +162,10 @@ mod tests {
     #[test]
     fn keys_follow_prefix() {
         let keys = QueueConfig::new("janitor:t1").keys();
-        assert_eq!(keys.stream, "janitor:t1:jobs");
-        assert_eq!(keys.dead, "janitor:t1:dead");
+        assert_eq!(keys.stream, "{janitor:t1}:jobs");
+        assert_eq!(keys.dead, "{janitor:t1}:dead");
+        let keys = QueueConfig::new("{janitor}:session").keys();
+        assert_eq!(keys.stream, "{janitor}:session:jobs");
     }
 
     #[test]

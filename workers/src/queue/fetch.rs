@@ -11,7 +11,6 @@ use std::{
 
 use apalis_core::task::{builder::TaskBuilder, task_id::TaskId, Task};
 use redis::{
-    aio::ConnectionManager,
     streams::{
         StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply, StreamReadOptions,
         StreamReadReply,
@@ -20,6 +19,8 @@ use redis::{
 };
 use serde::de::DeserializeOwned;
 use tracing::{debug, info, warn};
+
+use crate::connection::RedisConnection;
 
 use super::{
     backoff::Backoff,
@@ -34,7 +35,7 @@ pub(crate) struct Fetcher {
     queue: StreamQueue,
     consumer: Arc<Consumer>,
     /// Dedicated connection for `XREADGROUP … BLOCK`; created on first use.
-    reader: Option<ConnectionManager>,
+    reader: Option<RedisConnection>,
     /// When the next `XAUTOCLAIM` pass is due.
     next_rescue: Instant,
     /// `XAUTOCLAIM` scan cursor; `0-0` starts a new pass over the pending list.
@@ -180,7 +181,7 @@ impl Fetcher {
     /// would add it back: it owned nothing); the script checks the pending
     /// list again atomically before it deletes. So the group does not grow
     /// with every crash.
-    async fn forget_dead(&self, conn: &mut ConnectionManager) -> RedisResult<()> {
+    async fn forget_dead(&self, conn: &mut RedisConnection) -> RedisResult<()> {
         let keys = self.queue.keys();
         let config = self.queue.config();
         let silent = (config.min_idle * 2).max(Duration::from_secs(10));
@@ -199,7 +200,7 @@ impl Fetcher {
     /// Delivery counts of this consumer's pending entries within the claimed id range.
     async fn delivery_counts(
         &self,
-        conn: &mut ConnectionManager,
+        conn: &mut RedisConnection,
         claimed: &[StreamId],
     ) -> RedisResult<HashMap<String, u64>> {
         let (Some(first), Some(last)) = (claimed.first(), claimed.last()) else {

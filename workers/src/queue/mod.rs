@@ -46,7 +46,7 @@ pub mod wire;
 
 pub use ack::StreamAcker;
 pub use backend::RedisStreamBackend;
-pub use config::{Keys, QueueConfig};
+pub use config::{has_hash_tag, hash_tagged, Keys, QueueConfig};
 pub use error::{HandBack, QueueError, Relinquish};
 pub use queue::StreamQueue;
 pub use wire::{DeadLetter, Delivery};

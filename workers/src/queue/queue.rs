@@ -2,13 +2,11 @@
 
 use std::sync::Arc;
 
-use redis::{
-    aio::{ConnectionManager, ConnectionManagerConfig},
-    streams::StreamRangeReply,
-    AsyncCommands, Client,
-};
+use redis::{streams::StreamRangeReply, AsyncCommands};
 use serde::Serialize;
 use tracing::{debug, info};
+
+use crate::connection::{RedisConnection, RedisTarget, Timeouts};
 
 use super::{
     config::{Keys, QueueConfig},
@@ -29,9 +27,9 @@ pub struct StreamQueue {
 struct Inner {
     config: QueueConfig,
     keys: Keys,
-    client: Client,
+    target: RedisTarget,
     /// Shared connection for enqueue, ack, heartbeat and rescue commands.
-    commands: ConnectionManager,
+    commands: RedisConnection,
 }
 
 impl std::fmt::Debug for StreamQueue {
@@ -42,12 +40,12 @@ impl std::fmt::Debug for StreamQueue {
 
 impl StreamQueue {
     /// Validates `config`, connects, and creates the consumer group if missing.
-    pub async fn connect(client: Client, config: QueueConfig) -> Result<Self, QueueError> {
+    pub async fn connect(target: impl Into<RedisTarget>, config: QueueConfig) -> Result<Self, QueueError> {
         config.validate()?;
-        let manager_config = ConnectionManagerConfig::new().set_response_timeout(Some(config.command_timeout));
-        let commands = ConnectionManager::new_with_config(client.clone(), manager_config).await?;
+        let target = target.into();
+        let commands = target.connect(Timeouts::response(config.command_timeout)).await?;
         let keys = config.keys();
-        let queue = Self { inner: Arc::new(Inner { config, keys, client, commands }) };
+        let queue = Self { inner: Arc::new(Inner { config, keys, target, commands }) };
         queue.ensure_group().await?;
         Ok(queue)
     }
@@ -107,7 +105,7 @@ impl StreamQueue {
     }
 
     /// A clone of the shared command connection.
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> RedisConnection {
         self.inner.commands.clone()
     }
 
@@ -116,9 +114,8 @@ impl StreamQueue {
     /// Its response timeout is `block` plus the command timeout: redis-rs's
     /// default of 500 ms would abort every longer `BLOCK`, while no timeout at
     /// all would hang forever on a silently dropped connection.
-    pub(crate) fn reader_connection(&self) -> redis::RedisResult<ConnectionManager> {
+    pub(crate) fn reader_connection(&self) -> redis::RedisResult<RedisConnection> {
         let timeout = self.inner.config.block + self.inner.config.command_timeout;
-        let manager_config = ConnectionManagerConfig::new().set_response_timeout(Some(timeout));
-        ConnectionManager::new_lazy_with_config(self.inner.client.clone(), manager_config)
+        self.inner.target.connect_lazy(Timeouts::response(timeout))
     }
 }

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use crate::connection::RedisConnection;
 use crate::engine::Engine;
 use crate::layout::{Lane, Layout};
 use crate::queue::QueueConfig;
@@ -87,7 +87,7 @@ impl WorkerSettings {
 #[derive(Clone)]
 pub struct WorkerContext {
     pub(crate) engine: Engine,
-    pub(crate) redis: ConnectionManager,
+    pub(crate) redis: RedisConnection,
     pub(crate) settings: Arc<WorkerSettings>,
     pub(crate) shutdown: CancellationToken,
 }

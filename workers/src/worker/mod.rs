@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use futures::FutureExt as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+use crate::connection::{RedisTarget, Timeouts};
 use crate::engine::{Engine, EngineError, RunControl, RunOutcome};
 
 mod context;
@@ -58,12 +58,13 @@ macro_rules! lane_worker {
 /// out.
 pub async fn run(
     engine: Engine,
-    redis: redis::Client,
+    redis: impl Into<RedisTarget>,
     settings: WorkerSettings,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let config = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
-    let connection = ConnectionManager::new_with_config(redis.clone(), config)
+    let redis = redis.into();
+    let connection = redis
+        .connect(Timeouts::response(Duration::from_secs(5)))
         .await
         .map_err(|err| anyhow::anyhow!("cannot connect to Redis: {err}"))?;
     let ctx = WorkerContext { engine, redis: connection, settings: Arc::new(settings), shutdown: shutdown.clone() };

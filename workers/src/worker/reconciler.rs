@@ -19,6 +19,7 @@ use redis::AsyncCommands as _;
 use uuid::Uuid;
 
 use super::context::WorkerContext;
+use crate::connection::RedisConnection;
 use crate::dedup;
 use crate::job::{JobSpec, QueuedJob};
 use crate::queue::StreamQueue;
@@ -179,7 +180,7 @@ struct LostRow {
 }
 
 /// Whether the stream still holds the entry (pending or not yet read).
-async fn carried(redis: &mut redis::aio::ConnectionManager, stream: &str, entry: &str) -> redis::RedisResult<bool> {
+async fn carried(redis: &mut RedisConnection, stream: &str, entry: &str) -> redis::RedisResult<bool> {
     let reply: StreamRangeReply = redis.xrange_count(stream, entry, entry, 1).await?;
     Ok(!reply.ids.is_empty())
 }

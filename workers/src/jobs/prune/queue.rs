@@ -6,6 +6,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 
 use super::Pass;
+use crate::connection::{RedisConnection, Timeouts};
 use crate::jobs::PhaseEnd;
 use crate::layout::{Lane, Layout};
 use crate::retention::queue;
@@ -78,12 +79,12 @@ pub(super) async fn ids(pass: &mut Pass<'_, '_>) -> anyhow::Result<PhaseEnd> {
 
 /// A connection to the queue's Redis and its key layout; `None` if this
 /// engine was given no queue.
-async fn redis(pass: &Pass<'_, '_>) -> anyhow::Result<Option<(redis::aio::MultiplexedConnection, Layout)>> {
+async fn redis(pass: &Pass<'_, '_>) -> anyhow::Result<Option<(RedisConnection, Layout)>> {
     let Some(queue) = &pass.ctx.queue else {
         return Ok(None);
     };
     // A Redis that does not answer is worth a retry: the error goes up.
-    let conn = queue.client.get_multiplexed_async_connection().await?;
+    let conn = queue.target.connect(Timeouts::response(std::time::Duration::from_secs(5))).await?;
     Ok(Some((conn, queue.layout.clone())))
 }
 
