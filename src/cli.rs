@@ -314,11 +314,75 @@ pub struct ResultsArgs {
     pub json: bool,
 }
 
+impl Cli {
+    /// The command line as `janitor` parses it: the global settings are
+    /// listed once, in `janitor --help`; each command's help lists its own
+    /// flags and points there. (They are accepted after any command still.)
+    pub fn definition() -> clap::Command {
+        let mut command = <Self as clap::CommandFactory>::command();
+        // Building propagates the global flags into every command; only then
+        // can they be hidden there.
+        command.build();
+        let globals: Vec<clap::Id> =
+            command.get_arguments().filter(|arg| arg.is_global_set()).map(|arg| arg.get_id().clone()).collect();
+        hide_in_commands(&mut command, &globals);
+        command
+    }
+
+    /// Parses the process's arguments; exits with clap's message and code 2
+    /// on bad input.
+    pub fn parse_args() -> Self {
+        let matches = Self::definition().get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+}
+
+const GLOBALS_NOTE: &str =
+    "Settings every command takes (database, Redis, storage root, batches, logging, retention): \
+                            see `janitor --help`.";
+
+fn hide_in_commands(command: &mut clap::Command, globals: &[clap::Id]) {
+    for sub in command.get_subcommands_mut() {
+        // `mut_args` keeps the arguments' order, which the built command's
+        // flag index relies on (`mut_arg` would move the argument).
+        let edited =
+            std::mem::take(sub).mut_args(|arg| if globals.contains(arg.get_id()) { arg.hide(true) } else { arg });
+        let note = match edited.get_after_help() {
+            Some(help) => format!("{help}\n\n{GLOBALS_NOTE}"),
+            None => GLOBALS_NOTE.to_owned(),
+        };
+        *sub = edited.after_help(note);
+        hide_in_commands(sub, globals);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;
 
     use super::Cli;
+
+    /// The global settings are listed in `janitor --help` only; a command's
+    /// help lists its own flags and says where the others are, and the
+    /// others are still accepted after the command.
+    #[test]
+    fn global_settings_are_listed_once() {
+        let mut root = Cli::definition();
+        let top = root.render_help().to_string();
+        assert!(top.contains("--database-url") && top.contains("--redis-cluster"), "{top}");
+        let worker = root.find_subcommand_mut("worker").unwrap().render_help().to_string();
+        assert!(!worker.contains("--database-url") && !worker.contains("--batch-size"), "{worker}");
+        assert!(worker.contains("--concurrency") && worker.contains("see `janitor --help`"), "{worker}");
+        let run = root.find_subcommand_mut("run").unwrap().find_subcommand_mut("orphaned").unwrap();
+        let orphaned = run.render_help().to_string();
+        assert!(!orphaned.contains("--redis-url") && orphaned.contains("--min-age"), "{orphaned}");
+
+        let matches = Cli::definition()
+            .try_get_matches_from(["janitor", "worker", "--batch-size", "7", "--redis-cluster"])
+            .unwrap();
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap();
+        assert_eq!((cli.settings.batch_size, cli.settings.redis_cluster), (7, true));
+    }
 
     /// Every flag and argument of every command says what it is for.
     #[test]

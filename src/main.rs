@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
 use janitor::cli::Cli;
 
 fn main() -> ExitCode {
@@ -11,7 +10,7 @@ fn main() -> ExitCode {
         eprintln!("error: {err:#}");
         return ExitCode::from(janitor::commands::exit::USAGE);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     // The runtime (and its threads) only now: the file's settings were
     // exported while the process had one thread.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
