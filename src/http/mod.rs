@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod auth;
 pub mod cleanup;
+mod docs;
 pub mod error;
 pub mod failures;
 pub mod jobs;
@@ -112,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+        .merge(docs::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Longer than the longest `wait=true`, so a slow client is cut off
         // and a waiting one is not.

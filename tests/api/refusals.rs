@@ -31,7 +31,7 @@ async fn a_missing_or_wrong_token_is_401_and_enqueues_nothing(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn health_metrics_and_the_openapi_document_need_no_token(pool: PgPool) {
+async fn health_metrics_the_openapi_document_and_its_reference_page_need_no_token(pool: PgPool) {
     let api = Api::start(pool).await;
     let health = api.get_root("/healthz").await;
     assert_eq!((health.status, health.text().as_str()), (200, "ok"));
@@ -48,6 +48,26 @@ async fn health_metrics_and_the_openapi_document_need_no_token(pool: PgPool) {
     {
         assert!(paths.get(format!("/api/v1/admin/cleanup/{path}")).is_some(), "{path} is documented: {paths}");
     }
+    // The API reference: a page and its files, all served from the binary,
+    // the page allowed to load only from this server.
+    let page = api.get_root("/docs").await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(policy.contains("script-src 'self'") && policy.contains("connect-src 'self'"), "{policy}");
+    assert!(!page.text().contains("://"), "nothing from elsewhere: {}", page.text());
+    for (file, kind) in [
+        ("/docs/swagger-ui-bundle.js", "text/javascript"),
+        ("/docs/init.js", "text/javascript"),
+        ("/docs/swagger-ui.css", "text/css"),
+    ] {
+        assert!(page.text().contains(file), "the page loads {file}");
+        let served = api.get_root(file).await;
+        assert_eq!(served.status, 200, "{file}");
+        assert!(served.header("content-type").unwrap_or_default().starts_with(kind), "{file}");
+        assert!(!served.body.is_empty(), "{file}");
+    }
+    assert!(api.get_root("/docs/init.js").await.text().contains("\"/openapi.json\""));
     assert_nothing_enqueued(&api).await;
     assert!(api.audit_rows().await.is_empty(), "only admin requests are audited");
     api.finish().await;
