@@ -16,9 +16,7 @@
 //! - [`commands`]: one function per subcommand, returning the exit code.
 //! - [`output`]: human-readable renderings (`--json` bypasses them).
 //! - [`telemetry`]: the tracing subscriber.
-//! - [`bench`]: `janitor-bench`, benchmarks against same-run baselines.
 
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

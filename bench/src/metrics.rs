@@ -17,9 +17,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
-use super::{quantile_ms, BenchDb};
-use crate::http::limits::{RateLimiter, DEFAULT_LIMITS};
-use crate::http::{self, AppState};
+use crate::{quantile_ms, BenchDb};
+use janitor::http::limits::{RateLimiter, DEFAULT_LIMITS};
+use janitor::http::{self, AppState};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MetricsBench {
@@ -94,7 +94,7 @@ async fn measure(args: &MetricsBench, db: &BenchDb, redis_url: &str) -> anyhow::
         redis,
         tokens: None,
         limits: Arc::new(RateLimiter::parse(DEFAULT_LIMITS)?),
-        failures: Arc::new(crate::http::failures::AuthFailures::new(crate::http::failures::DEFAULT_LIMIT)),
+        failures: Arc::new(janitor::http::failures::AuthFailures::new(janitor::http::failures::DEFAULT_LIMIT)),
         min_grace: janitor_workers::engine::DEFAULT_MIN_GRACE,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -135,5 +135,5 @@ pub async fn sessions(
         .collect()
         .await;
     let latencies = latencies.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((super::rate(sessions.len(), started.elapsed()), latencies))
+    Ok((crate::rate(sessions.len(), started.elapsed()), latencies))
 }

@@ -1,11 +1,12 @@
 //! Benchmarks that print numbers, each against a baseline in the same run.
 //!
-//! `cargo run --release --bin janitor-bench -- queue` (see the README).
+//! `cargo build --release -p janitor -p janitor-bench && target/release/janitor-bench queue`
+//! (see docs/PERFORMANCE.md).
 
 use clap::{Parser, Subcommand};
-use janitor::bench::engine::EngineBench;
-use janitor::bench::metrics::MetricsBench;
-use janitor::bench::queue::QueueBench;
+use janitor_bench::engine::EngineBench;
+use janitor_bench::metrics::MetricsBench;
+use janitor_bench::queue::QueueBench;
 
 #[derive(Debug, Parser)]
 #[command(name = "janitor-bench", about = "janitor benchmarks, each against a baseline")]
@@ -37,8 +38,8 @@ async fn main() -> anyhow::Result<()> {
     // The benchmark enqueues thousands of jobs: only warnings, unless asked.
     janitor::telemetry::init("text", "warn");
     match &cli.bench {
-        Bench::Queue(args) => janitor::bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
-        Bench::Engine(args) => janitor::bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
-        Bench::Metrics(args) => janitor::bench::metrics::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Queue(args) => janitor_bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Engine(args) => janitor_bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Metrics(args) => janitor_bench::metrics::run(args, &cli.database_url, &cli.redis_url).await,
     }
 }

@@ -12,8 +12,8 @@ use janitor_workers::{CleanupJob, DaysOld, JobRecord, JobSpec, SessionId};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{baseline, quantile_ms, rate, BenchDb, CpuTimes};
-use crate::seed;
+use crate::{baseline, quantile_ms, rate, BenchDb, CpuTimes};
+use janitor::seed;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct EngineBench {
@@ -76,7 +76,14 @@ struct WorkerProcess {
 
 impl WorkerProcess {
     fn start(args: &EngineBench, store: &Store, redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        // The binary of the same build (the bench is its own package, so
+        // building it does not build `janitor`).
         let janitor = std::env::current_exe()?.with_file_name("janitor");
+        anyhow::ensure!(
+            janitor.is_file(),
+            "{} is missing: build it with the bench (cargo build --release -p janitor -p janitor-bench)",
+            janitor.display()
+        );
         let child = tokio::process::Command::new(janitor)
             .arg("worker")
             .env("DATABASE_URL", store.db.url())
@@ -209,7 +216,7 @@ pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> any
     let prefix = format!("janitor-bench:{}", Uuid::new_v4().simple());
     let redis = redis::Client::open(redis_url)?;
     let outcome = measure(args, database_url, redis_url, &prefix).await;
-    super::delete_keys(&redis, &prefix).await?;
+    crate::delete_keys(&redis, &prefix).await?;
     let (rows, summary) = outcome?;
     println!("{:<50} {:>12} {:>12} {:>7}  unit", "measure", "janitor", "baseline", "ratio");
     for row in &rows {

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{quantile_ms, rate, BenchDb};
+use crate::{quantile_ms, rate, BenchDb};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct QueueBench {
@@ -50,7 +50,7 @@ pub async fn run(args: &QueueBench, database_url: &str, redis_url: &str) -> anyh
         root: tempfile::tempdir()?,
     };
     let outcome = measure(args, &ctx).await;
-    super::delete_keys(&ctx.redis, &ctx.prefix).await?;
+    crate::delete_keys(&ctx.redis, &ctx.prefix).await?;
     ctx.db.drop().await;
     let rows = outcome?;
     print_table(&rows);
