@@ -75,7 +75,13 @@ struct WorkerProcess {
 }
 
 impl WorkerProcess {
-    fn start(args: &EngineBench, store: &Store, redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
+    fn start(
+        args: &EngineBench,
+        store: &Store,
+        redis_url: &str,
+        prefix: &str,
+        extra: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         // The binary of the same build (the bench is its own package, so
         // building it does not build `janitor`).
         let janitor = std::env::current_exe()?.with_file_name("janitor");
@@ -99,6 +105,7 @@ impl WorkerProcess {
             // The seeded orphans are minutes old; the sweeps take them all.
             .env("JANITOR_MIN_GRACE", "0s")
             .env("RUST_LOG", "warn")
+            .envs(extra.iter().map(|(key, value)| (*key, value.as_str())))
             .kill_on_drop(true)
             .spawn()?;
         Ok(Self { child })
@@ -133,6 +140,9 @@ struct Timed {
     took: Duration,
     batches: Vec<Duration>,
     phases: Vec<Duration>,
+    /// Each batch's start (its transaction's `now()`, after the pacer let it
+    /// through) and the job's deletions once it committed.
+    commits: Vec<(chrono::DateTime<chrono::Utc>, i64)>,
 }
 
 async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_run: bool) -> anyhow::Result<Timed> {
@@ -141,7 +151,7 @@ async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_ru
     let watch = tokio::spawn(watch(pool.clone(), enqueued.job_id));
     let record = producer.wait(enqueued.job_id, Duration::from_secs(6 * 3600)).await?;
     let took = started.elapsed();
-    let Watched { batches, phase_starts } = watch.await??;
+    let Watched { batches, phase_starts, commits } = watch.await??;
     anyhow::ensure!(
         record.status == "completed",
         "{} ended {}: {:?}",
@@ -153,11 +163,12 @@ async fn timed(producer: &Producer, pool: &sqlx::PgPool, job: CleanupJob, dry_ru
     bounds.extend(phase_starts);
     bounds.push(started + took);
     let phases = bounds.windows(2).map(|w| w[1].saturating_duration_since(w[0])).collect();
-    Ok(Timed { record, took, batches, phases })
+    Ok(Timed { record, took, batches, phases, commits })
 }
 
 struct Watched {
     batches: Vec<Duration>,
+    commits: Vec<(chrono::DateTime<chrono::Utc>, i64)>,
     /// When the row first showed each phase after the first.
     phase_starts: Vec<Instant>,
 }
@@ -165,18 +176,21 @@ struct Watched {
 /// Follows a job's row until it ends, every 3 ms.
 async fn watch(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Watched> {
     let mut stamps: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+    let mut commits = Vec::new();
     let mut phase_starts = Vec::new();
     let mut phase = 0;
     loop {
-        let row: Option<(String, chrono::DateTime<chrono::Utc>, Option<i32>)> =
-            sqlx::query_as("SELECT status, updated_at, (checkpoint->>'phase')::int FROM job_results WHERE job_id = $1")
-                .bind(job_id)
-                .fetch_optional(&pool)
-                .await?;
+        let row: Option<(String, chrono::DateTime<chrono::Utc>, Option<i32>, i64)> = sqlx::query_as(
+            "SELECT status, updated_at, (checkpoint->>'phase')::int, deleted_count FROM job_results WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(&pool)
+        .await?;
         match row {
-            Some((status, at, now_in)) if status == "running" => {
+            Some((status, at, now_in, deleted)) if status == "running" => {
                 if stamps.last() != Some(&at) {
                     stamps.push(at);
+                    commits.push((at, deleted));
                 }
                 // A phase shorter than a poll starts and ends at once.
                 while now_in.is_some_and(|now_in| now_in > phase) {
@@ -184,14 +198,65 @@ async fn watch(pool: sqlx::PgPool, job_id: Uuid) -> anyhow::Result<Watched> {
                     phase_starts.push(Instant::now());
                 }
             }
-            Some((status, _, _)) if status != "queued" => break,
+            Some((status, ..)) if status != "queued" => break,
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     // The first stamp is the start; the gaps after it are batches.
     let batches = stamps.windows(2).filter_map(|w| (w[1] - w[0]).to_std().ok()).collect();
-    Ok(Watched { batches, phase_starts })
+    Ok(Watched { batches, phase_starts, commits })
+}
+
+/// The most deletions whose batches started within one second of each
+/// other: what a 1-s window of the job's deletions saw at its busiest.
+fn busiest_second(commits: &[(chrono::DateTime<chrono::Utc>, i64)]) -> i64 {
+    // Each batch's own deletions, at its start.
+    let batches: Vec<(chrono::DateTime<chrono::Utc>, i64)> = commits
+        .iter()
+        .scan(0, |before, &(at, total)| {
+            let size = total - *before;
+            *before = total;
+            Some((at, size))
+        })
+        .collect();
+    let (mut busiest, mut sum, mut first) = (0, 0, 0);
+    for &(at, size) in &batches {
+        sum += size;
+        while at - batches[first].0 >= chrono::Duration::seconds(1) {
+            sum -= batches[first].1;
+            first += 1;
+        }
+        busiest = busiest.max(sum);
+    }
+    busiest
+}
+
+/// Deletions per second in the pacing run.
+const PACE: u32 = 2000;
+
+/// `all` through a worker with `--max-deletes-per-sec` on a store of its own
+/// (at most 20,000 images: enough seconds to see the windows): the busiest
+/// 1-s window of deletions and the mean rate while deleting. `all` idles
+/// through its orphan walk, so a pacer that budgets from the job's start
+/// would burst after it.
+async fn pacing(args: &EngineBench, database_url: &str, redis_url: &str, prefix: &str) -> anyhow::Result<(i64, f64)> {
+    let small = EngineBench { images: args.images.min(20_000), ..args.clone() };
+    let d = Store::seeded(&small, database_url).await?;
+    let paced = [("JANITOR_MAX_DELETES_PER_SEC", PACE.to_string())];
+    let worker = WorkerProcess::start(&small, &d, redis_url, &format!("{prefix}:d"), &paced)?;
+    let producer =
+        Producer::connect(d.db.pool.clone(), redis::Client::open(redis_url)?, Layout::new(format!("{prefix}:d")))
+            .await?;
+    let all =
+        timed(&producer, &d.db.pool, CleanupJob::All { days_old: DaysOld::default(), min_age_secs: 0 }, false).await?;
+    worker.stop().await?;
+    d.db.drop().await;
+    let deleting = match (all.commits.first(), all.commits.last()) {
+        (Some(first), Some(last)) => (last.0 - first.0).to_std().unwrap_or_default().as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok((busiest_second(&all.commits), all.record.deleted_count as f64 / deleting.max(1e-9)))
 }
 
 struct Row {
@@ -244,7 +309,7 @@ async fn measure(
     let (expired_free, in_use) = seed::expected(n);
     let mut rows = Vec::new();
     let a = Store::seeded(args, database_url).await?;
-    let worker = WorkerProcess::start(args, &a, redis_url, &format!("{prefix}:a"))?;
+    let worker = WorkerProcess::start(args, &a, redis_url, &format!("{prefix}:a"), &[])?;
     let producer =
         Producer::connect(a.db.pool.clone(), redis::Client::open(redis_url)?, Layout::new(format!("{prefix}:a")))
             .await?;
@@ -373,7 +438,7 @@ async fn measure(
     b.db.drop().await;
 
     let c = Store::seeded(args, database_url).await?;
-    let worker = WorkerProcess::start(args, &c, redis_url, &format!("{prefix}:c"))?;
+    let worker = WorkerProcess::start(args, &c, redis_url, &format!("{prefix}:c"), &[])?;
     let producer =
         Producer::connect(c.db.pool.clone(), redis::Client::open(redis_url)?, Layout::new(format!("{prefix}:c")))
             .await?;
@@ -402,12 +467,26 @@ async fn measure(
     worker.stop().await?;
     c.db.drop().await;
 
+    let (busiest, paced_rate) = pacing(args, database_url, redis_url, prefix).await?;
+    rows.push(Row {
+        what: "paced all: busiest 1-s window (baseline: the cap)".into(),
+        janitor: busiest as f64,
+        baseline: Some(f64::from(PACE)),
+        unit: "deletions",
+    });
+    rows.push(Row {
+        what: "paced all: mean rate while deleting".into(),
+        janitor: paced_rate,
+        baseline: Some(f64::from(PACE)),
+        unit: "deletions/s",
+    });
+
     let mut batches = expired.batches.clone();
     let (p50, p99) = (quantile_ms(&mut batches, 0.5), quantile_ms(&mut batches, 0.99));
     rows.push(Row { what: "expired batch p50".into(), janitor: p50, baseline: None, unit: "ms" });
     rows.push(Row { what: "expired batch p99".into(), janitor: p99, baseline: None, unit: "ms" });
     rows.push(Row { what: "worker peak RSS".into(), janitor: rss, baseline: None, unit: "MiB" });
-    let summary = json!({
+    let mut summary = json!({
         "benchmark": "engine",
         "images": n,
         "settings": { "batch_size": args.batch_size, "unlink_concurrency": args.unlink_concurrency },
@@ -436,6 +515,10 @@ async fn measure(
         "session_jobs_per_s": sessions,
         "batch_p50_ms": p50, "batch_p99_ms": p99, "batch_p99_over_p50": p99 / p50.max(1e-9),
         "worker_peak_rss_mib": rss,
+    });
+    summary["pacing"] = json!({
+        "cap_per_s": PACE, "busiest_second": busiest,
+        "busiest_over_cap": busiest as f64 / f64::from(PACE), "mean_per_s": paced_rate,
     });
     Ok((rows, summary))
 }
@@ -483,4 +566,26 @@ async fn sessions(producer: &Producer, ids: &[String]) -> anyhow::Result<(f64, V
         .await;
     let latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     Ok((rate(ids.len(), started.elapsed()), latencies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::busiest_second;
+
+    fn at(ms: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    #[test]
+    fn the_busiest_second_counts_batches_that_start_within_one_second() {
+        // 200 deletions every 100 ms: ten batches start in any second.
+        let steady: Vec<_> = (0..30).map(|k| (at(k * 100), 200 * (k + 1))).collect();
+        assert_eq!(busiest_second(&steady), 2000);
+        // After a 5-s idle, a burst of 3000 in half a second shows as such.
+        let mut burst = steady.clone();
+        let total = burst.last().unwrap().1;
+        burst.extend((0..5).map(|k| (at(8000 + k * 100), total + 600 * (k + 1))));
+        assert_eq!(busiest_second(&burst), 3000);
+        assert_eq!(busiest_second(&[]), 0);
+    }
 }
