@@ -22,6 +22,19 @@ pub(crate) fn parse_positive(raw: &str) -> Result<Duration, String> {
     }
 }
 
+/// A queue name (`JANITOR_QUEUE`): printable, without spaces, and one
+/// that makes a non-empty hash tag, so every key of the queue is in one
+/// Redis Cluster slot (`""` or `"}x"` would tag nothing).
+pub(crate) fn parse_queue_name(raw: &str) -> Result<String, String> {
+    let printable = !raw.is_empty() && raw.len() <= 100 && raw.chars().all(|c| c.is_ascii_graphic());
+    if !printable || !janitor_workers::queue::has_hash_tag(&janitor_workers::queue::hash_tagged(raw)) {
+        return Err(format!(
+            "the queue name must be 1 to 100 printable ASCII characters without spaces that form a hash tag, got {raw:?}"
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 /// The lease must leave room for heartbeats (a quarter of it) of at least
 /// a few hundred milliseconds.
 pub(crate) fn parse_lease(raw: &str) -> Result<Duration, String> {
@@ -58,6 +71,16 @@ pub(crate) fn parse_duration(raw: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queue_names_make_a_hash_tag() {
+        for good in ["janitor", "janitor:eu", "{janitor}:eu", "a-b_c.1"] {
+            assert_eq!(parse_queue_name(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "}x", "has space", "tab\t", "é"] {
+            assert!(parse_queue_name(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_bare_number_is_seconds() {

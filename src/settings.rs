@@ -97,8 +97,10 @@ pub struct Settings {
     #[arg(long, env = "JANITOR_REDIS_CLUSTER", global = true)]
     pub redis_cluster: bool,
 
-    /// Prefix of every Redis key of this deployment's queue.
-    #[arg(long = "queue", env = "JANITOR_QUEUE", default_value = "janitor", global = true)]
+    /// The queue's name: every Redis key of this deployment starts with it,
+    /// as a hash tag (`{janitor}:session:jobs`).
+    #[arg(long = "queue", env = "JANITOR_QUEUE", default_value = "janitor", global = true,
+          value_parser = crate::input::parse_queue_name)]
     pub queue: String,
 
     /// Log format on stderr: text or json.

@@ -33,7 +33,8 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     let producer = settings.lazy_producer().await?;
     let redis = settings.redis()?.connect_lazy(janitor_workers::Timeouts {
         connect: Some(std::time::Duration::from_secs(1)),
-        ..Default::default()
+        response: Some(std::time::Duration::from_secs(5)),
+        retries: None,
     })?;
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
     let pool = producer.pool().clone();

@@ -122,10 +122,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// How long `/readyz` waits for Redis.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    // The queue's own slot (on a cluster, a PING would ask every master,
+    // and any unrelated one being down would make janitor unready), within
+    // a bound (a cut-off master must not hang the probe).
     let mut redis = state.redis.clone();
-    let redis = redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok();
+    let mut exists = redis::cmd("EXISTS");
+    exists.arg(state.producer.layout().ids());
+    let probe = exists.query_async::<i64>(&mut redis);
+    let redis = tokio::time::timeout(READY_TIMEOUT, probe).await.is_ok_and(|reply| reply.is_ok());
     let status = if database && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(serde_json::json!({ "database": database, "redis": redis })))
 }

@@ -126,11 +126,7 @@ impl Api {
     /// This test's Redis keys.
     pub async fn redis_keys(&self) -> Vec<String> {
         let mut redis = self.env.redis().await;
-        redis::cmd("KEYS")
-            .arg(janitor_workers::layout::Layout::new(&self.env.prefix).pattern())
-            .query_async(&mut redis)
-            .await
-            .unwrap()
+        redis::cmd("KEYS").arg(self.env.any_key()).query_async(&mut redis).await.unwrap()
     }
 
     /// Stops the server and deletes this test's Redis keys.

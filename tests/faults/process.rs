@@ -166,11 +166,8 @@ pub async fn cleanup_keys(redis_url: &str, prefix: &str) {
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
         return;
     };
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(janitor_workers::layout::Layout::new(prefix).pattern())
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("*{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
     if !keys.is_empty() {
         let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
     }

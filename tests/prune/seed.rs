@@ -120,14 +120,14 @@ pub async fn intent_batches(pool: &PgPool, job_id: Uuid) -> Vec<i64> {
         .unwrap()
 }
 
-/// Adds a dead letter to `lane`'s dead-letter stream, dead-lettered `days`
-/// ago (the entry id's milliseconds). Entries must be added oldest first.
 /// The dead-letter stream of the lane named `lane`.
 fn dead_key(env: &Env, lane: &str) -> String {
     let lane = Lane::ALL.into_iter().find(|l| l.name() == lane).expect("a lane's name");
     Layout::new(&env.prefix).dead(lane)
 }
 
+/// Adds a dead letter to `lane`'s dead-letter stream, dead-lettered `days`
+/// ago (the entry id's milliseconds). Entries must be added oldest first.
 pub async fn dead_letter(env: &Env, lane: &str, days: f64) -> String {
     let ms = chrono::Utc::now().timestamp_millis() - (days * 86_400_000.0) as i64;
     let mut redis = env.redis().await;

@@ -112,6 +112,12 @@ impl Env {
         .await
     }
 
+    /// A pattern for every key that holds this test's prefix, hash-tagged or
+    /// not (a key written without the tag must show up too).
+    pub fn any_key(&self) -> String {
+        format!("*{}*", self.prefix)
+    }
+
     /// This test's key layout (its keys are `{prefix}:…`, hash-tagged).
     pub fn layout(&self) -> janitor_workers::layout::Layout {
         janitor_workers::layout::Layout::new(&self.prefix)
@@ -134,8 +140,7 @@ impl Env {
         let Ok(mut conn) = target.connect(janitor_workers::Timeouts::default()).await else {
             return;
         };
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(self.layout().pattern()).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS").arg(self.any_key()).query_async(&mut conn).await.unwrap_or_default();
         if !keys.is_empty() {
             let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
         }

@@ -64,8 +64,9 @@ pub(crate) async fn a_job_that_lost_its_worker_and_its_entry_is_recovered_on(env
 /// An upgrade from the keys before the hash tag (`janitor:session:jobs`
 /// became `{janitor}:session:jobs`): a job the old producer queued has its
 /// row, so the new worker's reconciler re-enqueues it under the new keys,
-/// and it runs once, as docs/OPERATIONS.md's "Moving an existing
-/// deployment" says.
+/// and it runs once; a raw `XADD` an application still sends to the old
+/// stream is moved onto the new one and runs (docs/OPERATIONS.md, "Moving
+/// an existing deployment").
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_queued_under_the_old_untagged_keys_runs_after_the_upgrade(pool: PgPool) {
     let env = Env::new(pool);
@@ -82,12 +83,24 @@ async fn a_job_queued_under_the_old_untagged_keys_runs_after_the_upgrade(pool: P
     let mut redis = env.redis().await;
     let entry: String = redis.xadd(&old_stream, "*", &[("job", producer::payload(job_id, &spec, None))]).await.unwrap();
     let _: i64 = redis.hset(&old_ids, job_id.to_string(), &entry).await.unwrap();
+    // And what an application not yet pointed at the new key adds there:
+    // a raw XADD, with no row for the reconciler to find.
+    let image = crate::support::Image::fresh("photos/up/raw.jpg", 10).session("raw");
+    crate::support::insert_image(&env.pool, Some(&env.store), &image).await;
+    let raw = serde_json::json!({"op": "session", "session_id": "raw"}).to_string();
+    let _: String = redis.xadd(&old_stream, "*", &[("job", raw)]).await.unwrap();
 
     let worker = env.worker(&[], &QUICK);
     let row = env.finished(job_id, Duration::from_secs(60)).await;
     assert_eq!((row.0.as_str(), row.1), ("completed", 3), "{row:?}");
-    assert_eq!(status_counts(&env).await.values().sum::<i64>(), 1, "one job, run once");
+    wait_until("the raw entry was moved and ran", Duration::from_secs(30), || async {
+        status_counts(&env).await.get("completed") == Some(&2)
+    })
+    .await;
+    assert_eq!(status_counts(&env).await.values().sum::<i64>(), 2, "two jobs, each run once");
     assert_eq!(count_images(&env.pool).await, 0);
+    let left: usize = redis.xlen(&old_stream).await.unwrap();
+    assert_eq!(left, 0, "the old stream was emptied");
     worker.signal("TERM").await;
     assert_eq!(worker.exit_code(Duration::from_secs(15)).await, Some(0));
     let _: i64 = redis.del(&[&old_stream, &old_ids]).await.unwrap();

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
@@ -23,7 +23,9 @@ use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 #[derive(Clone)]
 pub enum RedisTarget {
     Single(redis::Client),
-    Cluster(Box<ClusterClient>),
+    /// The seed nodes; a client is built per connection, with that
+    /// connection's timeouts (a cluster client fixes them when built).
+    Cluster(Vec<redis::ConnectionInfo>),
 }
 
 impl std::fmt::Debug for RedisTarget {
@@ -62,11 +64,18 @@ impl RedisTarget {
         if !cluster {
             return Ok(Self::Single(redis::Client::open(url)?));
         }
-        let seeds: Vec<&str> = url.split(',').map(str::trim).filter(|seed| !seed.is_empty()).collect();
+        let seeds: Vec<redis::ConnectionInfo> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .map(redis::IntoConnectionInfo::into_connection_info)
+            .collect::<RedisResult<_>>()?;
         if seeds.is_empty() {
             return Err(redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no cluster seed node given")));
         }
-        Ok(Self::Cluster(Box::new(ClusterClient::new(seeds)?)))
+        // Checks the seeds agree on credentials, as the client requires.
+        ClusterClientBuilder::new(seeds.clone()).build()?;
+        Ok(Self::Cluster(seeds))
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -79,9 +88,9 @@ impl RedisTarget {
             Self::Single(client) => {
                 Link::Single(ConnectionManager::new_with_config(client.clone(), manager_config(timeouts)).await?)
             }
-            Self::Cluster(client) => {
-                Link::Cluster(client.get_async_connection_with_config(cluster_config(timeouts)).await?)
-            }
+            Self::Cluster(seeds) => Link::Cluster(
+                cluster_client(seeds, timeouts)?.get_async_connection_with_config(cluster_config(timeouts)).await?,
+            ),
         };
         Ok(RedisConnection(link))
     }
@@ -92,9 +101,9 @@ impl RedisTarget {
             Self::Single(client) => {
                 Link::Single(ConnectionManager::new_lazy_with_config(client.clone(), manager_config(timeouts))?)
             }
-            Self::Cluster(client) => {
-                Link::Cluster(client.get_pending_async_connection_with_config(cluster_config(timeouts)))
-            }
+            Self::Cluster(seeds) => Link::Cluster(
+                cluster_client(seeds, timeouts)?.get_pending_async_connection_with_config(cluster_config(timeouts)),
+            ),
         };
         Ok(RedisConnection(link))
     }
@@ -115,21 +124,54 @@ fn manager_config(timeouts: Timeouts) -> ConnectionManagerConfig {
     config
 }
 
-fn cluster_config(timeouts: Timeouts) -> ClusterConfig {
-    let mut config = ClusterConfig::new();
-    if let Some(connect) = timeouts.connect {
-        config = config.set_connection_timeout(connect);
-    }
-    if let Some(response) = timeouts.response {
-        config = config.set_response_timeout(response);
-    }
-    config
+/// A cluster client with bounded waits. The crate's defaults retry a
+/// command 16 times with waits of up to 11 minutes and set no overall
+/// bound, so a cut-off master would hang every caller; here a command gets
+/// a few retries 0.1 to 2 s apart (enough to ride out a failover's seconds
+/// without a master) and gives up after its response timeout plus 10 s.
+/// Unset timeouts are those of a single server's connection (1 s to
+/// connect, 500 ms per reply).
+fn cluster_client(seeds: &[redis::ConnectionInfo], timeouts: Timeouts) -> RedisResult<redis::cluster::ClusterClient> {
+    let (connect, response) = cluster_timeouts(timeouts);
+    ClusterClientBuilder::new(seeds.to_vec())
+        .connection_timeout(connect)
+        .response_timeout(response)
+        .overall_response_timeout(Some(response + CLUSTER_RETRY_BUDGET))
+        .retries(u32::try_from(timeouts.retries.unwrap_or(CLUSTER_RETRIES)).unwrap_or(u32::MAX))
+        .min_retry_wait(100)
+        .max_retry_wait(2000)
+        .build()
 }
+
+/// The per-connection config: the same timeouts again, since applying a
+/// config replaces the client's response timeout with the config's.
+fn cluster_config(timeouts: Timeouts) -> redis::cluster::ClusterConfig {
+    let (connect, response) = cluster_timeouts(timeouts);
+    redis::cluster::ClusterConfig::new().set_connection_timeout(connect).set_response_timeout(response)
+}
+
+fn cluster_timeouts(timeouts: Timeouts) -> (Duration, Duration) {
+    (timeouts.connect.unwrap_or(Duration::from_secs(1)), timeouts.response.unwrap_or(Duration::from_millis(500)))
+}
+
+/// Retries of a cluster command (redirections, a failover, a reconnect).
+const CLUSTER_RETRIES: usize = 6;
+/// What retries may add to a cluster command's response timeout.
+const CLUSTER_RETRY_BUDGET: Duration = Duration::from_secs(10);
 
 /// A connection to one server or to a cluster. Cheap to clone: clones share
 /// the underlying multiplexed connections.
 #[derive(Clone)]
 pub struct RedisConnection(Link);
+
+impl RedisConnection {
+    /// Whether a command may be sent more than once: a cluster connection
+    /// retries a command that timed out, so a later "connection refused" does
+    /// not prove that an earlier attempt did not land.
+    pub fn resends(&self) -> bool {
+        matches!(self.0, Link::Cluster(_))
+    }
+}
 
 #[derive(Clone)]
 enum Link {

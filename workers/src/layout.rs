@@ -88,6 +88,14 @@ impl Layout {
         QueueConfig::new(self.lane_prefix(lane)).keys().dead
     }
 
+    /// The stream a lane had before keys carried the hash tag
+    /// (`janitor:session:jobs`), if that differs from today's. Workers move
+    /// what an application still adds there onto today's stream.
+    pub fn untagged_stream(&self, lane: Lane) -> Option<String> {
+        let old = format!("{}:{}:jobs", self.prefix, lane.name());
+        (old != self.stream(lane)).then_some(old)
+    }
+
     pub fn ids(&self) -> String {
         format!("{}:ids", self.base)
     }
@@ -137,6 +145,8 @@ mod tests {
         assert_eq!(layout.postponed(), "{janitor:t1}:postponed");
         assert_eq!(layout.session_dedup("abc", false), "{janitor:t1}:dedup:live:abc");
         assert_eq!(layout.pattern(), "{janitor:t1}:*");
+        assert_eq!(layout.untagged_stream(Lane::Session).as_deref(), Some("janitor:t1:session:jobs"));
+        assert_eq!(Layout::new("{janitor}").untagged_stream(Lane::Bulk), None);
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));
         assert_ne!(layout.derived_job_id("1-0"), Layout::new("other").derived_job_id("1-0"));
     }

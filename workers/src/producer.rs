@@ -117,8 +117,9 @@ impl Producer {
             return Ok(Enqueued { job_id: existing, deduplicated: true });
         }
         if let Err(err) = self.push(&mut redis, job_id, spec, requested_by).await {
-            if !err.is_connection_refusal() {
-                // The XADD may have landed (a timeout, a dropped connection):
+            if !err.is_connection_refusal() || redis.resends() {
+                // The XADD may have landed (a timeout, a dropped connection,
+                // or, on a cluster, an earlier attempt of a retried command):
                 // the row stays queued, and the reconciler settles it. It
                 // re-enqueues the job after the grace period unless Redis
                 // knows it (idempotent by job id), so it runs exactly once.

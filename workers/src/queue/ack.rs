@@ -108,12 +108,7 @@ impl StreamAcker {
         let attempts = delivery.delivery_count;
         let reason = match outcome {
             Outcome::Done => {
-                let mut pipe = redis::pipe();
-                pipe.atomic().xack(&keys.stream, &config.group, &[id]).ignore();
-                if config.delete_on_ack {
-                    pipe.xdel(&keys.stream, &[id]).ignore();
-                }
-                pipe.query_async::<()>(&mut conn).await?;
+                scripts::ack(&mut conn, keys, &config.group, id, config.delete_on_ack).await?;
                 debug!(entry_id = id, "acknowledged");
                 return Ok(());
             }

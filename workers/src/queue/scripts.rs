@@ -78,6 +78,21 @@ return 1
     )
 });
 
+/// Acknowledges entry `ARGV[2]` and, if `ARGV[3]` is `1`, deletes it. A
+/// script rather than a `MULTI`: a Redis Cluster client follows a `MOVED`
+/// for a script as for any keyed command, but not inside an aborted
+/// transaction, so after a failover a `MULTI` ack failed until something
+/// else refreshed the client's slot map.
+static ACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('XDEL', KEYS[1], ARGV[2]) end
+return 1
+",
+    )
+});
+
 /// Deletes consumer `ARGV[2]` only if it owns no pending entries (deleting a
 /// consumer drops its pending entries, which would lose those jobs).
 /// Returns 1 if deleted, 0 if it still owns entries.
@@ -133,6 +148,19 @@ pub(crate) async fn release<C: ConnectionLike>(
         .arg(ids)
         .invoke_async(conn)
         .await
+}
+
+/// Acknowledges (and, with `delete`, deletes) one entry, in one step.
+pub(crate) async fn ack<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    group: &str,
+    entry_id: &str,
+    delete: bool,
+) -> RedisResult<()> {
+    let _: i64 =
+        ACK.key(&keys.stream).arg(group).arg(entry_id).arg(if delete { "1" } else { "0" }).invoke_async(conn).await?;
+    Ok(())
 }
 
 /// What to record when dead-lettering an entry.

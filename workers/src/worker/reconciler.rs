@@ -22,6 +22,7 @@ use super::context::WorkerContext;
 use crate::connection::RedisConnection;
 use crate::dedup;
 use crate::job::{JobSpec, QueuedJob};
+use crate::layout::Lane;
 use crate::queue::StreamQueue;
 use crate::results;
 
@@ -44,6 +45,15 @@ pub(crate) async fn run(ctx: WorkerContext, queues: [StreamQueue; 2]) {
             if let Err(err) = fail_dead(&ctx, &queue.keys().dead, cursor).await {
                 tracing::warn!(error = %err, "reconciler could not read dead letters");
             }
+        }
+        match adopt_untagged(&ctx).await {
+            Ok(0) => {}
+            Ok(count) => tracing::warn!(
+                count,
+                stream = %ctx.settings.layout.stream(Lane::Session),
+                "moved entries from the streams of before the hash tag; point the application's XADD at today's stream"
+            ),
+            Err(err) => tracing::warn!(error = %err, "reconciler could not read the streams of before the hash tag"),
         }
         match requeue_lost(&ctx).await {
             Ok(count) => {
@@ -100,6 +110,34 @@ async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyh
         }
     }
     Ok(())
+}
+
+/// Moves what an application still adds to a lane's stream of before the
+/// hash tag (`janitor:session:jobs`, see `Layout::untagged_stream`) onto
+/// today's stream, oldest first, up to [`LOST_BATCH`] entries a lane per
+/// pass: an upgrade does not strand a raw `XADD`. Each entry is added to
+/// the new stream before it is deleted from the old one, so a crash in
+/// between runs it twice (a job with a `job_id` still runs once; a raw one
+/// is a second, idempotent cleanup), never not at all.
+async fn adopt_untagged(ctx: &WorkerContext) -> anyhow::Result<usize> {
+    let layout = &ctx.settings.layout;
+    let mut redis = ctx.redis.clone();
+    let mut moved = 0;
+    for lane in Lane::ALL {
+        let Some(old) = layout.untagged_stream(lane) else { continue };
+        let reply: StreamRangeReply = redis.xrange_count(&old, "-", "+", LOST_BATCH).await?;
+        for entry in &reply.ids {
+            let mut add = redis::cmd("XADD");
+            add.arg(layout.stream(lane)).arg("*");
+            for (field, value) in &entry.map {
+                add.arg(field).arg(redis::from_redis_value_ref::<Vec<u8>>(value)?);
+            }
+            let _: String = add.query_async(&mut redis).await?;
+            let _: i64 = redis.xdel(&old, &[&entry.id]).await?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
 }
 
 /// Re-enqueues this queue's unfinished jobs that no stream entry carries:
