@@ -97,7 +97,7 @@ pub struct JobSpec {
     pub limit: Option<u64>,
 }
 
-/// A job as it travels on the queue: the wire format (see the README).
+/// A job as it travels on the queue: the wire format (docs/OPERATIONS.md).
 ///
 /// Decoding is strict: a key the operation does not take (a typo such as
 /// `days-old`) refuses the message instead of running with a default.

@@ -1,5 +1,5 @@
 //! Producers: how jobs get onto the queue. The CLI, the HTTP API and the
-//! scheduler use [`Producer`]; other languages use the wire format (README).
+//! scheduler use [`Producer`]; other languages use the wire format (docs/OPERATIONS.md).
 //!
 //! Enqueueing a job:
 //! 1. For a session job, take its dedup key in Redis. If another job of the

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// The default floor of the orphan sweep's grace period.
 pub const DEFAULT_MIN_GRACE: Duration = Duration::from_secs(600);
 
-/// Tuning knobs. The defaults come from the benchmark (see the README).
+/// Tuning knobs. The defaults come from the benchmark (docs/PERFORMANCE.md).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
     /// Rows (or scanned files) per batch; one transaction each.
