@@ -165,11 +165,16 @@ const CLUSTER_RETRY_BUDGET: Duration = Duration::from_secs(10);
 pub struct RedisConnection(Link);
 
 impl RedisConnection {
+    /// Whether this is a connection to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Link::Cluster(_))
+    }
+
     /// Whether a command may be sent more than once: a cluster connection
     /// retries a command that timed out, so a later "connection refused" does
     /// not prove that an earlier attempt did not land.
     pub fn resends(&self) -> bool {
-        matches!(self.0, Link::Cluster(_))
+        self.is_cluster()
     }
 }
 

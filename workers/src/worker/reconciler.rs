@@ -119,9 +119,16 @@ async fn fail_dead(ctx: &WorkerContext, dead: &str, cursor: &mut String) -> anyh
 /// the new stream before it is deleted from the old one, so a crash in
 /// between runs it twice (a job with a `job_id` still runs once; a raw one
 /// is a second, idempotent cleanup), never not at all.
+///
+/// Not on a Redis Cluster: no deployment ran on one before the hash tag (its
+/// scripts failed with `CROSSSLOT`), and the old keys would sit on other
+/// masters, whose outage must not slow this pass.
 async fn adopt_untagged(ctx: &WorkerContext) -> anyhow::Result<usize> {
     let layout = &ctx.settings.layout;
     let mut redis = ctx.redis.clone();
+    if redis.is_cluster() {
+        return Ok(0);
+    }
     let mut moved = 0;
     for lane in Lane::ALL {
         let Some(old) = layout.untagged_stream(lane) else { continue };
