@@ -82,6 +82,13 @@ impl Bouncer {
     }
 }
 
+/// Server connections per database and user. In session mode each client
+/// connection holds one for its whole life, so the pool must cover every
+/// connection of the janitor processes at once (the tests run up to three,
+/// 20 each, `JANITOR_DB_CONNECTIONS`'s default); a smaller pool makes a
+/// process that needs one more wait until `query_wait_timeout` (120 s).
+const POOL_SIZE: u32 = 60;
+
 fn ini_text(database: &str, port: u16, mode: Mode, users: &Path) -> String {
     let mode = match mode {
         Mode::Session => "session",
@@ -97,10 +104,11 @@ fn ini_text(database: &str, port: u16, mode: Mode, users: &Path) -> String {
          auth_type = trust\n\
          auth_file = {users}\n\
          pool_mode = {mode}\n\
-         default_pool_size = 4\n\
+         default_pool_size = {pool_size}\n\
          max_client_conn = 200\n\
          ignore_startup_parameters = extra_float_digits\n",
-        users = users.display()
+        users = users.display(),
+        pool_size = POOL_SIZE,
     )
 }
 
