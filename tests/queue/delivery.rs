@@ -324,10 +324,10 @@ pub(crate) async fn ids_len(env: &Env) -> usize {
     env.redis().await.hlen(Layout::new(&env.prefix).ids()).await.unwrap()
 }
 
-/// This test's keys matching `{prefix}:{pattern}` (the prefix hash-tagged).
+/// This test's keys matching `{prefix}:{pattern}` (the prefix hash-tagged;
+/// a test's prefix holds no glob characters).
 pub(crate) async fn keys(env: &Env, pattern: &str) -> Vec<String> {
-    let all = env.layout().pattern();
-    env.redis().await.keys(format!("{}{pattern}", &all[..all.len() - 1])).await.unwrap()
+    env.redis().await.keys(format!("{{{}}}:{pattern}", env.prefix)).await.unwrap()
 }
 
 pub(crate) async fn status_counts(env: &Env) -> HashMap<String, i64> {

@@ -69,11 +69,6 @@ impl Layout {
         &self.prefix
     }
 
-    /// A `KEYS`/`SCAN` pattern that matches every key of this layout.
-    pub fn pattern(&self) -> String {
-        format!("{}:*", glob_escape(&self.base))
-    }
-
     /// The queue settings' prefix for a lane: its keys are
     /// `{prefix}:{lane}:jobs` and `{prefix}:{lane}:dead`.
     pub fn lane_prefix(&self, lane: Lane) -> String {
@@ -119,18 +114,6 @@ impl Layout {
     }
 }
 
-/// `text` with Redis glob's special characters escaped.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +127,6 @@ mod tests {
         assert_eq!(layout.ids(), "{janitor:t1}:ids");
         assert_eq!(layout.postponed(), "{janitor:t1}:postponed");
         assert_eq!(layout.session_dedup("abc", false), "{janitor:t1}:dedup:live:abc");
-        assert_eq!(layout.pattern(), "{janitor:t1}:*");
         assert_eq!(layout.untagged_stream(Lane::Session).as_deref(), Some("janitor:t1:session:jobs"));
         assert_eq!(Layout::new("{janitor}").untagged_stream(Lane::Bulk), None);
         assert_eq!(layout.derived_job_id("1-0"), layout.derived_job_id("1-0"));
@@ -179,6 +161,5 @@ mod tests {
         }
         assert_eq!(Layout::new("{janitor}:eu").stream(Lane::Bulk), "{janitor}:eu:bulk:jobs");
         assert!(!has_hash_tag("x{}y") && !has_hash_tag("plain") && has_hash_tag("a{b}"));
-        assert_eq!(Layout::new("a*[b]").pattern(), "{a\\*\\[b\\]}:*");
     }
 }
