@@ -68,20 +68,23 @@ const TASKS: &str = "WITH refs AS MATERIALIZED (
            CASE WHEN h.id IS NULL THEN r.result_image_id ELSE h.result_image_id END AS result
     FROM refs r LEFT JOIN held h ON h.id = r.id";
 
-/// Of the rows about to be deleted (`$1`), those whose file another row
-/// refers to under any spelling (`janitor_path_key`): a row that stays, or
-/// that this batch keeps. Their files must stay, so they stay too. Both
-/// lookups are served by janitor's indexes on `images`.
-const SHARED: &str = "WITH doomed AS (
-        SELECT id, janitor_path_key(storage_path) AS key FROM images WHERE id = ANY($1)
-    )
-    SELECT d.id FROM doomed d
-    WHERE d.key IS NULL
-       OR EXISTS (SELECT 1 FROM images o
-                  WHERE o.storage_path COLLATE \"C\" = d.key AND o.id <> ALL($1))
-       OR EXISTS (SELECT 1 FROM images o
+/// The keys of non-ASCII paths (`$1`), as Postgres computes them (NULL for
+/// a path it cannot normalise). An ASCII path that parsed is its own key.
+const KEYS: &str = "SELECT janitor_path_key(p) FROM unnest($1::text[]) WITH ORDINALITY AS k(p, n) ORDER BY n";
+
+/// Every row that refers to one of the keys `$1`: by its stored path
+/// (`janitor_images_storage_path`), with its id; or, with a NULL id, by
+/// another spelling (`janitor_images_noncanonical_path`, normally empty),
+/// unless it is one of the batch's rows `$2`. `(SELECT $1)` hides the array
+/// from the planner, which would otherwise trade its index probes for a
+/// sequential scan of `images` on a custom plan.
+const REFERRERS: &str = "SELECT id, storage_path FROM images
+        WHERE storage_path COLLATE \"C\" = ANY((SELECT $1)::text[])
+    UNION ALL
+    SELECT NULL, k FROM unnest($1::text[]) AS k
+    WHERE EXISTS (SELECT 1 FROM images o
                   WHERE janitor_path_key(o.storage_path) IS DISTINCT FROM o.storage_path
-                    AND janitor_path_key(o.storage_path) COLLATE \"C\" = d.key AND o.id <> ALL($1))";
+                    AND janitor_path_key(o.storage_path) COLLATE \"C\" = k AND o.id <> ALL($2))";
 
 #[derive(Debug, sqlx::FromRow)]
 struct TaskRef {
@@ -276,23 +279,50 @@ impl TaskRule {
     }
 }
 
-/// Moves the free rows whose file another row refers to (see [`SHARED`])
-/// to the skipped ones. Every row outside the free set counts as staying
-/// (skipped, refused, deferred, or past the job's limit), so two free rows
-/// with one file are kept together whenever a third row refers to it.
+/// Moves the free rows whose file another row refers to, under any
+/// spelling (`janitor_path_key`), to the skipped ones. Every row outside the
+/// free set counts as staying (skipped, refused, deferred, or past the job's
+/// limit), so two free rows with one file are kept together whenever a
+/// third row refers to it.
 async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Result<()> {
     if decided.free.is_empty() {
         return Ok(());
     }
+    let keys = keys(conn, &decided.free).await?;
     let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
-    let shared: HashSet<i64> = sqlx::query_scalar(SHARED).bind(&ids).fetch_all(&mut *conn).await?.into_iter().collect();
-    if shared.is_empty() {
-        return Ok(());
-    }
+    let known: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let referrers: Vec<(Option<i64>, String)> =
+        sqlx::query_as(REFERRERS).bind(&known).bind(&ids).fetch_all(&mut *conn).await?;
+    let batch: HashSet<i64> = ids.into_iter().collect();
+    let kept: HashSet<String> =
+        referrers.into_iter().filter(|(id, _)| id.is_none_or(|id| !batch.contains(&id))).map(|(_, key)| key).collect();
     let before = decided.free.len();
-    decided.free.retain(|(row, _)| !shared.contains(&row.id));
+    let mut keys = keys.into_iter();
+    // A row without a key (Postgres cannot normalise its path) stays too.
+    decided.free.retain(|_| keys.next().flatten().is_some_and(|key| !kept.contains(&key)));
     decided.skipped += (before - decided.free.len()) as i64;
     Ok(())
+}
+
+/// Each free row's key, in order: an ASCII path is its own (see
+/// [`RelativePath::ascii_key`]); Postgres computes the others, so that the
+/// key is always the one `janitor_path_key` gives, whatever its Unicode
+/// version.
+async fn keys(conn: &mut PgConnection, free: &[(Candidate, RelativePath)]) -> sqlx::Result<Vec<Option<String>>> {
+    let others: Vec<&str> =
+        free.iter().filter(|(_, path)| path.ascii_key().is_none()).map(|(_, path)| path.as_str()).collect();
+    let mut computed: std::vec::IntoIter<Option<String>> = if others.is_empty() {
+        Vec::new().into_iter()
+    } else {
+        sqlx::query_scalar(KEYS).bind(&others).fetch_all(&mut *conn).await?.into_iter()
+    };
+    Ok(free
+        .iter()
+        .map(|(_, path)| match path.ascii_key() {
+            Some(key) => Some(key.to_owned()),
+            None => computed.next().flatten(),
+        })
+        .collect())
 }
 
 fn error_item(selector: &RowSelector, row: &Candidate, message: String) -> ErrorItem {
