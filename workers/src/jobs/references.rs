@@ -9,20 +9,29 @@
 
 use std::collections::HashSet;
 
+use crate::storage::RelativePath;
+
 /// Of `$1` (paths relative to the storage root, as found on disk or as a
 /// batch recorded them), those that some row refers to: by the exact bytes,
-/// or by key.
-const REFERENCED: &str = "SELECT p FROM unnest($1::text[]) AS p
+/// or by key. `$2` holds each path's key where janitor knows it without
+/// Postgres (see [`RelativePath::ascii_key`]) and NULL where Postgres must
+/// compute it, so the function runs only for the rare other names.
+const REFERENCED: &str = "SELECT p FROM unnest($1::text[], $2::text[]) AS k(p, given)
+    CROSS JOIN LATERAL (SELECT COALESCE(given, janitor_path_key(p)) AS key) AS c
     WHERE EXISTS (SELECT 1 FROM images WHERE storage_path COLLATE \"C\" = p)
-       OR EXISTS (SELECT 1 FROM images WHERE storage_path COLLATE \"C\" = janitor_path_key(p))
+       OR (key IS DISTINCT FROM p AND EXISTS (SELECT 1 FROM images WHERE storage_path COLLATE \"C\" = key))
        OR EXISTS (SELECT 1 FROM images
                   WHERE janitor_path_key(storage_path) IS DISTINCT FROM storage_path
-                    AND janitor_path_key(storage_path) COLLATE \"C\" = janitor_path_key(p))";
+                    AND janitor_path_key(storage_path) COLLATE \"C\" = key)";
 
 /// The paths among `paths` that some row refers to.
 pub(crate) async fn referenced<'c>(db: impl sqlx::PgExecutor<'c>, paths: &[&str]) -> sqlx::Result<HashSet<String>> {
     if paths.is_empty() {
         return Ok(HashSet::new());
     }
-    Ok(sqlx::query_scalar(REFERENCED).bind(paths).fetch_all(db).await?.into_iter().collect())
+    let keys: Vec<Option<&str>> = paths
+        .iter()
+        .map(|path| RelativePath::parse(path).ok().and_then(|parsed| parsed.ascii_key().map(|_| *path)))
+        .collect();
+    Ok(sqlx::query_scalar(REFERENCED).bind(paths).bind(&keys).fetch_all(db).await?.into_iter().collect())
 }
