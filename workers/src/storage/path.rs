@@ -46,6 +46,12 @@ impl RelativePath {
     /// Checks a `storage_path` from the database (or a path found by the
     /// scan) and returns it only if it stays inside a category folder.
     pub fn parse(raw: &str) -> Result<Self, PathError> {
+        Self::check(raw)?;
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// What [`RelativePath::parse`] decides, without keeping the path.
+    pub fn check(raw: &str) -> Result<(), PathError> {
         if raw.is_empty() {
             return Err(PathError::Empty);
         }
@@ -80,7 +86,7 @@ impl RelativePath {
         if !CATEGORIES.contains(&first) || depth < 2 {
             return Err(PathError::OutsideCategories);
         }
-        Ok(Self(raw.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {

@@ -159,14 +159,23 @@ impl<'a> Walk<'a> {
             entries.push((String::from_utf8(raw.to_vec()).unwrap_or_else(|_| invalid(raw)), is_dir));
         }
         // A folder sorts as its name and a `/`: the order of full paths.
-        entries.sort_by(|(a, a_dir), (b, b_dir)| {
-            let a = a.as_bytes().iter().chain(if *a_dir { &b"/"[..] } else { &[] });
-            let b = b.as_bytes().iter().chain(if *b_dir { &b"/"[..] } else { &[] });
-            a.cmp(b)
-        });
+        entries.sort_unstable_by(|(a, a_dir), (b, b_dir)| path_order(a.as_bytes(), *a_dir, b.as_bytes(), *b_dir));
         self.stack.push(Level { folder: Rc::new(folder), prefix, entries: entries.into_iter() });
         Ok(())
     }
+}
+
+/// The order of two names of one folder as parts of full paths: a folder's
+/// name compares as if it ended in `/`. The common prefix is compared as
+/// bytes; only the short rest goes byte by byte.
+fn path_order(a: &[u8], a_dir: bool, b: &[u8], b_dir: bool) -> std::cmp::Ordering {
+    let common = a.len().min(b.len());
+    a[..common].cmp(&b[..common]).then_with(|| {
+        let slash = |dir: bool| if dir { &b"/"[..] } else { &[] };
+        let a = a[common..].iter().chain(slash(a_dir));
+        let b = b[common..].iter().chain(slash(b_dir));
+        a.cmp(b)
+    })
 }
 
 /// Marks a name that is not UTF-8 so that it can never equal a stored path.
@@ -261,6 +270,25 @@ mod tests {
         assert_eq!(all, sorted, "byte order, as COLLATE \"C\" sorts");
         for (i, checkpoint) in all.iter().enumerate() {
             assert_eq!(paths(storage.walk(Some(checkpoint))), all[i + 1..], "after {checkpoint}");
+        }
+    }
+
+    #[test]
+    fn a_folder_sorts_as_its_name_and_a_slash() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let cases = [
+            (("a.jpg", false), ("a", true), Less),
+            (("a", true), ("a0.jpg", false), Less),
+            (("a", true), ("a-b", false), Greater),
+            (("a", false), ("a", true), Less),
+            (("a", true), ("a", true), Equal),
+            (("ab", false), ("a", true), Greater),
+            (("b", false), ("a", true), Greater),
+        ];
+        for ((a, a_dir), (b, b_dir), want) in cases {
+            let slash = |name: &str, dir: bool| format!("{name}{}", if dir { "/" } else { "" });
+            assert_eq!(slash(a, a_dir).cmp(&slash(b, b_dir)), want, "the cases themselves: {a} {b}");
+            assert_eq!(path_order(a.as_bytes(), a_dir, b.as_bytes(), b_dir), want, "{a} {b}");
         }
     }
 

@@ -19,15 +19,17 @@ use unicode_normalization::{is_nfc_quick, IsNormalized};
 /// Keys a page holds.
 const PAGE: i64 = 10_000;
 
-/// Every stored path, in byte order, after `$1`.
-const STORED: &str = "SELECT storage_path FROM images
-    WHERE storage_path COLLATE \"C\" > $1 ORDER BY storage_path COLLATE \"C\" LIMIT $2";
+/// Every stored path, in byte order, after `$1`: a page as one array (one
+/// row to decode, not thousands).
+const STORED: &str = "SELECT array_agg(storage_path) FROM (SELECT storage_path FROM images
+    WHERE storage_path COLLATE \"C\" > $1 ORDER BY storage_path COLLATE \"C\" LIMIT $2) AS page";
 
-/// The keys of non-canonical paths, in byte order, after `$1`.
-const RESPELLED: &str = "SELECT janitor_path_key(storage_path) COLLATE \"C\" FROM images
+/// The keys of non-canonical paths, in byte order, after `$1`, as one array.
+const RESPELLED: &str = "SELECT array_agg(key) FROM (SELECT janitor_path_key(storage_path) COLLATE \"C\" AS key
+    FROM images
     WHERE janitor_path_key(storage_path) IS DISTINCT FROM storage_path
       AND janitor_path_key(storage_path) COLLATE \"C\" > $1
-    ORDER BY 1 LIMIT $2";
+    ORDER BY 1 LIMIT $2) AS page";
 
 /// One sorted stream of keys, read ahead by a task, consumed by the walk's
 /// blocking thread.
@@ -74,7 +76,8 @@ async fn read_ahead(
     sender: mpsc::Sender<sqlx::Result<Vec<String>>>,
 ) {
     loop {
-        let page: sqlx::Result<Vec<String>> = sqlx::query_scalar(sql).bind(&after).bind(PAGE).fetch_all(&pool).await;
+        let page = sqlx::query_scalar::<_, Option<Vec<String>>>(sql).bind(&after).bind(PAGE).fetch_one(&pool).await;
+        let page = page.map(|page| in_byte_order(page.unwrap_or_default()));
         let last = match &page {
             Ok(page) => page.last().cloned(),
             Err(_) => None,
@@ -87,6 +90,16 @@ async fn read_ahead(
             None => return,
         }
     }
+}
+
+/// The page in byte order. `array_agg` over an ordered subquery keeps its
+/// order in practice, but Postgres does not promise it, and a merge over an
+/// unsorted page would miss references: checked, and sorted if need be.
+fn in_byte_order(mut page: Vec<String>) -> Vec<String> {
+    if !page.is_sorted() {
+        page.sort_unstable();
+    }
+    page
 }
 
 /// What the walk asks of the database, from its blocking thread.
@@ -124,5 +137,14 @@ impl References {
         let lookup =
             tokio::time::timeout(Duration::from_secs(60), crate::jobs::references::referenced(&self.pool, &paths));
         Ok(!self.runtime.block_on(lookup)??.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_page_out_of_order_is_put_in_byte_order() {
+        let page = ["photos/b", "photos/a", "photos/B", "photos/é"].map(str::to_owned).to_vec();
+        assert_eq!(super::in_byte_order(page), ["photos/B", "photos/a", "photos/b", "photos/é"]);
     }
 }

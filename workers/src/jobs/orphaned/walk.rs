@@ -188,7 +188,7 @@ fn walk(
             ScanItem::Error { path, error } => batch.errors.push(error_item(&path, error)),
             ScanItem::File(found) => {
                 batch.files += 1;
-                if let Err(err) = RelativePath::parse(&found.path) {
+                if let Err(err) = RelativePath::check(&found.path) {
                     let why = format!("no row can refer to this name safely ({err}); left alone");
                     batch.errors.push(error_item(&found.path, why));
                 } else if !references.referenced(&found.path)? {
