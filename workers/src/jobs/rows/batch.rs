@@ -8,7 +8,7 @@
 //! that references them `FOR SHARE SKIP LOCKED` (none can change its status
 //! or columns), and the decision is read from those locked versions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,16 +72,19 @@ const TASKS: &str = "WITH refs AS MATERIALIZED (
 /// a path it cannot normalise). An ASCII path that parsed is its own key.
 const KEYS: &str = "SELECT janitor_path_key(p) FROM unnest($1::text[]) WITH ORDINALITY AS k(p, n) ORDER BY n";
 
-/// Every row that refers to one of the keys `$1`: by its stored path
-/// (`janitor_images_storage_path`), with its id; or, with a NULL id, by
-/// another spelling (`janitor_images_noncanonical_path`, normally empty),
-/// unless it is one of the batch's rows `$2`. `(SELECT $1)` hides the array
-/// from the planner, which would otherwise trade its index probes for a
-/// sequential scan of `images` on a custom plan.
-const REFERRERS: &str = "SELECT id, storage_path FROM images
+/// For the keys `$1`: how many rows store each one as their exact path
+/// (`janitor_images_storage_path`), and, with a NULL count, each key that a
+/// row spells another way (`janitor_images_noncanonical_path`, normally
+/// empty) unless it is one of the batch's rows `$2`. Counts, not rows: a
+/// path that thousands of rows share costs an index scan, not a transfer.
+/// `(SELECT $1)` hides the array from the planner, which would otherwise
+/// trade the index probes for a sequential scan of `images` on a custom
+/// plan.
+const REFERRERS: &str = "SELECT storage_path, count(*) FROM images
         WHERE storage_path COLLATE \"C\" = ANY((SELECT $1)::text[])
+        GROUP BY storage_path
     UNION ALL
-    SELECT NULL, k FROM unnest($1::text[]) AS k
+    SELECT k, NULL FROM unnest($1::text[]) AS k
     WHERE EXISTS (SELECT 1 FROM images o
                   WHERE janitor_path_key(o.storage_path) IS DISTINCT FROM o.storage_path
                     AND janitor_path_key(o.storage_path) COLLATE \"C\" = k AND o.id <> ALL($2))";
@@ -291,11 +294,21 @@ async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Re
     let keys = keys(conn, &decided.free).await?;
     let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
     let known: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
-    let referrers: Vec<(Option<i64>, String)> =
+    let referrers: Vec<(String, Option<i64>)> =
         sqlx::query_as(REFERRERS).bind(&known).bind(&ids).fetch_all(&mut *conn).await?;
-    let batch: HashSet<i64> = ids.into_iter().collect();
-    let kept: HashSet<String> =
-        referrers.into_iter().filter(|(id, _)| id.is_none_or(|id| !batch.contains(&id))).map(|(_, key)| key).collect();
+    // The batch's own rows that store a key as their exact path: a key
+    // with more such rows in the table is referred to by a row that stays.
+    let mut own: HashMap<&str, i64> = HashMap::new();
+    for ((row, _), key) in decided.free.iter().zip(&keys) {
+        if key.as_deref() == Some(row.storage_path.as_str()) {
+            *own.entry(row.storage_path.as_str()).or_default() += 1;
+        }
+    }
+    let kept: HashSet<String> = referrers
+        .into_iter()
+        .filter(|(key, count)| count.is_none_or(|count| count > own.get(key.as_str()).copied().unwrap_or(0)))
+        .map(|(key, _)| key)
+        .collect();
     let before = decided.free.len();
     let mut keys = keys.into_iter();
     // A row without a key (Postgres cannot normalise its path) stays too.
