@@ -29,9 +29,6 @@ pub(crate) async fn referenced<'c>(db: impl sqlx::PgExecutor<'c>, paths: &[&str]
     if paths.is_empty() {
         return Ok(HashSet::new());
     }
-    let keys: Vec<Option<&str>> = paths
-        .iter()
-        .map(|path| RelativePath::parse(path).ok().and_then(|parsed| parsed.ascii_key().map(|_| *path)))
-        .collect();
+    let keys: Vec<Option<&str>> = paths.iter().map(|path| RelativePath::ascii_key(path)).collect();
     Ok(sqlx::query_scalar(REFERENCED).bind(paths).bind(&keys).fetch_all(db).await?.into_iter().collect())
 }

@@ -93,15 +93,16 @@ impl RelativePath {
         &self.0
     }
 
-    /// The path's key under `janitor_path_key` when it is plain ASCII: the
-    /// path itself. A parsed path has no empty, `.` or `..` component, no
-    /// backslash or control character, and starts with a category folder,
-    /// which is the function's fast path (and ASCII is always in NFC). A
-    /// name beyond ASCII is left to Postgres, whose Unicode tables decide
-    /// its normal form. (`tests/engine/shared.rs` checks this against the
-    /// function.)
-    pub fn ascii_key(&self) -> Option<&str> {
-        self.0.is_ascii().then_some(self.0.as_str())
+    /// The key `janitor_path_key` gives `raw`, when janitor knows it without
+    /// asking Postgres: a plain ASCII path that [`RelativePath::check`]
+    /// accepts is its own key. Such a path has no empty, `.` or `..`
+    /// component, no backslash or control character, and starts with a
+    /// category folder, which is the function's fast path (and ASCII is
+    /// always in NFC). A name beyond ASCII is left to Postgres, whose Unicode
+    /// tables decide its normal form. (`tests/engine/shared.rs` checks this
+    /// against the function.)
+    pub fn ascii_key(raw: &str) -> Option<&str> {
+        (raw.is_ascii() && Self::check(raw).is_ok()).then_some(raw)
     }
 
     /// Splits into the parent folder (never empty: at least the category) and

@@ -309,6 +309,11 @@ async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Re
         .filter(|(key, count)| count.is_none_or(|count| count > own.get(key.as_str()).copied().unwrap_or(0)))
         .map(|(key, _)| key)
         .collect();
+    // What this covers: the rows committed when the lookup runs, in the
+    // batch's transaction. No lock stands for "no other row names this
+    // file", so a row inserted after it that names one of the batch's files
+    // is not seen (as before this check was batched); the batch's own rows
+    // are locked, and a task cannot reference them.
     let before = decided.free.len();
     let mut keys = keys.into_iter();
     // A row without a key (Postgres cannot normalise its path) stays too.
@@ -322,20 +327,16 @@ async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Re
 /// key is always the one `janitor_path_key` gives, whatever its Unicode
 /// version.
 async fn keys(conn: &mut PgConnection, free: &[(Candidate, RelativePath)]) -> sqlx::Result<Vec<Option<String>>> {
+    let known: Vec<Option<&str>> = free.iter().map(|(_, path)| RelativePath::ascii_key(path.as_str())).collect();
     let others: Vec<&str> =
-        free.iter().filter(|(_, path)| path.ascii_key().is_none()).map(|(_, path)| path.as_str()).collect();
-    let mut computed: std::vec::IntoIter<Option<String>> = if others.is_empty() {
-        Vec::new().into_iter()
+        free.iter().zip(&known).filter(|(_, key)| key.is_none()).map(|((_, path), _)| path.as_str()).collect();
+    let computed: Vec<Option<String>> = if others.is_empty() {
+        Vec::new()
     } else {
-        sqlx::query_scalar(KEYS).bind(&others).fetch_all(&mut *conn).await?.into_iter()
+        sqlx::query_scalar(KEYS).bind(&others).fetch_all(&mut *conn).await?
     };
-    Ok(free
-        .iter()
-        .map(|(_, path)| match path.ascii_key() {
-            Some(key) => Some(key.to_owned()),
-            None => computed.next().flatten(),
-        })
-        .collect())
+    let mut computed = computed.into_iter();
+    Ok(known.into_iter().map(|key| key.map_or_else(|| computed.next().flatten(), |key| Some(key.to_owned()))).collect())
 }
 
 fn error_item(selector: &RowSelector, row: &Candidate, message: String) -> ErrorItem {
