@@ -303,3 +303,40 @@ async fn with_redis_down_metrics_still_serves_the_postgres_series(pool: PgPool) 
     // Its Redis is down: there are no keys to clean up.
     drop(api);
 }
+
+/// The counter triggers' helpers (PL/pgSQL since 20261201000050) return what
+/// their first definitions in SQL returned; the expected values were taken
+/// from those, on the same inputs, edge cases included (padding, NULLs, an
+/// array not based at 1, bounds, NaN, a checkpoint without a histogram).
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_counter_helpers_keep_their_results(pool: PgPool) {
+    let cases: &[(&str, &str)] = &[
+        ("janitor_add_counts('{1,2,3}', '{4,5}')", "{5,7,3}"),
+        ("janitor_add_counts('{}', '{4,5}')", "{4,5}"),
+        ("janitor_add_counts(NULL, '{4,5}')", "{4,5}"),
+        ("janitor_add_counts('{1,NULL}', NULL)", "{1,0}"),
+        ("janitor_add_counts('{}', '{}')", "{}"),
+        ("janitor_add_counts('[0:1]={7,8}', '{1}')", "{8,8}"),
+        ("janitor_duration_counts(0)", "{1,0,0,0,0,0,0,0,0,0,0,0,0,0,0}"),
+        ("janitor_duration_counts(0.1)", "{1,0,0,0,0,0,0,0,0,0,0,0,0,0,0}"),
+        ("janitor_duration_counts(0.2)", "{0,1,0,0,0,0,0,0,0,0,0,0,0,0,0}"),
+        ("janitor_duration_counts(3)", "{0,0,0,0,1,0,0,0,0,0,0,0,0,0,0}"),
+        ("janitor_duration_counts(21600)", "{0,0,0,0,0,0,0,0,0,0,0,0,0,1,0}"),
+        ("janitor_duration_counts(21601)", "{0,0,0,0,0,0,0,0,0,0,0,0,0,0,1}"),
+        ("janitor_duration_counts('NaN')", "{0,0,0,0,0,0,0,0,0,0,0,0,0,0,1}"),
+        ("janitor_duration_counts(NULL)", "{0,0,0,0,0,0,0,0,0,0,0,0,0,0,1}"),
+        (r#"janitor_batch_counts('{"batch_seconds": [1, 0, 3]}')"#, "{1,0,3}"),
+        (r#"janitor_batch_counts('{"batch_seconds": []}')"#, "{}"),
+        (r#"janitor_batch_counts('{"batch_seconds": 5}')"#, "{}"),
+        ("janitor_batch_counts('{}')", "{}"),
+        ("janitor_batch_counts(NULL)", "{}"),
+        ("(SELECT janitor_sum_counts(c::bigint[]) FROM unnest(ARRAY['{1,2}', '{0,0,5}']) AS c)", "{1,2,5}"),
+    ];
+    for (call, want) in cases {
+        let got: String = sqlx::query_scalar(&format!("SELECT ({call})::text"))
+            .fetch_one(&pool)
+            .await
+            .unwrap_or_else(|err| panic!("{call}: {err}"));
+        assert_eq!(&got, want, "{call}");
+    }
+}
