@@ -21,5 +21,12 @@ const CLAIM: &str = "SELECT id, storage_path, file_size FROM images
     WHERE id = ANY($1) AND storage_type = 'temporary' AND expires_at < $2";
 
 pub(crate) fn selector(as_of: DateTime<Utc>) -> RowSelector {
-    RowSelector { operation: OPERATION, page: PAGE, claim: CLAIM, arg: ClaimArg::Time(as_of), rule: TaskRule::NotInUse }
+    RowSelector {
+        operation: OPERATION,
+        page: PAGE,
+        short_page_is_last: true,
+        claim: CLAIM,
+        arg: ClaimArg::Time(as_of),
+        rule: TaskRule::NotInUse,
+    }
 }

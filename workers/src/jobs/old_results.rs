@@ -39,6 +39,8 @@ pub(crate) fn selector(as_of: DateTime<Utc>, days_old: DaysOld) -> RowSelector {
     RowSelector {
         operation: OPERATION,
         page: PAGE,
+        // The limit counts result ids; an image row is what comes back.
+        short_page_is_last: false,
         claim: CLAIM,
         arg: ClaimArg::Time(cutoff),
         rule: TaskRule::OldResult { cutoff },

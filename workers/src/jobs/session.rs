@@ -20,6 +20,7 @@ pub(crate) fn selector(session_id: &SessionId) -> RowSelector {
     RowSelector {
         operation: OPERATION,
         page: PAGE,
+        short_page_is_last: true,
         claim: CLAIM,
         arg: ClaimArg::Text(session_id.as_str().to_owned()),
         rule: TaskRule::NotInUse,

@@ -68,6 +68,9 @@ pub(crate) struct RowSelector {
     /// `$1` cursor (last id done), `$2` page size, `$3` the argument.
     /// Returns `(id, storage_path)` of candidates in ascending id order.
     pub page: &'static str,
+    /// Whether `page` returns a row for every candidate its `LIMIT` counted,
+    /// so that a page shorter than the limit is the last one.
+    pub short_page_is_last: bool,
     /// `$1` the candidate ids, `$2` the argument. Returns
     /// `(id, storage_path, file_size)` of those that still qualify.
     pub claim: &'static str,

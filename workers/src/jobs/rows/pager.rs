@@ -46,7 +46,15 @@ pub(super) async fn run(
         };
         let Some(&(last, _)) = rows.last() else { return Ok(()) };
         after = last;
+        // A short page was the last one: asking again would only return
+        // nothing (a session job's one page saves a query this way). Rows
+        // that become candidates after the query are a later run's, as
+        // they would be after any last page.
+        let short = selector.short_page_is_last && rows.len() < page_size;
         slot.send(inspect(ctx, rows, Some(last)).await);
+        if short {
+            return Ok(());
+        }
     }
 }
 
