@@ -201,14 +201,16 @@ pub async fn start(
     // which always takes the job over.
     // A start need not wait for its WAL flush: if a crash loses it, the job
     // was not started and its entry is delivered again; the first batch's
-    // synchronous commit flushes it in any case.
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+    // synchronous commit flushes it in any case. One statement, its own
+    // transaction, which `set_config(.., true)` makes asynchronous (a
+    // setting local to a transaction is read when it commits).
     let row: sqlx::Result<Option<Started>> = sqlx::query_as(
-        "INSERT INTO job_results
+        "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+         INSERT INTO job_results
              (job_id, operation, params, dry_run, status, attempts, lease_epoch, worker, started_at, entry_id,
               lease_expires_at, queue)
-         VALUES ($1, $2, $3, $4, 'running', 1, 1, $5, now(), $6, now() + make_interval(secs => $7), $8)
+         SELECT $1, $2, $3, $4, 'running', 1, 1, $5, now(), $6, now() + make_interval(secs => $7), $8
+         FROM async_commit
          ON CONFLICT (job_id) DO UPDATE SET
              status = 'running',
              attempts = job_results.attempts + 1,
@@ -235,17 +237,15 @@ pub async fn start(
     .bind(claim.map(|c| c.entry_id))
     .bind(ttl.as_secs_f64())
     .bind(queue)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await;
     let row = match row {
         Err(sqlx::Error::Database(err)) if err.constraint() == Some("job_results_one_unfinished_bulk") => {
-            tx.rollback().await?;
             let equal = equal_unfinished(pool, queue.unwrap_or_default(), spec).await?;
             return Ok(Start::Equal(equal.unwrap_or(Uuid::nil())));
         }
         row => row?,
     };
-    tx.commit().await?;
 
     let Some((epoch, checkpoint, errors, now)) = row else {
         let record = get(pool, job_id).await?.ok_or(sqlx::Error::RowNotFound)?;
