@@ -137,11 +137,11 @@ impl Engine {
         // A job built in code may carry a duration no decoding would accept:
         // it ends here as bad input, never in time arithmetic.
         if let Err(err) = spec.job.validate() {
-            return self.end(lease, Err(("failed", format!("bad input: {err}")))).await;
+            return self.end(lease, &progress, Err(("failed", format!("bad input: {err}")))).await;
         }
         let storage = match Storage::open(&self.storage_root) {
             Ok(storage) => storage,
-            Err(err) => return self.end(lease, Err(("failed", format!("{err:#}")))).await,
+            Err(err) => return self.end(lease, &progress, Err(("failed", format!("{err:#}")))).await,
         };
         // The lease stays fresh while the job runs; a cancel request or a
         // lost lease stops the job at its next batch boundary.
@@ -161,8 +161,8 @@ impl Engine {
         };
         let ended = self.phases(&ctx, spec, &mut progress).await?;
         match (ended, heartbeat.stopped_by()) {
-            (Some(outcome), _) => self.end(lease, outcome).await,
-            (None, Some(Stop::Cancelled)) => self.end(lease, Err(("cancelled", String::new()))).await,
+            (Some(outcome), _) => self.end(lease, &progress, outcome).await,
+            (None, Some(Stop::Cancelled)) => self.end(lease, &progress, Err(("cancelled", String::new()))).await,
             (None, Some(Stop::LeaseLost)) => Err(EngineError::Store(StoreError::LeaseLost(lease.job_id))),
             (None, None) => {
                 tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
@@ -207,21 +207,28 @@ impl Engine {
             if progress.checkpoint.phase < phases.len() {
                 let mut conn = self.pool.acquire().await.map_err(anyhow::Error::from)?;
                 results::save_progress(&mut conn, ctx.lease, progress).await?;
+                progress.saved();
             }
         }
         Ok(Some(Ok(())))
     }
 
-    /// Ends the job: `Ok` completes it; `Err((status, reason))` ends it as
-    /// `failed`, `skipped` or `cancelled` with the reason (an empty reason
-    /// keeps the one recorded, as a cancel request records its own).
-    async fn end(&self, lease: Lease, outcome: Result<(), (&str, String)>) -> Result<RunOutcome, EngineError> {
+    /// Ends the job with its final progress: `Ok` completes it;
+    /// `Err((status, reason))` ends it as `failed`, `skipped` or `cancelled`
+    /// with the reason (an empty reason keeps the one recorded, as a cancel
+    /// request records its own).
+    async fn end(
+        &self,
+        lease: Lease,
+        progress: &Progress,
+        outcome: Result<(), (&str, String)>,
+    ) -> Result<RunOutcome, EngineError> {
         let record = match &outcome {
-            Ok(()) => results::finish(&self.pool, lease, "completed", None).await?,
+            Ok(()) => results::finish(&self.pool, lease, progress, "completed", None).await?,
             Err((status, reason)) => {
                 tracing::warn!(%reason, "job {status}");
                 let reason = (!reason.is_empty()).then_some(reason.as_str());
-                results::finish(&self.pool, lease, status, reason).await?
+                results::finish(&self.pool, lease, progress, status, reason).await?
             }
         };
         tracing::info!(

@@ -146,6 +146,11 @@ pub struct Progress {
     pub error_cap: usize,
     /// Batches committed by this run (not persisted; for progress reports).
     pub batches: u64,
+    /// Unlink intents (`janitor_unlink_intents.batch`) whose files have been
+    /// unlinked and whose failures are already counted here: the next save
+    /// of this progress drops them in the same statement that writes the
+    /// counts (`results::save_progress`), so the two stand or fall together.
+    pub settled: Vec<i64>,
 }
 
 impl Progress {
@@ -168,6 +173,7 @@ impl Progress {
             errors: Vec::new(),
             error_cap,
             batches: 0,
+            settled: Vec::new(),
         }
     }
 
@@ -192,6 +198,11 @@ impl Progress {
         self.checkpoint.phases[phase].add(delta);
         let room = self.error_cap.saturating_sub(self.errors.len());
         self.errors.extend(errors.into_iter().take(room));
+    }
+
+    /// Forgets the settled intents once a save of this progress committed.
+    pub fn saved(&mut self) {
+        self.settled.clear();
     }
 
     /// Moves on to the next phase.

@@ -273,19 +273,27 @@ pub async fn start(
     Ok(Start::Run(lease, resumed, now))
 }
 
-/// Writes the counters, error items and checkpoint inside the batch's
-/// transaction. Fails with `LeaseLost` (and the caller rolls back) if the
-/// job was taken over.
+/// Writes the counters, error items and checkpoint, and drops the unlink
+/// intents they settle (`Progress::settled`), in one statement: inside the
+/// batch's transaction, or alone. Fails with `LeaseLost` (and the caller
+/// rolls back) if the job was taken over; then it dropped nothing either.
+/// Once it committed, the caller calls [`Progress::saved`].
 pub async fn save_progress(conn: &mut PgConnection, lease: Lease, progress: &Progress) -> Result<(), StoreError> {
     let totals = progress.totals();
     let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
     let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
-    let updated = sqlx::query(
-        "UPDATE job_results SET
-             deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
-             errors = $7, checkpoint = $8, updated_at = now(),
-             lease_expires_at = now() + make_interval(secs => $9)
-         WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'",
+    let saved: i64 = sqlx::query_scalar(
+        "WITH saved AS (
+             UPDATE job_results SET
+                 deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
+                 errors = $7, checkpoint = $8, updated_at = now(),
+                 lease_expires_at = now() + make_interval(secs => $9)
+             WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
+             RETURNING job_id),
+         settled AS (
+             DELETE FROM janitor_unlink_intents
+             WHERE job_id IN (SELECT job_id FROM saved) AND batch = ANY($10))
+         SELECT count(*) FROM saved",
     )
     .bind(lease.job_id)
     .bind(lease.epoch)
@@ -296,9 +304,10 @@ pub async fn save_progress(conn: &mut PgConnection, lease: Lease, progress: &Pro
     .bind(errors)
     .bind(checkpoint)
     .bind(lease.ttl.as_secs_f64())
-    .execute(&mut *conn)
+    .bind(&progress.settled)
+    .fetch_one(&mut *conn)
     .await?;
-    if updated.rows_affected() == 0 {
+    if saved == 0 {
         return Err(StoreError::LeaseLost(lease.job_id));
     }
     Ok(())
@@ -394,17 +403,62 @@ pub async fn requeue(pool: &PgPool, job_id: Uuid, queue: &str) -> Result<Result<
     }))
 }
 
-/// Ends the job: `completed`, or `failed` with the reason. The final result
-/// JSON is built from the row itself and stored with it, and listeners on
-/// the `janitor_job_finished` channel are told the job id.
+/// Ends the job: `completed`, or `failed` with the reason, with its final
+/// progress (which settles the unlinks of its last batches, as
+/// [`save_progress`] does) in the same statement. The final result JSON is
+/// built from the row itself and stored with it, and listeners on the
+/// `janitor_job_finished` channel are told the job id.
+///
+/// The commit does not wait for its WAL flush. Every deletion the job made
+/// was committed synchronously before its files went; if a crash of
+/// Postgres loses this end, the row is `running` again with an expired
+/// lease and its unlink intents back, and the reconciler runs the job again
+/// from its checkpoint: it finishes those intents and ends the same way.
 pub async fn finish(
     pool: &PgPool,
     lease: Lease,
+    progress: &Progress,
     status: &str,
     last_error: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
-    let record = end(pool, lease.job_id, Some(lease.epoch), status, last_error, &UNFINISHED, None).await?;
-    record.ok_or(StoreError::LeaseLost(lease.job_id))
+    let totals = progress.totals();
+    let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
+    let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
+    let mut tx = pool.begin().await?;
+    let record: Option<JobRecord> = sqlx::query_as(&format!(
+        "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
+         ended AS (
+             UPDATE job_results SET
+                 deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
+                 errors = $7, checkpoint = $8,
+                 status = $9, finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+                 last_error = CASE WHEN $9 = 'cancelled' THEN coalesce($10, last_error) ELSE $10 END,
+                 started_at = coalesce(started_at, now())
+             FROM async_commit
+             WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
+             RETURNING job_results.*),
+         settled AS (
+             DELETE FROM janitor_unlink_intents
+             WHERE job_id IN (SELECT job_id FROM ended) AND batch = ANY($11))
+         SELECT {COLUMNS} FROM ended"
+    ))
+    .bind(lease.job_id)
+    .bind(lease.epoch)
+    .bind(totals.deleted)
+    .bind(totals.bytes)
+    .bind(totals.skipped)
+    .bind(totals.errors)
+    .bind(errors)
+    .bind(checkpoint)
+    .bind(status)
+    .bind(last_error)
+    .bind(&progress.settled)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let record = record.ok_or(StoreError::LeaseLost(lease.job_id))?;
+    let record = store_result(&mut tx, record).await?;
+    tx.commit().await?;
+    Ok(record)
 }
 
 /// Fails a job that is not finished, whoever holds it: for jobs that ran out
@@ -437,6 +491,21 @@ async fn end(
     unmoved_since: Option<DateTime<Utc>>,
 ) -> Result<Option<JobRecord>, StoreError> {
     let mut tx = pool.begin().await?;
+    let record = end_in(&mut tx, job_id, epoch, status, last_error, from, unmoved_since).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
+/// [`end`] inside the caller's transaction.
+async fn end_in(
+    tx: &mut PgConnection,
+    job_id: Uuid,
+    epoch: Option<i64>,
+    status: &str,
+    last_error: Option<&str>,
+    from: &[&str],
+    unmoved_since: Option<DateTime<Utc>>,
+) -> Result<Option<JobRecord>, StoreError> {
     let record: Option<JobRecord> = sqlx::query_as(&format!(
         "UPDATE job_results SET status = $3, finished_at = now(), updated_at = now(),
              last_error = CASE WHEN $3 = 'cancelled' THEN coalesce($4, last_error) ELSE $4 END,
@@ -455,21 +524,26 @@ async fn end(
     .bind(unmoved_since)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some(mut record) = record else {
+    let Some(record) = record else {
         return Ok(None);
     };
+    Ok(Some(store_result(tx, record).await?))
+}
+
+/// Stores an ended job's result JSON, built from its row, and tells the
+/// listeners on `janitor_job_finished`.
+async fn store_result(tx: &mut PgConnection, mut record: JobRecord) -> sqlx::Result<JobRecord> {
     let result = crate::report::result_json(&record);
     sqlx::query(
         "UPDATE job_results SET result = $2 WHERE job_id = $1
          RETURNING pg_notify('janitor_job_finished', $1::text)",
     )
-    .bind(job_id)
+    .bind(record.job_id)
     .bind(&result)
     .fetch_optional(&mut *tx)
     .await?;
-    tx.commit().await?;
     record.result = Some(result);
-    Ok(Some(record))
+    Ok(record)
 }
 
 /// Records a job that was not run because an equal one is queued or
@@ -484,7 +558,9 @@ pub async fn complete_as_duplicate(
     let Start::Run(lease, _, _) = start(pool, job_id, spec, worker, None).await? else {
         return Ok(());
     };
-    finish(pool, lease, "completed", None).await?;
+    end(pool, job_id, Some(lease.epoch), "completed", None, &UNFINISHED, None)
+        .await?
+        .ok_or(StoreError::LeaseLost(job_id))?;
     sqlx::query(
         "UPDATE job_results SET result = result || jsonb_build_object('duplicate_of', $2::text) WHERE job_id = $1",
     )

@@ -201,13 +201,14 @@ async fn try_commit(
     let cursor = page.last.map_or_else(|| next.checkpoint.cursor.clone(), Cursor::AfterId);
     next.record(delta, decided.errors, cursor);
     next.defer(decided.deferred);
-    intents::settle(&mut tx, ctx, &mut next, unlinked).await?;
+    intents::settle(&mut next, unlinked);
     next.observe(started.elapsed());
     crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
     // The commit is synchronous (the session default): the files are
     // unlinked right after it, so it must not be lost in a crash.
     tx.commit().await?;
     *progress = next;
+    progress.saved();
     ctx.batch_done(progress, started.elapsed());
     Ok(intent)
 }

@@ -3,10 +3,11 @@
 //!
 //! A batch's transaction inserts its files into `janitor_unlink_intents`
 //! together with the row deletions. After the commit the unlinker removes the
-//! files, and a later transaction of the same job deletes the intent and
-//! records any file that could not be unlinked as an error item. An intent
-//! left by a crash is finished by the next run of the job before anything
-//! else, so no file is ever lost track of.
+//! files; the job's next save of its progress (a later batch's transaction,
+//! the save between phases, or the job's end) deletes the intent in the
+//! statement that records any file that could not be unlinked as an error
+//! item. An intent left by a crash is finished by the next run of the job
+//! before anything else, so no file is ever lost track of.
 
 use sqlx::{PgConnection, PgPool};
 
@@ -74,42 +75,28 @@ pub(super) async fn unlink(ctx: &RunContext<'_>, intent: Intent) -> Unlinked {
     Unlinked { batch: intent.batch, errors }
 }
 
-/// In a batch's transaction: drops the intents that were carried out and
-/// counts their failures.
-pub(super) async fn settle(
-    conn: &mut PgConnection,
-    ctx: &RunContext<'_>,
-    next: &mut Progress,
-    unlinked: &[Unlinked],
-) -> sqlx::Result<()> {
-    if unlinked.is_empty() {
-        return Ok(());
-    }
-    let batches: Vec<i64> = unlinked.iter().map(|done| done.batch).collect();
-    sqlx::query("DELETE FROM janitor_unlink_intents WHERE job_id = $1 AND batch = ANY($2)")
-        .bind(ctx.lease.job_id)
-        .bind(&batches)
-        .execute(conn)
-        .await?;
+/// Counts the failures of intents that were carried out, and marks the
+/// intents settled: the next save of `progress` drops them in the statement
+/// that writes these counts.
+pub(super) fn settle(progress: &mut Progress, unlinked: &[Unlinked]) {
     for done in unlinked {
-        next.add(Counters { errors: done.errors.len() as i64, ..Counters::default() }, done.errors.clone());
+        progress.add(Counters { errors: done.errors.len() as i64, ..Counters::default() }, done.errors.clone());
+        progress.settled.push(done.batch);
     }
-    Ok(())
 }
 
-/// Records unlinks outside a batch (at the end of a phase) and saves the
-/// progress.
+/// Settles unlinks outside a batch and saves the progress at once.
 pub(super) async fn confirm(
     ctx: &RunContext<'_>,
     progress: &mut Progress,
     unlinked: Vec<Unlinked>,
 ) -> anyhow::Result<()> {
-    let mut tx = ctx.pool.begin().await?;
     let mut next = progress.clone();
-    settle(&mut tx, ctx, &mut next, &unlinked).await?;
-    crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
-    tx.commit().await?;
+    settle(&mut next, &unlinked);
+    let mut conn = ctx.pool.acquire().await?;
+    crate::results::save_progress(&mut conn, ctx.lease, &next).await?;
     *progress = next;
+    progress.saved();
     Ok(())
 }
 
@@ -121,6 +108,11 @@ pub(super) async fn finish_left_over(
     selector: &RowSelector,
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
+    // Each intent is inserted in the transaction that saves the checkpoint
+    // counting it: a job whose checkpoint counts none has none.
+    if progress.checkpoint.intents == 0 {
+        return Ok(());
+    }
     let left: Vec<(i64, Vec<i64>, Vec<String>)> =
         sqlx::query_as("SELECT batch, image_ids, paths FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY batch")
             .bind(ctx.lease.job_id)

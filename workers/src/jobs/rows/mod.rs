@@ -152,12 +152,11 @@ async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut P
     let (paged, (), (committed, mut unlinked)) = tokio::join!(pager, unlinker, committer);
     committed?;
     paged?;
-    // Every intent this run committed has been unlinked: record that.
-    let done = drain(&mut unlinked);
-    if done.is_empty() {
-        return Ok(());
-    }
-    intents::confirm(ctx, progress, done).await
+    // Every intent this run committed has been unlinked: the job's next
+    // save (the next phase's, or its end) records that. If the run stops
+    // before, the intents stay, and its rerun finishes them first.
+    intents::settle(progress, &drain(&mut unlinked));
+    Ok(())
 }
 
 fn drain(unlinked: &mut mpsc::UnboundedReceiver<Unlinked>) -> Vec<Unlinked> {
