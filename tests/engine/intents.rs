@@ -53,3 +53,32 @@ async fn files_whose_rows_a_stopped_run_deleted_are_unlinked_by_the_next_run(poo
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 0, "every intent is settled");
 }
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_listed_file_that_cannot_be_unlinked_is_an_error_item_and_its_intent_is_settled(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 3, 10).await;
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::Expired);
+    run_until(&engine, job_id, &job, 1).await;
+    // A run that died after committing a batch listed a path where a
+    // folder now stands: unlinking it fails (even for root).
+    std::fs::create_dir_all(store.path("photos/now-a-folder.jpg/inside")).unwrap();
+    sqlx::query("INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, 1000, $2, $3)")
+        .bind(job_id)
+        .bind(vec![999_999_i64])
+        .bind(vec!["photos/now-a-folder.jpg".to_owned()])
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let record = run_as(&engine, job_id, &job).await;
+    assert_eq!(record.error_count, 1, "{:?}", record.errors);
+    assert_eq!(record.errors[0]["path"], "photos/now-a-folder.jpg");
+    let error = record.errors[0]["error"].as_str().unwrap();
+    assert!(error.contains("could not be unlinked"), "{error}");
+    assert!(store.exists("photos/now-a-folder.jpg/inside"), "a folder is never removed");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0, "the failure is recorded and its intent settled");
+}
