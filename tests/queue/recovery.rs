@@ -151,3 +151,28 @@ async fn a_job_running_through_a_redis_restart_completes(pool: PgPool) {
     assert_eq!(behind.0, "completed", "the queued job Redis lost was re-enqueued");
     worker.signal("TERM").await;
 }
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_bulk_enqueue_loads_its_script_on_a_redis_that_lacks_it(pool: PgPool) {
+    // A new server has no scripts, and a restart forgets them: the pipeline
+    // of `EVALSHA`s must load the script rather than fail after the rows
+    // were inserted.
+    let mut redis = PrivateRedis::start().await;
+    let env = Env::with_redis(pool, redis.url());
+    let producer = crate::delivery::producer(&env).await;
+    let first = producer.enqueue_many(&[session("a"), session("b")], Some("test")).await.unwrap();
+    assert_eq!(stream_state(&env, Lane::Session).await.0, 2, "a new server");
+
+    redis.restart().await;
+    // A producer started after the restart (the old one's connection broke
+    // with it; its rows would be re-enqueued by the reconciler).
+    let producer = crate::delivery::producer(&env).await;
+    let second = producer.enqueue_many(&[session("c"), session("d"), session("e")], Some("test")).await.unwrap();
+    assert_eq!(stream_state(&env, Lane::Session).await.0, 3, "after a restart, each job once");
+    assert_eq!(ids_len(&env).await, 3);
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status = 'queued'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued as usize, first.len() + second.len());
+}

@@ -175,20 +175,28 @@ impl Producer {
             .map(|(job_id, spec)| NewJob { job_id: *job_id, spec, requested_by, queue: self.layout.prefix() })
             .collect();
         results::insert_queued(&self.pool, &new).await?;
+        let script = redis::Script::new(dedup::ENQUEUE_ONCE);
         let mut pipe = redis::pipe();
         for (job_id, spec) in ids.iter().zip(specs) {
             let payload = payload(*job_id, spec, requested_by);
             pipe.invoke_script(
-                redis::Script::new(dedup::ENQUEUE_ONCE)
-                    .key(self.layout.stream(spec.lane()))
-                    .key(self.layout.ids())
-                    .arg(job_id.to_string())
-                    .arg(payload),
+                script.key(self.layout.stream(spec.lane())).key(self.layout.ids()).arg(job_id.to_string()).arg(payload),
             )
             .ignore();
         }
         let mut redis = self.redis.clone();
-        pipe.query_async::<()>(&mut redis).await?;
+        match pipe.query_async::<()>(&mut redis).await {
+            // A pipeline sends `EVALSHA` and, unlike `invoke_async`, does not
+            // load a script Redis does not have (a restarted or new server).
+            // Load it and send the pipeline again: each entry is added once
+            // whatever ran the first time, since the script skips a job id
+            // already in `{prefix}:ids`.
+            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.prepare_invoke().load_async(&mut redis).await?;
+                pipe.query_async::<()>(&mut redis).await?;
+            }
+            reply => reply?,
+        }
         Ok(ids)
     }
 
