@@ -251,20 +251,34 @@ pub(crate) async fn coalesce(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) 
     Ok(None)
 }
 
-/// Drops what Redis holds for a job that has ended: its entry in the ids hash
-/// and (a session job's) dedup key. Best effort: both also expire or are
-/// overwritten.
+/// `forget` in one round trip. KEYS: the ids hash, the postponed hash and,
+/// for a session job, its dedup key (released only if this job holds it, as
+/// `dedup::release` does). ARGV[1]: the job id. The keys share the
+/// deployment's hash slot (see `layout`).
+const FORGET: &str = r"
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if KEYS[3] then
+  local holder = redis.call('GET', KEYS[3])
+  if holder and string.sub(holder, 1, 36) == ARGV[1] then redis.call('DEL', KEYS[3]) end
+end
+return 0
+";
+
+/// Drops what Redis holds for a job that has ended: its entry in the ids hash,
+/// its postponement and (a session job's) dedup key. Best effort: each also
+/// expires, is overwritten or is swept by the reconciler.
 pub(crate) async fn forget(ctx: &WorkerContext, job_id: Uuid, spec: &JobSpec) {
+    static SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| redis::Script::new(FORGET));
     let mut redis = ctx.redis.clone();
     let layout = &ctx.settings.layout;
+    let mut invocation = SCRIPT.key(layout.ids());
+    invocation.key(layout.postponed()).arg(job_id.to_string());
     if let Some(key) = spec.dedup_key(layout) {
-        if let Err(err) = dedup::release(&mut redis, &key, job_id).await {
-            tracing::warn!(error = %err, "could not release the dedup key");
-        }
+        invocation.key(key);
     }
-    let removed: redis::RedisResult<i64> = redis.hdel(layout.ids(), job_id.to_string()).await;
-    if let Err(err) = removed {
-        tracing::warn!(error = %err, "could not drop the job from the ids hash");
+    let forgotten: redis::RedisResult<i64> = invocation.invoke_async(&mut redis).await;
+    if let Err(err) = forgotten {
+        tracing::warn!(error = %err, "could not drop the job's ids entry, postponement or dedup key");
     }
-    super::outage::clear(ctx, job_id).await;
 }
