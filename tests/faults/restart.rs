@@ -114,6 +114,9 @@ async fn jobs_delivered_during_a_postgres_outage_complete_after_it() {
     let outage = Duration::from_secs(65);
     tokio::time::sleep(outage).await;
     assert!(worker.is_running(), "the worker outlived the outage: {}", worker.stderr());
+    let postponed = janitor_workers::layout::Layout::new(&prefix).postponed();
+    let during: usize = redis::cmd("HLEN").arg(&postponed).query_async(&mut redis).await.unwrap();
+    assert!(during > 0, "the jobs delivered during the outage are postponed");
     server.start_again().await;
 
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -137,6 +140,19 @@ async fn jobs_delivered_during_a_postgres_outage_complete_after_it() {
     assert_eq!((deleted, failed), (3 * SESSIONS as i64, 0), "exact counts, nothing failed");
     assert_eq!(count_images(&pool).await, 0);
     assert_eq!(files_under(store.root()), 0);
+    // A job that ran forgets its postponement (and its ids entry) once it
+    // has ended, just after its row says so.
+    let ids = janitor_workers::layout::Layout::new(&prefix).ids();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: (usize, usize) =
+            redis::pipe().cmd("HLEN").arg(&postponed).cmd("HLEN").arg(&ids).query_async(&mut redis).await.unwrap();
+        if left == (0, 0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "(postponed, ids) left in Redis: {left:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     worker.signal("TERM").await;
     assert_eq!(worker.exit_code(Duration::from_secs(20)).await, Some(0), "{}", worker.stderr());
     pool.close().await;
