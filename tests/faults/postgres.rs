@@ -93,6 +93,12 @@ impl PrivatePostgres {
         self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "fast"]).await;
     }
 
+    /// `pg_ctl stop -m immediate`: every server process quits at once,
+    /// without writing what is still in its WAL buffers, as in a crash.
+    pub async fn crash(&self) {
+        self.pg_ctl(&["stop", "-w", "-t", "60", "-m", "immediate"]).await;
+    }
+
     async fn pg_ctl(&self, args: &[&str]) {
         let mut command = vec![self.bin.join("pg_ctl").into_os_string(), "-D".into(), self.data().into_os_string()];
         command.extend(args.iter().map(Into::into));

@@ -174,3 +174,47 @@ async fn wait_for_worker(redis_url: &str, prefix: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What `janitor run` reported as ended stays ended after a Postgres crash
+/// right after it: the end's commit waits for its WAL write. The WAL writer
+/// is slowed to 10 s, so an end committed without waiting would still be in
+/// the WAL buffers that an immediate stop throws away, and the job's row
+/// would come back `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reported_ended_is_still_ended_after_a_postgres_crash() {
+    let server = PrivatePostgres::start().await;
+    let mut admin = PgConnection::connect(&server.url("postgres")).await.expect("the private server answers");
+    sqlx::query("CREATE DATABASE janitor").execute(&mut admin).await.unwrap();
+    sqlx::query("ALTER SYSTEM SET wal_writer_delay = '10s'").execute(&mut admin).await.unwrap();
+    sqlx::query("SELECT pg_reload_conf()").execute(&mut admin).await.unwrap();
+    admin.close().await.unwrap();
+    let url = server.url("janitor");
+    let pool = PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
+    janitor_workers::MIGRATOR.run(&pool).await.expect("migrations apply");
+    let store = Store::new();
+    for j in 0..3 {
+        let image = crate::support::Image::fresh(&format!("photos/c/{j}.jpg"), 5).session("crash-me");
+        crate::support::insert_image(&pool, Some(&store), &image).await;
+    }
+    pool.close().await;
+
+    let prefix = prefix();
+    let janitor = Janitor::new(&url, &shared_redis_url(), &prefix, store.root());
+    let (code, stdout, stderr) = janitor.run(&["run", "session", "crash-me", "--json"], Duration::from_secs(60)).await;
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let reported: serde_json::Value = serde_json::from_str(&stdout).expect("the result as JSON");
+    assert_eq!(reported["status"], "completed", "{stdout}");
+    let job_id = reported["job_id"].as_str().expect("a job id").to_owned();
+
+    server.crash().await;
+    server.start_again().await;
+    let pool = PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
+    let row: (String, i64) = sqlx::query_as("SELECT status, deleted_count FROM job_results WHERE job_id = $1::uuid")
+        .bind(&job_id)
+        .fetch_one(&pool)
+        .await
+        .expect("the job's row survived the crash");
+    assert_eq!(row, ("completed".to_owned(), 3), "what was reported is what the row says after the crash");
+    assert_eq!(count_images(&pool).await, 0);
+    pool.close().await;
+}

@@ -409,11 +409,11 @@ pub async fn requeue(pool: &PgPool, job_id: Uuid, queue: &str) -> Result<Result<
 /// built from the row itself and stored with it, and listeners on the
 /// `janitor_job_finished` channel are told the job id.
 ///
-/// The commit does not wait for its WAL flush. Every deletion the job made
-/// was committed synchronously before its files went; if a crash of
-/// Postgres loses this end, the row is `running` again with an expired
-/// lease and its unlink intents back, and the reconciler runs the job again
-/// from its checkpoint: it finishes those intents and ends the same way.
+/// The commit is synchronous, unlike the start's: listeners are told, and a
+/// `janitor run` prints, that the job ended, so a crash must not take that
+/// back. (An end lost in a crash would leave a CLI job's row `running` with
+/// no queue to rescue it, and make a job on its last attempt `failed` once
+/// the reconciler found it.)
 pub async fn finish(
     pool: &PgPool,
     lease: Lease,
@@ -426,15 +426,13 @@ pub async fn finish(
     let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
     let mut tx = pool.begin().await?;
     let record: Option<JobRecord> = sqlx::query_as(&format!(
-        "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
-         ended AS (
+        "WITH ended AS (
              UPDATE job_results SET
                  deleted_count = $3, deleted_bytes = $4, skipped_count = $5, error_count = $6,
                  errors = $7, checkpoint = $8,
                  status = $9, finished_at = now(), updated_at = now(), lease_expires_at = NULL,
                  last_error = CASE WHEN $9 = 'cancelled' THEN coalesce($10, last_error) ELSE $10 END,
                  started_at = coalesce(started_at, now())
-             FROM async_commit
              WHERE job_id = $1 AND lease_epoch = $2 AND status = 'running'
              RETURNING job_results.*),
          settled AS (
