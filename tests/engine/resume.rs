@@ -34,6 +34,12 @@ async fn a_stopped_job_resumes_from_its_checkpoint_with_exact_counts(pool: PgPoo
     assert_eq!(status, "running");
     assert!((20..=40).contains(&deleted), "stopped after {deleted}");
     assert_eq!(count_images(&pool).await, 55 - deleted, "the recorded count is what is gone");
+    let intents: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(intents, 0, "a stopped job records the unlinks it carried out; none is left for the rerun");
 
     let record = run_as(&engine, job_id, &job).await;
     assert_eq!((record.deleted_count, record.deleted_bytes), (55, 550));

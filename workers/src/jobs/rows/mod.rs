@@ -98,6 +98,12 @@ pub(crate) async fn run(
     let pipeline = pipeline(ctx, selector, progress).await;
     pipeline?;
     if ctx.cancel.is_cancelled() {
+        // A stopped job records its last unlinks now rather than leave them
+        // for a rerun to carry out again, after a delay in which a path may
+        // be reused.
+        if !progress.settled.is_empty() {
+            intents::confirm(ctx, progress, Vec::new()).await?;
+        }
         return Ok(PhaseEnd::Interrupted);
     }
     if ctx.remaining(progress) == Some(0) {
