@@ -153,10 +153,10 @@ async fn a_job_running_through_a_redis_restart_completes(pool: PgPool) {
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn a_bulk_enqueue_loads_its_script_on_a_redis_that_lacks_it(pool: PgPool) {
-    // A new server has no scripts, and a restart forgets them: the pipeline
-    // of `EVALSHA`s must load the script rather than fail after the rows
-    // were inserted.
+async fn the_first_enqueues_after_a_redis_restart_succeed(pool: PgPool) {
+    // A new server has no scripts, and a restart forgets them and breaks the
+    // producer's connection: the first enqueue after it, a logout's session
+    // job or a bulk load, must not fail for either reason.
     let mut redis = PrivateRedis::start().await;
     let env = Env::with_redis(pool, redis.url());
     let producer = crate::delivery::producer(&env).await;
@@ -164,15 +164,17 @@ async fn a_bulk_enqueue_loads_its_script_on_a_redis_that_lacks_it(pool: PgPool) 
     assert_eq!(stream_state(&env, Lane::Session).await.0, 2, "a new server");
 
     redis.restart().await;
-    // A producer started after the restart (the old one's connection broke
-    // with it; its rows would be re-enqueued by the reconciler).
-    let producer = crate::delivery::producer(&env).await;
-    let second = producer.enqueue_many(&[session("c"), session("d"), session("e")], Some("test")).await.unwrap();
-    assert_eq!(stream_state(&env, Lane::Session).await.0, 3, "after a restart, each job once");
+    let logout = producer.enqueue(&session("c"), Some("app")).await.expect("the first enqueue after the restart");
+    assert!(!logout.deduplicated);
+    assert_eq!(stream_state(&env, Lane::Session).await.0, 1, "on the stream at once, not left to the reconciler");
+
+    redis.restart().await;
+    let second = producer.enqueue_many(&[session("d"), session("e"), session("f")], Some("test")).await.unwrap();
+    assert_eq!(stream_state(&env, Lane::Session).await.0, 3, "after another restart, each job once");
     assert_eq!(ids_len(&env).await, 3);
     let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM job_results WHERE status = 'queued'")
         .fetch_one(&env.pool)
         .await
         .unwrap();
-    assert_eq!(queued as usize, first.len() + second.len());
+    assert_eq!(queued as usize, first.len() + 1 + second.len());
 }

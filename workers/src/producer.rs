@@ -14,7 +14,9 @@
 //! 2 is undone, so a failed enqueue leaves nothing behind. If its outcome is
 //! unknown (a timeout: the `XADD` may have landed), or the process dies
 //! between 2 and 3, the row stays queued and the worker's reconciler settles
-//! it: it enqueues the job unless Redis already has it.
+//! it: it enqueues the job unless Redis already has it. A Redis step whose
+//! connection had dropped (a restart, a failover) is tried once more first:
+//! each step is idempotent for its job id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +118,12 @@ impl Producer {
         if let Some(existing) = self.record(job_id, spec, requested_by).await? {
             return Ok(Enqueued { job_id: existing, deduplicated: true });
         }
-        if let Err(err) = self.push(&mut redis, job_id, spec, requested_by).await {
+        if let Err(err) = once_more(|| {
+            let mut redis = self.redis.clone();
+            async move { self.push(&mut redis, job_id, spec, requested_by).await }
+        })
+        .await
+        {
             if !err.is_connection_refusal() || redis.resends() {
                 // The XADD may have landed (a timeout, a dropped connection,
                 // or, on a cluster, an earlier attempt of a retried command):
@@ -184,19 +191,26 @@ impl Producer {
             )
             .ignore();
         }
-        let mut redis = self.redis.clone();
-        match pipe.query_async::<()>(&mut redis).await {
-            // A pipeline sends `EVALSHA` and, unlike `invoke_async`, does not
-            // load a script Redis does not have (a restarted or new server).
-            // Load it and send the pipeline again: each entry is added once
-            // whatever ran the first time, since the script skips a job id
-            // already in `{prefix}:ids`.
-            Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                script.prepare_invoke().load_async(&mut redis).await?;
-                pipe.query_async::<()>(&mut redis).await?;
+        let (pipe, script) = (&pipe, &script);
+        once_more(|| {
+            let mut redis = self.redis.clone();
+            async move {
+                match pipe.query_async::<()>(&mut redis).await {
+                    // A pipeline sends `EVALSHA` and, unlike `invoke_async`,
+                    // does not load a script Redis does not have (a restarted
+                    // or new server). Load it and send the pipeline again:
+                    // each entry is added once whatever ran the first time,
+                    // since the script skips a job id already in
+                    // `{prefix}:ids`.
+                    Err(err) if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                        script.prepare_invoke().load_async(&mut redis).await?;
+                        pipe.query_async::<()>(&mut redis).await
+                    }
+                    reply => reply,
+                }
             }
-            reply => reply?,
-        }
+        })
+        .await?;
         Ok(ids)
     }
 
@@ -274,14 +288,23 @@ impl Producer {
     /// Takes the session's dedup key for `job_id`, or returns the job that
     /// holds it if that job is still queued or running.
     async fn dedup(&self, key: &str, job_id: Uuid) -> Result<Option<Uuid>, ProducerError> {
-        let mut redis = self.redis.clone();
-        let mut holder = dedup::claim(&mut redis, key, job_id, self.dedup_ttl).await?;
+        let ttl = self.dedup_ttl;
+        let mut holder = once_more(|| {
+            let mut redis = self.redis.clone();
+            async move { dedup::claim(&mut redis, key, job_id, ttl).await }
+        })
+        .await?;
         while holder.job_id != job_id {
             if dedup::holds(&self.pool, &holder).await? {
                 return Ok(Some(holder.job_id));
             }
             // The holder ended (or its producer died before recording it).
-            holder = dedup::replace(&mut redis, key, &holder, job_id, self.dedup_ttl).await?;
+            let stale = &holder;
+            holder = once_more(|| {
+                let mut redis = self.redis.clone();
+                async move { dedup::replace(&mut redis, key, stale, job_id, ttl).await }
+            })
+            .await?;
         }
         Ok(None)
     }
@@ -309,6 +332,32 @@ impl Producer {
         let payload = payload(job_id, spec, requested_by);
         dedup::enqueue_once(redis, &stream, &self.layout.ids(), job_id, &payload).await?;
         Ok(())
+    }
+}
+
+/// Runs a Redis step, and once more if its connection had dropped: after a
+/// Redis restart or failover the connection manager reconnects only for the
+/// next command, so without this the first enqueue after a restart fails
+/// (and a logout's cleanup with it, if the app does not retry). Every step
+/// passed here is idempotent for its job id (a dedup claim or replacement by
+/// the same job, an enqueue of a job id Redis may already hold), so a first
+/// try that landed before the drop does no harm.
+///
+/// If both fail, the error returned is the one that says whether anything
+/// may have landed: the second if the first was refused (nothing sent), the
+/// first otherwise (sent, outcome unknown).
+async fn once_more<T, F, Fut>(mut step: F) -> redis::RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    match step().await {
+        Err(first) if first.is_connection_dropped() => match step().await {
+            Err(second) if first.is_connection_refusal() => Err(second),
+            Err(_) => Err(first),
+            done => done,
+        },
+        done => done,
     }
 }
 
