@@ -2,11 +2,11 @@
 //! per storage root, quarantine and restore, the trash purge, and the
 //! per-run limit.
 
-use janitor_workers::{CleanupJob, Engine, EngineSettings, JobSpec};
+use janitor_workers::{CleanupJob, DaysOld, Engine, EngineSettings, JobSpec, SessionId};
 use sqlx::PgPool;
 
 use crate::harness::{run, spec};
-use crate::support::{count_images, insert_image, seed_expired, Image, Store};
+use crate::support::{count_images, insert_image, insert_task, seed_expired, Image, Store, TaskImages};
 
 /// An engine with `settings`, that sweeps files written a moment ago.
 fn engine(pool: &PgPool, store: &Store, settings: EngineSettings) -> Engine {
@@ -250,4 +250,83 @@ async fn an_out_of_range_duration_fails_the_job_as_bad_input(pool: PgPool) {
         assert!(record.last_error.unwrap().starts_with("bad input: "), "{job:?}");
     }
     assert!(store.exists("photos/o/0.jpg"));
+}
+
+/// The name of the foreign key from `face_swap_tasks.<column>` to `images`.
+async fn task_key(pool: &PgPool, column: &str) -> String {
+    sqlx::query_scalar(
+        "SELECT c.conname::text FROM pg_constraint c
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+         WHERE c.contype = 'f' AND c.conrelid = 'face_swap_tasks'::regclass AND a.attname = $1",
+    )
+    .bind(column)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Row cleanups rely on the foreign keys from the tasks to the images (a
+/// task that starts to use an image waits for the batch's row lock only
+/// through its key check). On a schema where one is missing, cascades or
+/// is switched off, every row operation and its dry run refuse, naming the
+/// column, and nothing is deleted; with the key back, the same job runs.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn row_cleanups_refuse_without_the_task_foreign_keys(pool: PgPool) {
+    let store = Store::new();
+    seed_expired(&pool, &store, 6, 3).await;
+    insert_image(&pool, Some(&store), &Image::fresh("photos/s/a.jpg", 2).session("s1")).await;
+    let result = insert_image(&pool, Some(&store), &Image::permanent("results/r.jpg", 4)).await;
+    let images = TaskImages { result: Some(result), ..TaskImages::default() };
+    insert_task(&pool, "completed", images, Some(40)).await;
+    let session = || CleanupJob::Session { session_id: SessionId::parse("s1").unwrap() };
+    let old_results = || CleanupJob::OldResults { days_old: DaysOld::new(30).unwrap() };
+    let engine = crate::harness::engine(&pool, &store, 2);
+    let breakages: [(&str, &str, &str); 3] = [
+        ("wife_photo_id", "ALTER TABLE face_swap_tasks DROP CONSTRAINT {key}", "dropped"),
+        (
+            "template_id",
+            "ALTER TABLE face_swap_tasks DROP CONSTRAINT {key},
+             ADD CONSTRAINT {key} FOREIGN KEY (template_id) REFERENCES images (id) ON DELETE CASCADE",
+            "cascading",
+        ),
+        ("husband_photo_id", "ALTER TABLE face_swap_tasks DISABLE TRIGGER ALL", "switched off"),
+    ];
+    for (column, break_it, how) in breakages {
+        let key = task_key(&pool, column).await;
+        sqlx::raw_sql(&break_it.replace("{key}", &key)).execute(&pool).await.unwrap();
+        let jobs = [
+            crate::harness::spec(CleanupJob::Expired),
+            crate::harness::dry(CleanupJob::Expired),
+            crate::harness::spec(session()),
+            crate::harness::spec(old_results()),
+        ];
+        for job in &jobs {
+            let record = run(&engine, job).await;
+            assert_eq!(record.status, "failed", "{how} key on {column}: {job:?}");
+            let reason = record.last_error.unwrap_or_default();
+            assert!(
+                reason.contains(&format!("face_swap_tasks.{column} has no enabled foreign key to images")),
+                "{how} key on {column}: {reason}"
+            );
+            assert_eq!(record.deleted_count, 0, "{how} key on {column}: {job:?}");
+        }
+        assert_eq!(count_images(&pool).await, 8, "{how} key on {column}: no row was deleted");
+        assert!(store.exists("photos/s/a.jpg") && store.exists("results/r.jpg"), "{how} key on {column}");
+        // Put the key back as the application's schema had it.
+        let restore = match how {
+            "switched off" => "ALTER TABLE face_swap_tasks ENABLE TRIGGER ALL".to_owned(),
+            _ => format!(
+                "ALTER TABLE face_swap_tasks DROP CONSTRAINT IF EXISTS {key},
+                 ADD CONSTRAINT {key} FOREIGN KEY ({column}) REFERENCES images (id) ON DELETE SET NULL"
+            ),
+        };
+        sqlx::raw_sql(&restore).execute(&pool).await.unwrap();
+    }
+    let record = run(&engine, &crate::harness::spec(CleanupJob::Expired)).await;
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 6), "{:?}", record.last_error);
+    for job in [session(), old_results()] {
+        let record = run(&engine, &crate::harness::spec(job)).await;
+        assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1), "{:?}", record.last_error);
+    }
+    assert!(!store.exists("photos/s/a.jpg") && !store.exists("results/r.jpg"));
 }

@@ -68,6 +68,11 @@ const TASKS: &str = "WITH refs AS MATERIALIZED (
            CASE WHEN h.id IS NULL THEN r.result_image_id ELSE h.result_image_id END AS result
     FROM refs r LEFT JOIN held h ON h.id = r.id";
 
+/// Deletes the batch's free rows `$1`, or raises `JN001` if the foreign keys
+/// from the tasks to the images that the decision relies on are missing
+/// (an uncorrelated subquery: checked once per statement).
+const DELETE: &str = "DELETE FROM images WHERE id = ANY($1) AND (SELECT janitor_require_task_keys())";
+
 /// The keys of non-ASCII paths (`$1`), as Postgres computes them (NULL for
 /// a path it cannot normalise). An ASCII path that parsed is its own key.
 const KEYS: &str = "SELECT janitor_path_key(p) FROM unnest($1::text[]) WITH ORDINALITY AS k(p, n) ORDER BY n";
@@ -188,7 +193,14 @@ async fn try_commit(
         None
     } else {
         let ids: Vec<i64> = decided.free.iter().map(|(row, _)| row.id).collect();
-        sqlx::query("DELETE FROM images WHERE id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+        // What covers the decision and this delete: the rows' `FOR UPDATE`
+        // (a new task's key check waits for it), the tasks' `FOR SHARE` (a
+        // status change waits for the commit), and the foreign keys that make
+        // the first of these hold, checked here by `janitor_require_task_keys`
+        // (SQLSTATE `JN001` if one is missing) while the task lookup holds
+        // `face_swap_tasks` in ACCESS SHARE mode, so no key can be dropped
+        // before the commit. See the module comment of `rows`.
+        sqlx::query(DELETE).bind(&ids).execute(&mut *tx).await?;
         let files = decided.free.iter().map(|(row, path)| (row.id, path.clone())).collect();
         Some(intents::record(&mut tx, ctx, selector, &mut next, files).await?)
     };

@@ -93,9 +93,21 @@ pub(crate) async fn run(
     selector: &RowSelector,
     progress: &mut Progress,
 ) -> anyhow::Result<PhaseEnd> {
+    if ctx.dry_run {
+        // A real run's deletes would refuse (see `batch::DELETE`); so does
+        // the dry run that stands for it.
+        let problem: Option<String> =
+            sqlx::query_scalar("SELECT janitor_task_keys_problem()").fetch_one(ctx.pool).await?;
+        if let Some(problem) = problem {
+            return Ok(PhaseEnd::Refused(format!("refusing to delete image rows: {problem}")));
+        }
+    }
     // Files whose rows an earlier run of this job deleted go first.
     intents::finish_left_over(ctx, selector, progress).await?;
     let pipeline = pipeline(ctx, selector, progress).await;
+    if let Some(reason) = pipeline.as_ref().err().and_then(missing_task_keys) {
+        return Ok(PhaseEnd::Refused(reason));
+    }
     pipeline?;
     if ctx.cancel.is_cancelled() {
         // A stopped job records its last unlinks now rather than leave them
@@ -110,6 +122,21 @@ pub(crate) async fn run(
         return Ok(PhaseEnd::Done);
     }
     recheck(ctx, selector, progress).await
+}
+
+/// The refusal, if a batch's delete found a foreign key from the tasks to
+/// the images missing (`JN001`, raised by `janitor_require_task_keys`).
+/// Nothing of that batch was deleted: its transaction rolled back.
+fn missing_task_keys(err: &anyhow::Error) -> Option<String> {
+    let db = err.downcast_ref::<sqlx::Error>()?.as_database_error()?;
+    if db.code().as_deref() != Some("JN001") {
+        return None;
+    }
+    let hint = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().and_then(|pg| pg.hint());
+    Some(match hint {
+        Some(hint) => format!("{} ({hint})", db.message()),
+        None => db.message().to_owned(),
+    })
 }
 
 /// Pages, decides and unlinks at once, on consecutive batches: the pager
