@@ -106,3 +106,95 @@ async fn an_old_result_that_a_newer_or_active_task_shares_stays(pool: PgPool) {
         assert!(image_exists(&pool, image).await && store.exists(path), "{path} is still in use");
     }
 }
+
+/// The same race, held at a fixed point: the batch is stopped inside its
+/// delete (by a trigger that waits for a lock this test holds), after it
+/// decided from the tasks as they were. The application's retry of a task
+/// that uses the batch's image must wait for the batch's commit (the
+/// batch's `FOR SHARE` on the task); it must not slip in between the
+/// decision and the commit, which would leave a pending task whose image
+/// is deleted under it.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_status_change_waits_for_the_batch_that_decided_on_its_task(pool: PgPool) {
+    const GATE: i64 = 7_770_001;
+    let store = Store::new();
+    let image = insert_image(&pool, Some(&store), &Image::expired("photos/g/a.jpg", 1)).await;
+    let task =
+        insert_task(&pool, "failed", TaskImages { husband: Some(image), ..TaskImages::default() }, Some(1)).await;
+    sqlx::raw_sql(&format!(
+        "CREATE FUNCTION test_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN PERFORM pg_advisory_xact_lock_shared({GATE}); RETURN OLD; END $$;
+         CREATE TRIGGER test_gate BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION test_gate();"
+    ))
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut gate = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(GATE).execute(&mut *gate).await.unwrap();
+
+    let engine = crate::harness::engine(&pool, &store, 10);
+    let cleanup = tokio::spawn(async move { run(&engine, &spec(CleanupJob::Expired)).await });
+    wait_until("the batch waits at the gate, inside its delete", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND objid = $1)",
+        )
+        .bind(GATE)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    })
+    .await;
+
+    let mut app = pool.acquire().await.unwrap();
+    let app_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *app).await.unwrap();
+    let retry = tokio::spawn(async move {
+        sqlx::query_scalar::<_, i64>(
+            "UPDATE face_swap_tasks SET status = 'pending', completed_at = NULL
+             WHERE id = $1 AND husband_photo_id IS NOT NULL RETURNING husband_photo_id",
+        )
+        .bind(task)
+        .fetch_optional(&mut *app)
+        .await
+        .unwrap()
+    });
+    // The retry either waits for a lock or has finished: a finished retry
+    // slipped in between the batch's decision and its commit.
+    wait_until("the retry waits for a lock or ends", || async {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock')",
+        )
+        .bind(app_pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        waiting || retry.is_finished()
+    })
+    .await;
+    assert!(!retry.is_finished(), "the task's status changed while the batch that decided on it was still open");
+
+    sqlx::query("SELECT pg_advisory_unlock($1)").bind(GATE).execute(&mut *gate).await.unwrap();
+    let record = cleanup.await.unwrap();
+    let retried = retry.await.unwrap();
+    assert_eq!(record.deleted_count, 1, "{record:?}");
+    assert_eq!(retried, None, "the retry ran after the commit and found the image gone");
+    assert!(!image_exists(&pool, image).await && !store.exists("photos/g/a.jpg"));
+    let status: String = sqlx::query_scalar("SELECT status FROM face_swap_tasks WHERE id = $1")
+        .bind(task)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed", "the retry did not apply to a task whose image is gone");
+}
+
+/// Polls `check` every 20 ms until it holds (at most 20 s).
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
