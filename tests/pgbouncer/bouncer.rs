@@ -20,6 +20,16 @@ pub enum Mode {
     Transaction,
 }
 
+/// Which PgBouncer: Debian 12's package (1.18), or 1.21 or newer built from
+/// Debian's source by `scripts/build-pgbouncer`, which carries named
+/// prepared statements across server connections
+/// (`max_prepared_statements`).
+#[derive(Clone, Copy)]
+pub enum Version {
+    Debian12,
+    PreparedStatements,
+}
+
 /// A running `pgbouncer`; killed when dropped.
 pub struct Bouncer {
     _child: Child,
@@ -32,9 +42,21 @@ impl Bouncer {
     /// Starts `pgbouncer` for the pool's database and waits until it
     /// answers a query. Fails the test if `pgbouncer` is not installed.
     pub async fn start(pool: &PgPool, mode: Mode) -> Self {
-        let binary = find_pgbouncer().unwrap_or_else(|| {
-            panic!("pgbouncer is not installed (not on PATH nor in /usr/sbin): apt-get install pgbouncer")
-        });
+        Self::start_version(pool, mode, Version::Debian12).await
+    }
+
+    /// Starts the given PgBouncer; fails the test if it is not there.
+    pub async fn start_version(pool: &PgPool, mode: Mode, version: Version) -> Self {
+        let binary = match version {
+            Version::Debian12 => find_pgbouncer().unwrap_or_else(|| {
+                panic!("pgbouncer is not installed (not on PATH nor in /usr/sbin): apt-get install pgbouncer")
+            }),
+            Version::PreparedStatements => {
+                let built = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/pgbouncer/bin/pgbouncer"));
+                assert!(built.is_file(), "{} is missing: run scripts/build-pgbouncer", built.display());
+                built
+            }
+        };
         let database = pool.connect_options().get_database().expect("the test pool names its database").to_owned();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
@@ -42,7 +64,7 @@ impl Bouncer {
         // who must read the ini.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let ini = dir.path().join("pgbouncer.ini");
-        std::fs::write(&ini, ini_text(&database, port, mode, &dir.path().join("users.txt"))).unwrap();
+        std::fs::write(&ini, ini_text(&database, port, mode, version, &dir.path().join("users.txt"))).unwrap();
         std::fs::write(dir.path().join("users.txt"), "\"postgres\" \"\"\n").unwrap();
         let log = std::fs::File::create(dir.path().join("pgbouncer.log")).unwrap();
         let mut command = Command::new(binary);
@@ -87,12 +109,25 @@ impl Bouncer {
 /// connection of the janitor processes at once (the tests run up to three,
 /// 20 each, `JANITOR_DB_CONNECTIONS`'s default); a smaller pool makes a
 /// process that needs one more wait until `query_wait_timeout` (120 s).
-const POOL_SIZE: u32 = 60;
+/// In transaction mode a few server connections serve them all, which is
+/// the point of it, so the test's pool is small: janitor's clients really
+/// share them.
+fn pool_size(mode: Mode) -> u32 {
+    match mode {
+        Mode::Session => 60,
+        Mode::Transaction => 5,
+    }
+}
 
-fn ini_text(database: &str, port: u16, mode: Mode, users: &Path) -> String {
+fn ini_text(database: &str, port: u16, mode: Mode, version: Version, users: &Path) -> String {
+    let pool_size = pool_size(mode);
     let mode = match mode {
         Mode::Session => "session",
         Mode::Transaction => "transaction",
+    };
+    let prepared = match version {
+        Version::Debian12 => "",
+        Version::PreparedStatements => "max_prepared_statements = 200\n",
     };
     format!(
         "[databases]\n\
@@ -106,9 +141,9 @@ fn ini_text(database: &str, port: u16, mode: Mode, users: &Path) -> String {
          pool_mode = {mode}\n\
          default_pool_size = {pool_size}\n\
          max_client_conn = 200\n\
-         ignore_startup_parameters = extra_float_digits\n",
+         ignore_startup_parameters = extra_float_digits\n\
+         {prepared}",
         users = users.display(),
-        pool_size = POOL_SIZE,
     )
 }
 

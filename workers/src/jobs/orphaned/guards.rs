@@ -113,17 +113,27 @@ const HELD_HERE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'adviso
     AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0))";
 
 /// Holds the storage root's sweep lock until released (or dropped). The
-/// lock is a session-level advisory lock on a connection taken out of the
-/// pool, so it also goes away with the connection if the process dies.
+/// lock is a transaction-level advisory lock, taken in a transaction that
+/// stays open on a connection taken out of the pool for the whole sweep, so
+/// it goes away with the transaction: at release, or when the process dies
+/// and its connection closes.
 ///
-/// It needs a real session. Through a transaction pooler (PgBouncer in
-/// transaction mode) each statement may run in another server session, so
-/// the lock fails closed rather than open: it is taken only if no session
-/// holds it, including the one this statement landed in (a session-level
-/// advisory lock is re-entrant, and a pooled session is shared); and before
-/// every batch it must be held by the session that answers, or the sweep
-/// stops. What it covers: from the walk to the last batch, the re-check,
-/// re-stat, move, check again and move back of every batch (see `sweep`).
+/// A transaction rather than a session, because it holds through a
+/// transaction pooler (PgBouncer in transaction mode) as well: the pooler
+/// keeps one server connection for a client for as long as its transaction
+/// is open, where a session-level lock would be left behind on whichever
+/// pooled server connection took it. The transaction holds no snapshot
+/// while idle and writes nothing, so it holds back neither vacuum nor
+/// anyone's rows; it switches `idle_in_transaction_session_timeout` off for
+/// itself only (`SET LOCAL`), as the walk between two checks can be long.
+///
+/// It is taken only if no other session holds it (`pg_try_advisory_xact_lock`
+/// conflicts with a session-level lock of the same key, so an older janitor
+/// that takes the session-level lock is excluded too, and the not re-entrant
+/// check below covers a session that holds it itself). Before every batch the
+/// session that answers must still hold it, or the sweep stops. What it
+/// covers: from the walk to the last batch, the re-check, re-stat, move,
+/// check again and move back of every batch (see `sweep`).
 pub(super) struct SweepLock {
     connection: sqlx::PgConnection,
     key: String,
@@ -132,8 +142,7 @@ pub(super) struct SweepLock {
 impl SweepLock {
     /// Proves the lock is still held by the session that answers. A
     /// connection that Postgres ended (`pg_terminate_backend`, a restart)
-    /// took the lock with it, and another sweep of the root may have started;
-    /// a pooler may have sent this statement to another server session.
+    /// took the lock with it, and another sweep of the root may have started.
     pub(super) async fn still_held(&mut self) -> anyhow::Result<()> {
         let held: bool = sqlx::query_scalar(&format!("SELECT {HELD_HERE}"))
             .bind(&self.key)
@@ -144,24 +153,19 @@ impl SweepLock {
             })?;
         if !held {
             anyhow::bail!(
-                "the storage root's sweep lock is not held by this database session; behind a transaction pooler \
-                 (PgBouncer in transaction mode) the orphan sweep needs a session: point it at Postgres or a \
-                 session-mode pool; stopping the sweep"
+                "the storage root's sweep lock is not held by this database session any more; stopping the sweep"
             );
         }
         Ok(())
     }
 
-    /// Releases the lock at once. (Only dropping the connection would leave
-    /// it held until the server notices the closed socket, and a sweep that
-    /// resumes right after could find its own root still locked.)
+    /// Releases the lock at once, by ending its transaction. (Only dropping
+    /// the connection would leave it held until the server notices the closed
+    /// socket, and a sweep that resumes right after could find its own root
+    /// still locked.)
     pub(super) async fn release(mut self) {
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock(hashtextextended($1, 0))")
-            .bind(&self.key)
-            .execute(&mut self.connection)
-            .await;
-        if let Err(err) = unlocked {
-            tracing::debug!(error = %err, "could not release the sweep lock; it goes with its connection");
+        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut self.connection).await {
+            tracing::debug!(error = %err, "could not end the sweep lock's transaction; it goes with its connection");
         }
         let _ = self.connection.close().await;
     }
@@ -173,16 +177,28 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
     let root = std::fs::canonicalize(ctx.storage.root()).unwrap_or_else(|_| ctx.storage.root().to_owned());
     let key = format!("janitor-orphan-sweep:{}", root.display());
     let mut connection = ctx.pool.acquire().await?.detach();
-    // Not re-entrant: a session that already holds it (a pooled one another
-    // client took it in) does not hand it out again.
-    let take =
-        format!("SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_lock(hashtextextended($1, 0)) END");
-    let locked: bool = sqlx::query_scalar(&take).bind(&key).fetch_one(&mut connection).await?;
-    if !locked {
-        let _ = connection.close().await;
-        return Ok(None);
+    // Not re-entrant: a session that already holds it (one whose
+    // session-level lock an older janitor left) does not hand it out again.
+    let take = format!(
+        "SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_xact_lock(hashtextextended($1, 0)) END"
+    );
+    let locked = async {
+        sqlx::query("BEGIN").execute(&mut connection).await?;
+        sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut connection).await?;
+        sqlx::query_scalar::<_, bool>(&take).bind(&key).fetch_one(&mut connection).await
     }
-    Ok(Some(SweepLock { connection, key }))
+    .await;
+    match locked {
+        Ok(true) => Ok(Some(SweepLock { connection, key })),
+        Ok(false) => {
+            let _ = connection.close().await;
+            Ok(None)
+        }
+        Err(err) => {
+            let _ = connection.close().await;
+            Err(err.into())
+        }
+    }
 }
 
 /// The refusal, if the complete walk found too large a share of orphans.
