@@ -61,8 +61,9 @@ async fn inject(world: &World, rng: &mut Rng) {
             fleet.term(victim, &world.env).await;
             true
         }
-        // Past the 3 s lease and the 2 s idle-in-transaction timeout; one
-        // worker at most is stopped at a time.
+        // Past the 3 s lease (`fleet::LEASE`) and the workers' 2 s
+        // idle-in-transaction timeout (`world::IDLE_TIMEOUT`); one worker at
+        // most is stopped at a time.
         ("SIGSTOP", Some(victim)) if awake.len() == fleet.running.len() => {
             fleet.stop(victim, pause(rng, 3500, 7000)).await;
             true

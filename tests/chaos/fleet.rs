@@ -9,6 +9,7 @@ use tokio::task::JoinHandle;
 
 use crate::harness::{Env, Worker};
 use crate::plan::Rng;
+use crate::world::IDLE_TIMEOUT;
 
 /// How many workers run at once.
 pub const WORKERS: usize = 2;
@@ -47,6 +48,7 @@ impl Fleet {
         let batch = self.rng.gen_range(7..=50).to_string();
         let throttle = self.rng.gen_bool(0.4).then(|| self.rng.gen_range(100..=500).to_string());
         let log = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+        let idle = format!("{}ms", IDLE_TIMEOUT.as_millis());
         let mut vars: Vec<(&str, &str)> = vec![
             ("DATABASE_URL", &self.database_url),
             ("JANITOR_LEASE", LEASE),
@@ -61,6 +63,8 @@ impl Fleet {
             ("JANITOR_MAX_ATTEMPTS", "10"),
             ("JANITOR_SHUTDOWN_TIMEOUT", "5s"),
             ("JANITOR_DB_CONNECTIONS", "10"),
+            // Shorter than every SIGSTOP (see `faults`).
+            ("JANITOR_IDLE_TRANSACTION_TIMEOUT", &idle),
             ("RUST_LOG", &log),
         ];
         if let Some(throttle) = &throttle {

@@ -23,6 +23,12 @@ use crate::plan::{fork, Plan, Rng};
 pub const MIN_AGE: Duration = Duration::from_secs(2);
 /// Folders inside `photos/` that are symlinks to the sentinel's secrets.
 pub const LINKED_FOLDERS: usize = 2;
+/// Postgres ends a worker's session that sits this long in a transaction
+/// (so a SIGSTOPped worker's locks go; see `faults`). Given to each worker
+/// as `JANITOR_IDLE_TRANSACTION_TIMEOUT`: janitor sends it as a startup
+/// option, which overrides any `ALTER DATABASE … SET`. The simulator's and
+/// the oracle's sessions never sit in a transaction and need none.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The application name the workers' sessions carry, so faults can find them.
 pub const WORKER_APP: &str = "janitor-worker";
 const APP: &str = "chaos-app";
@@ -86,21 +92,17 @@ impl World {
     }
 }
 
-/// The oracle's instruments, and the short idle-in-transaction timeout for
-/// every session opened from now on (so a stopped worker's transaction ends).
+/// The oracle's instruments.
 async fn instrument(pool: &PgPool) {
-    let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(pool).await.unwrap();
     let statements = [
-        format!("ALTER DATABASE \"{database}\" SET idle_in_transaction_session_timeout = '2s'"),
         // One row per deleted image, written in the deleting transaction (so
         // only committed deletions stay), with the tasks that referenced the
         // image at that moment: BEFORE DELETE, so ON DELETE SET NULL has not
         // cleared them yet.
         "CREATE TABLE chaos_deletions (
             image_id bigint, storage_path text, file_size bigint, txid bigint, app text,
-            at timestamptz, users jsonb)"
-            .into(),
-        "CREATE INDEX ON chaos_deletions (txid)".into(),
+            at timestamptz, users jsonb)",
+        "CREATE INDEX ON chaos_deletions (txid)",
         "CREATE FUNCTION chaos_deletion() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              INSERT INTO chaos_deletions VALUES (OLD.id, OLD.storage_path, OLD.file_size, txid_current(),
@@ -116,24 +118,21 @@ async fn instrument(pool: &PgPool) {
                   WHERE t.husband_photo_id = OLD.id OR t.wife_photo_id = OLD.id
                      OR t.template_id = OLD.id OR t.result_image_id = OLD.id));
              RETURN OLD;
-         END $$"
-            .into(),
-        "CREATE TRIGGER chaos_deletion BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION chaos_deletion()".into(),
+         END $$",
+        "CREATE TRIGGER chaos_deletion BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION chaos_deletion()",
         // Which job (and phase) a transaction that deleted images saved its
         // progress for.
-        "CREATE TABLE chaos_progress (txid bigint, job_id uuid, phase int)".into(),
+        "CREATE TABLE chaos_progress (txid bigint, job_id uuid, phase int)",
         "CREATE FUNCTION chaos_progress() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
              IF EXISTS (SELECT 1 FROM chaos_deletions WHERE txid = txid_current()) THEN
                  INSERT INTO chaos_progress VALUES (txid_current(), NEW.job_id, (NEW.checkpoint ->> 'phase')::int);
              END IF;
              RETURN NULL;
-         END $$"
-            .into(),
-        "CREATE TRIGGER chaos_progress AFTER UPDATE ON job_results FOR EACH ROW EXECUTE FUNCTION chaos_progress()"
-            .into(),
+         END $$",
+        "CREATE TRIGGER chaos_progress AFTER UPDATE ON job_results FOR EACH ROW EXECUTE FUNCTION chaos_progress()",
     ];
     for statement in statements {
-        sqlx::query(&statement).execute(pool).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
+        sqlx::query(statement).execute(pool).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
     }
 }

@@ -13,19 +13,16 @@ use uuid::Uuid;
 use crate::binary::Janitor;
 use crate::support::{self, seed_expired, Store};
 
-/// The timeout the review's Postgres had was 60 s; lowered for the test.
+/// The timeout the review's Postgres had was 60 s (janitor's default);
+/// lowered for the test. Janitor sends its own timeout as a startup option
+/// (`JANITOR_IDLE_TRANSACTION_TIMEOUT`), which overrides any `ALTER DATABASE
+/// … SET`, so the stalled process is given it that way. The test's own
+/// sessions never sit in a transaction and need none.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_stalled_paced_run_never_unlinks_a_file_after_its_locks_are_gone(pool: PgPool) {
-    let database: String = sqlx::query_scalar("SELECT current_database()").fetch_one(&pool).await.unwrap();
-    sqlx::query(&format!(
-        "ALTER DATABASE \"{database}\" SET idle_in_transaction_session_timeout = '{}ms'",
-        IDLE_TIMEOUT.as_millis()
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
+    record_idle_timeouts(&pool).await;
     let store = Store::new();
     seed_expired(&pool, &store, 6, 1).await;
     let job_id = Uuid::new_v4().to_string();
@@ -35,6 +32,7 @@ async fn a_stalled_paced_run_never_unlinks_a_file_after_its_locks_are_gone(pool:
         .env("JANITOR_STORAGE_ROOT", store.root())
         .env("JANITOR_BATCH_SIZE", "2")
         .env("JANITOR_MAX_DELETES_PER_SEC", "1")
+        .env("JANITOR_IDLE_TRANSACTION_TIMEOUT", format!("{}ms", IDLE_TIMEOUT.as_millis()))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -43,6 +41,9 @@ async fn a_stalled_paced_run_never_unlinks_a_file_after_its_locks_are_gone(pool:
         .expect("janitor starts");
     let pid = child.id().unwrap().to_string();
     wait_until_deleted(&pool, &job_id).await;
+    let timeouts: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT timeout FROM stall_timeouts").fetch_all(&pool).await.unwrap();
+    assert_eq!(timeouts, ["1s"], "janitor's sessions must run with the lowered idle-in-transaction timeout");
 
     signal("STOP", &pid).await;
     let stopped = Instant::now();
@@ -83,6 +84,23 @@ async fn a_stalled_paced_run_never_unlinks_a_file_after_its_locks_are_gone(pool:
             .unwrap();
         assert!(row, "the row of an image a pending task uses is gone: {path}");
         assert!(store.exists(path), "the file of an image a pending task uses is gone: {path}");
+    }
+}
+
+/// Records the `idle_in_transaction_session_timeout` in force in every
+/// session that saves a job's progress (janitor's), so the test can prove
+/// the lowered timeout reached them.
+async fn record_idle_timeouts(pool: &PgPool) {
+    for statement in [
+        "CREATE TABLE stall_timeouts (timeout text)",
+        "CREATE FUNCTION stall_timeout() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             INSERT INTO stall_timeouts VALUES (current_setting('idle_in_transaction_session_timeout'));
+             RETURN NULL;
+         END $$",
+        "CREATE TRIGGER stall_timeout AFTER UPDATE ON job_results FOR EACH ROW EXECUTE FUNCTION stall_timeout()",
+    ] {
+        sqlx::query(statement).execute(pool).await.unwrap_or_else(|err| panic!("{statement}: {err}"));
     }
 }
 
