@@ -122,3 +122,35 @@ async fn the_purge_never_follows_a_symlinked_job_folder_or_a_symlink_inside_one(
     let error = record.errors[0]["error"].as_str().unwrap().to_owned();
     assert!(error.contains("symbolic link"), "{error}");
 }
+
+/// A purge renames a job's folder aside before it removes it, so that a
+/// retried run of the job quarantines into a new folder. A purge that
+/// stopped after the rename leaves `<job id>.purging`: the next one removes
+/// it once its job has ended before the cutoff, and not while the job runs
+/// again, whose new folder stays too.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_folder_an_interrupted_purge_set_aside_goes_only_once_its_job_has_ended(pool: PgPool) {
+    let store = Store::new();
+    let (ended, again) = (Uuid::new_v4(), Uuid::new_v4());
+    store.write(&format!(".janitor-trash/{ended}.purging/photos/a/x.jpg"), 3);
+    store.write(&format!(".janitor-trash/{again}.purging/photos/a/y.jpg"), 4);
+    store.write(&format!(".janitor-trash/{again}/photos/a/z.jpg"), 5);
+    for (job, status, finished) in [(ended, "completed", Some(2)), (again, "running", None)] {
+        sqlx::query(
+            "INSERT INTO job_results (job_id, operation, status, finished_at)
+             VALUES ($1, 'cleanup_orphaned_files', $2, now() - make_interval(hours => $3))",
+        )
+        .bind(job)
+        .bind(status)
+        .bind(finished)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+
+    let record = run(&engine(&pool, &store, 10), &purge()).await;
+    assert_eq!((record.deleted_count, record.deleted_bytes, record.error_count), (1, 3, 0), "{:?}", record.errors);
+    assert!(!store.exists(&format!(".janitor-trash/{ended}.purging")), "the ended job's folder is gone");
+    assert!(store.exists(&format!(".janitor-trash/{again}.purging/photos/a/y.jpg")), "kept while its job runs");
+    assert!(store.exists(&format!(".janitor-trash/{again}/photos/a/z.jpg")));
+}

@@ -6,19 +6,33 @@
 //! `.janitor-trash` fails the job, a symlinked job folder is an error item,
 //! and nothing outside the root is ever deleted.
 //!
-//! Idempotent: an emptied folder is gone. One batch: the whole purge commits
-//! its counts at once.
+//! A job can run again after it ended (`janitor retry` of a failed or
+//! cancelled sweep, or `janitor run --job-id` of a failed one) and
+//! quarantine new files into its folder, which must then stay for the
+//! retention. So a folder is renamed aside before it is
+//! removed, and the job's end is checked again after the rename (see
+//! [`purge`]).
+//!
+//! Idempotent: an emptied folder is gone, and one set aside by a purge that
+//! stopped is finished by the next. One batch: the whole purge commits its
+//! counts at once.
 
 use std::time::{Duration, SystemTime};
 
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::PhaseEnd;
 use crate::jobs::context::RunContext;
 use crate::progress::{Counters, Cursor, ErrorItem, Progress};
-use crate::storage::trash;
+use crate::storage::trash::{self, TrashFolder};
+use crate::storage::Tally;
 
 pub const OPERATION: &str = "cleanup_trash";
+
+/// Each listed job's end, if it has a row: `None` while queued or running.
+type Ends = Vec<(Uuid, Option<DateTime<Utc>>)>;
 
 pub(crate) async fn run(
     ctx: &RunContext<'_>,
@@ -30,41 +44,32 @@ pub(crate) async fn run(
     // (refused as input anyway) purges nothing, and never panics.
     let cutoff = SystemTime::from(progress.checkpoint.as_of).checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
     let storage = ctx.storage.clone();
-    let folders = match tokio::task::spawn_blocking(move || trash::folders(&storage)).await? {
+    let mut folders = match tokio::task::spawn_blocking(move || trash::folders(&storage)).await? {
         Ok(folders) => folders,
         // A trash that cannot be listed through the wall (a symlink, not a
         // folder, no permission) will not list on a retry either: the job
         // fails with the reason, and nothing is purged.
         Err(err) => return Ok(PhaseEnd::Refused(format!("refusing to purge the trash: {err:#}"))),
     };
-    let ids: Vec<Uuid> = folders.iter().map(|(id, _)| *id).collect();
-    let ended: Vec<(Uuid, Option<chrono::DateTime<chrono::Utc>>, String)> =
-        sqlx::query_as("SELECT job_id, finished_at, status FROM job_results WHERE job_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(ctx.pool)
-            .await?;
+    // Folders an earlier purge set aside go first, so that their jobs'
+    // folders can be set aside after them.
+    folders.sort_by_key(|(folder, _)| !folder.set_aside);
+    let ids: Vec<Uuid> = folders.iter().map(|(folder, _)| folder.job_id).collect();
+    let ends = ends(ctx.pool, &ids).await?;
     let mut delta = Counters::default();
     let mut errors = Vec::new();
-    for (job_id, modified) in folders {
-        let old_enough = match ended.iter().find(|(id, _, _)| *id == job_id) {
-            Some((_, Some(finished), _)) => SystemTime::from(*finished) < cutoff,
-            Some((_, None, _)) => false, // queued or running: hands off
-            None => modified < cutoff,
-        };
-        if !old_enough {
+    for (folder, modified) in folders {
+        if !ended_before(&ends, folder.job_id, modified, cutoff) {
             continue;
         }
-        let (storage, dry_run) = (ctx.storage.clone(), ctx.dry_run);
-        // A dry run measures what a purge would remove; both walk the
-        // folder through the wall (see `storage::trash`).
-        let outcome = tokio::task::spawn_blocking(move || {
-            if dry_run {
-                trash::measure(&storage, job_id)
-            } else {
-                trash::purge(&storage, job_id)
-            }
-        })
-        .await?;
+        let outcome = if ctx.dry_run {
+            // A dry run measures what a purge would remove, through the
+            // wall (see `storage::trash`), and moves nothing.
+            let storage = ctx.storage.clone();
+            tokio::task::spawn_blocking(move || trash::measure(&storage, folder)).await?
+        } else {
+            purge(ctx, folder, modified, cutoff).await?
+        };
         match outcome {
             Ok(tally) => {
                 delta.deleted += tally.files as i64;
@@ -72,7 +77,7 @@ pub(crate) async fn run(
             }
             Err(err) => errors.push(ErrorItem {
                 image_id: None,
-                path: trash::job_folder(job_id),
+                path: folder.path(),
                 error: format!("cannot purge: {err:#}"),
                 operation: OPERATION.to_owned(),
             }),
@@ -86,4 +91,62 @@ pub(crate) async fn run(
     crate::results::save_progress(&mut conn, ctx.lease, &next).await?;
     *progress = next;
     Ok(PhaseEnd::Done)
+}
+
+/// Removes one folder whose job ended before the cutoff, as the listing
+/// found it. The outer error is the database's (the job fails and is
+/// retried); the inner one is the folder's error item.
+async fn purge(
+    ctx: &RunContext<'_>,
+    folder: TrashFolder,
+    modified: SystemTime,
+    cutoff: SystemTime,
+) -> anyhow::Result<anyhow::Result<Tally>> {
+    let (storage, job_id) = (ctx.storage.clone(), folder.job_id);
+    if !folder.set_aside {
+        // No lock covers "the job ended before the cutoff" and the removal:
+        // a run of the job after its end (a retry, or `janitor run --job-id`)
+        // clears `finished_at` under no lock this could hold, and the
+        // removal can outlast any transaction. What covers them is the order
+        // of a rename and a second look. The folder is renamed aside first,
+        // then the job's end is read again. If it still ended before the
+        // cutoff, whatever clears it commits after that read, so the new run
+        // starts, and quarantines (each batch resolving `<job id>/` by name
+        // from the root), only after the rename: into a new folder, never
+        // into this one. Otherwise the folder goes back. (A run of an earlier
+        // attempt moves files only after a save that found it running, so
+        // it would have to have been stopped mid-batch for the whole
+        // retention, at least an hour.)
+        let set = tokio::task::spawn_blocking(move || trash::set_aside(&storage, job_id)).await?;
+        match set {
+            Ok(true) => {}
+            Ok(false) => return Ok(Ok(Tally::default())),
+            Err(err) => return Ok(Err(err)),
+        }
+        let ends = ends(ctx.pool, &[job_id]).await?;
+        if !ended_before(&ends, job_id, modified, cutoff) {
+            let storage = ctx.storage.clone();
+            let put_back = tokio::task::spawn_blocking(move || trash::put_back(&storage, job_id)).await?;
+            return Ok(put_back.map(|()| Tally::default()));
+        }
+    }
+    // A folder set aside, by this purge or by one that stopped before it
+    // finished: nothing writes into it any more.
+    let (storage, aside) = (ctx.storage.clone(), TrashFolder { job_id, set_aside: true });
+    Ok(tokio::task::spawn_blocking(move || trash::purge(&storage, aside)).await?)
+}
+
+/// The ends of the jobs among `ids` that have a row.
+async fn ends(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Ends> {
+    sqlx::query_as("SELECT job_id, finished_at FROM job_results WHERE job_id = ANY($1)").bind(ids).fetch_all(pool).await
+}
+
+/// Whether the job ended before the cutoff: by its row's end if it has a
+/// row (never while it is queued or running), else by the folder's time.
+fn ended_before(ends: &Ends, job_id: Uuid, modified: SystemTime, cutoff: SystemTime) -> bool {
+    match ends.iter().find(|(id, _)| *id == job_id) {
+        Some((_, Some(finished))) => SystemTime::from(*finished) < cutoff,
+        Some((_, None)) => false, // queued or running: hands off
+        None => modified < cutoff,
+    }
 }

@@ -126,6 +126,11 @@ impl Storage {
         };
         // Wall: both ends are names in walled folders, and RENAME_NOREPLACE
         // fails the move rather than replace a file already in the trash.
+        // The wall covers where things go, not what is at the name: no lock
+        // covers the directory check above and this rename, and no flag of
+        // `renameat2` refuses a directory. A directory made at this name in
+        // between would be moved whole (still beneath the root, replacing
+        // nothing, and restorable).
         match rustix::fs::renameat_with(source, name, target, name, RenameFlags::NOREPLACE) {
             Ok(()) => Removal::Removed,
             Err(Errno::NOENT) => Removal::Missing,

@@ -8,13 +8,18 @@
 //! measured and removed with descriptors opened beneath the root fd with
 //! `RESOLVE_NO_SYMLINKS`. A symlinked `.janitor-trash` or job folder is
 //! refused with a clear error, never followed.
+//!
+//! A purge first renames the job's folder aside (`<job id>.purging`, see
+//! [`set_aside`]): the quarantine only ever writes into `<job id>/`, so a
+//! run of the job that starts after the rename (a retried job) writes into
+//! a new folder, never into the one being removed.
 
 use std::os::fd::AsFd as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::bail;
-use rustix::fs::{AtFlags, FileType};
+use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 use uuid::Uuid;
 
@@ -23,9 +28,49 @@ use super::{describe, tree, Folders, RelativePath, Storage, Tally, Unquarantine}
 /// The trash folder, relative to the storage root.
 pub const TRASH: &str = ".janitor-trash";
 
+/// What a folder set aside for purging adds to its job id.
+const SET_ASIDE: &str = ".purging";
+
 /// A job's trash folder, relative to the storage root.
 pub fn job_folder(job_id: Uuid) -> String {
     format!("{TRASH}/{job_id}")
+}
+
+/// A folder of the trash: a job's, or one a purge set aside to remove it
+/// (left behind if that purge stopped before it finished).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TrashFolder {
+    pub job_id: Uuid,
+    pub set_aside: bool,
+}
+
+impl TrashFolder {
+    /// The job's own folder.
+    pub fn of(job_id: Uuid) -> Self {
+        Self { job_id, set_aside: false }
+    }
+
+    /// Its name in the trash folder.
+    fn name(&self) -> String {
+        if self.set_aside {
+            format!("{}{SET_ASIDE}", self.job_id)
+        } else {
+            self.job_id.to_string()
+        }
+    }
+
+    /// Its path relative to the storage root.
+    pub fn path(&self) -> String {
+        format!("{TRASH}/{}", self.name())
+    }
+
+    /// The folder a name in the trash stands for, if any.
+    fn parse(name: &str) -> Option<Self> {
+        match name.strip_suffix(SET_ASIDE) {
+            Some(id) => id.parse().ok().map(|job_id| Self { job_id, set_aside: true }),
+            None => name.parse().ok().map(Self::of),
+        }
+    }
 }
 
 /// What a restore did.
@@ -83,10 +128,11 @@ pub fn restore(storage: &Storage, job_id: Uuid) -> anyhow::Result<Restored> {
     Ok(report)
 }
 
-/// The jobs that have a trash folder, with when each was last changed.
-/// Entries whose name is not a job id, and files, are left alone. A symlink
-/// named as a job is listed, so that measuring or purging it fails loudly.
-pub fn folders(storage: &Storage) -> anyhow::Result<Vec<(Uuid, SystemTime)>> {
+/// The trash's folders (jobs' and set aside), with when each was last
+/// changed. Entries whose name is not a job id (with or without the set
+/// aside suffix), and files, are left alone. A symlink named as a job is
+/// listed, so that measuring or purging it fails loudly.
+pub fn folders(storage: &Storage) -> anyhow::Result<Vec<(TrashFolder, SystemTime)>> {
     // Wall: the trash is opened beneath the root fd with
     // RESOLVE_NO_SYMLINKS, so a symlinked `.janitor-trash` is refused here.
     let trash = match storage.open_dir(TRASH) {
@@ -98,38 +144,84 @@ pub fn folders(storage: &Storage) -> anyhow::Result<Vec<(Uuid, SystemTime)>> {
         .map_err(|errno| anyhow::anyhow!("cannot list {TRASH}: {}", describe(errno, "listing")))?;
     let mut folders = Vec::new();
     for entry in entries {
-        let Some(job_id) = entry.name.to_str().and_then(|name| name.parse().ok()) else { continue };
+        let Some(folder) = entry.name.to_str().and_then(TrashFolder::parse) else { continue };
         if !matches!(entry.kind, FileType::Directory | FileType::Symlink) {
             continue;
         }
         let modified = match rustix::fs::statat(&trash, &entry.name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => modified(&stat),
             Err(Errno::NOENT) => continue,
-            Err(errno) => bail!("cannot inspect {TRASH}/{job_id}: {}", describe(errno, "inspecting")),
+            Err(errno) => bail!("cannot inspect {}: {}", folder.path(), describe(errno, "inspecting")),
         };
-        folders.push((job_id, modified));
+        folders.push((folder, modified));
     }
     Ok(folders)
 }
 
-/// Files and bytes in a job's trash folder, not following symlinks.
-pub fn measure(storage: &Storage, job_id: Uuid) -> anyhow::Result<Tally> {
-    let folder = job_folder(job_id);
+/// Files and bytes in a trash folder, not following symlinks.
+pub fn measure(storage: &Storage, folder: TrashFolder) -> anyhow::Result<Tally> {
+    let folder = folder.path();
     // Wall: walked with descriptors opened beneath the root fd with
     // RESOLVE_NO_SYMLINKS; a symlinked job folder is refused here.
     tree::measure(storage.root_fd(), &folder)
         .map_err(|errno| anyhow::anyhow!("{folder}: {}", describe(errno, "measuring")))
 }
 
-/// Removes a job's trash folder and everything in it, and returns what it
-/// held. Blocking.
-pub fn purge(storage: &Storage, job_id: Uuid) -> anyhow::Result<Tally> {
-    let folder = job_folder(job_id);
+/// Removes a trash folder and everything in it, and returns what it held.
+/// Blocking.
+pub fn purge(storage: &Storage, folder: TrashFolder) -> anyhow::Result<Tally> {
+    let folder = folder.path();
     // Wall: removed with `unlinkat` relative to descriptors opened beneath
     // the root fd with RESOLVE_NO_SYMLINKS: a symlinked job folder is
     // refused, and a symlink inside is unlinked, never followed.
     tree::remove(storage.root_fd(), &folder)
         .map_err(|errno| anyhow::anyhow!("{folder}: {}", describe(errno, "removing")))
+}
+
+/// Renames a job's trash folder aside for purging: `false` if it is gone.
+/// From the rename on, no quarantine can add to it: quarantine resolves
+/// `<job id>/` by name from the root for every batch, so a later run of the
+/// job makes a new folder. Blocking.
+pub fn set_aside(storage: &Storage, job_id: Uuid) -> anyhow::Result<bool> {
+    let (folder, aside) = (TrashFolder::of(job_id), TrashFolder { job_id, set_aside: true });
+    // Wall: the trash is opened beneath the root fd with RESOLVE_NO_SYMLINKS
+    // and both names are in it. The folder is opened through the wall first
+    // so that a symlink named as the job is refused and left where it is;
+    // one swapped in after that is renamed as the link itself and refused
+    // by the purge's walk.
+    let trash = match storage.open_dir(TRASH) {
+        Ok(trash) => trash,
+        Err(Errno::NOENT) => return Ok(false),
+        Err(errno) => bail!("{TRASH}: {}", describe(errno, "opening")),
+    };
+    match tree::open(&trash, folder.name()) {
+        Ok(_) => {}
+        Err(Errno::NOENT) => return Ok(false),
+        Err(errno) => bail!("{}: {}", folder.path(), describe(errno, "opening")),
+    }
+    match rustix::fs::renameat_with(&trash, folder.name(), &trash, aside.name(), RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(Errno::EXIST) => {
+            bail!("{}: an earlier purge left {}; this one goes once that is gone", folder.path(), aside.path())
+        }
+        Err(errno) => bail!("{}: {}", folder.path(), describe(errno, "setting aside")),
+    }
+}
+
+/// Renames a folder set aside back to the job's, never over a folder the
+/// job made since. Blocking.
+pub fn put_back(storage: &Storage, job_id: Uuid) -> anyhow::Result<()> {
+    let (folder, aside) = (TrashFolder::of(job_id), TrashFolder { job_id, set_aside: true });
+    // Wall: both names are in the trash opened beneath the root fd.
+    let trash = storage.open_dir(TRASH).map_err(|errno| anyhow::anyhow!("{TRASH}: {}", describe(errno, "opening")))?;
+    match rustix::fs::renameat_with(&trash, aside.name(), &trash, folder.name(), RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => {
+            bail!("job {job_id} ran again while its trash was being purged; its earlier files stay in {}", aside.path())
+        }
+        Err(errno) => bail!("{}: {}", aside.path(), describe(errno, "putting back")),
+    }
 }
 
 fn modified(stat: &rustix::fs::Stat) -> SystemTime {
@@ -197,17 +289,51 @@ mod tests {
         let linked = Uuid::new_v4();
         fs::write(outside.path().join("keep.jpg"), b"keep").unwrap();
         symlink(outside.path(), dir.path().join(job_folder(linked))).unwrap();
-        let mut ids: Vec<Uuid> = folders(&storage).unwrap().into_iter().map(|(id, _)| id).collect();
-        ids.sort();
-        let mut want = vec![job, linked];
+        let mut listed: Vec<TrashFolder> = folders(&storage).unwrap().into_iter().map(|(folder, _)| folder).collect();
+        listed.sort();
+        let mut want = vec![TrashFolder::of(job), TrashFolder::of(linked)];
         want.sort();
-        assert_eq!(ids, want);
-        assert_eq!(measure(&storage, job).unwrap(), Tally { files: 1, bytes: 1 });
-        let refused = purge(&storage, linked).unwrap_err().to_string();
+        assert_eq!(listed, want);
+        assert_eq!(measure(&storage, TrashFolder::of(job)).unwrap(), Tally { files: 1, bytes: 1 });
+        let refused = purge(&storage, TrashFolder::of(linked)).unwrap_err().to_string();
         assert!(refused.ends_with("path goes through a symbolic link"), "{refused}");
         assert!(outside.path().join("keep.jpg").exists());
-        assert_eq!(purge(&storage, job).unwrap(), Tally { files: 1, bytes: 1 });
+        assert_eq!(purge(&storage, TrashFolder::of(job)).unwrap(), Tally { files: 1, bytes: 1 });
         assert!(!dir.path().join(job_folder(job)).exists());
+    }
+
+    #[test]
+    fn a_folder_set_aside_is_listed_as_such_and_a_later_run_writes_beside_it() {
+        let (dir, storage, job, outside) = setup();
+        let aside = TrashFolder { job_id: job, set_aside: true };
+        assert!(!set_aside(&storage, job).unwrap(), "no folder, nothing to set aside");
+        trashed(&dir, job, "photos/a/x.jpg");
+        assert!(set_aside(&storage, job).unwrap());
+        assert_eq!(folders(&storage).unwrap().into_iter().map(|(folder, _)| folder).collect::<Vec<_>>(), [aside]);
+        // A run of the job that starts now quarantines into a new folder.
+        let path = RelativePath::parse("photos/b/y.jpg").unwrap();
+        fs::create_dir_all(dir.path().join("photos/b")).unwrap();
+        fs::write(dir.path().join("photos/b/y.jpg"), b"y").unwrap();
+        assert_eq!(storage.quarantine(&path, job), crate::storage::Removal::Removed);
+        assert_eq!(measure(&storage, aside).unwrap(), Tally { files: 1, bytes: 1 });
+        // Putting back never merges into the new folder.
+        let refused = put_back(&storage, job).unwrap_err().to_string();
+        assert!(refused.contains("ran again while its trash was being purged"), "{refused}");
+        assert!(dir.path().join(aside.path()).join("photos/a/x.jpg").is_file());
+        let earlier = set_aside(&storage, job).unwrap_err().to_string();
+        assert!(earlier.contains("an earlier purge left"), "{earlier}");
+        assert_eq!(purge(&storage, aside).unwrap(), Tally { files: 1, bytes: 1 });
+        assert!(dir.path().join(job_folder(job)).join("photos/b/y.jpg").is_file(), "the new run's file stays");
+        // Set aside and put back: as it was.
+        assert!(set_aside(&storage, job).unwrap());
+        put_back(&storage, job).unwrap();
+        assert!(dir.path().join(job_folder(job)).join("photos/b/y.jpg").is_file());
+        // A symlink named as a job is refused and left in place.
+        let linked = Uuid::new_v4();
+        symlink(outside.path(), dir.path().join(job_folder(linked))).unwrap();
+        let refused = set_aside(&storage, linked).unwrap_err().to_string();
+        assert!(refused.ends_with("path goes through a symbolic link"), "{refused}");
+        assert!(fs::symlink_metadata(dir.path().join(job_folder(linked))).unwrap().file_type().is_symlink());
     }
 
     #[test]
@@ -219,8 +345,9 @@ mod tests {
         for refused in [
             folders(&storage).map(|_| ()),
             restore(&storage, job).map(|_| ()),
-            measure(&storage, job).map(|_| ()),
-            purge(&storage, job).map(|_| ()),
+            measure(&storage, TrashFolder::of(job)).map(|_| ()),
+            purge(&storage, TrashFolder::of(job)).map(|_| ()),
+            set_aside(&storage, job).map(|_| ()),
         ] {
             let message = refused.unwrap_err().to_string();
             assert!(message.contains("symbolic link"), "{message}");

@@ -83,7 +83,8 @@ fn batch_size(ctx: &RunContext<'_>, progress: &Progress) -> Option<usize> {
 }
 
 /// Steps 1 and 2: the candidates that are still orphans, with their sizes
-/// now, and the ones that could not be looked at.
+/// now, and the ones that could not be looked at. Neither check is held
+/// until the move (step 4): see there and at step 5.
 async fn still_orphans(
     ctx: &RunContext<'_>,
     grace_ends: SystemTime,
@@ -127,6 +128,13 @@ async fn finish(
     let mut errors = Vec::new();
     // Step 4. Wall: dispose_many resolves both folders beneath the root fd
     // with RESOLVE_NO_SYMLINKS and renames with RENAME_NOREPLACE.
+    // No lock covers step 2's re-stat (not a folder, older than the grace
+    // period) and this move: the move takes whatever is at the path now. A
+    // file written at one of these paths since (an upload reusing an
+    // orphan's path) is moved as if it were old, and step 5 brings it back
+    // only if its row has committed by then. A resumed batch (`resumed`)
+    // was stat'ed by the run that saved it, however long ago. What stands
+    // there is that paths are unique per upload.
     let paths = files.iter().map(|(path, _)| path.clone()).collect();
     let removals = ctx.storage.dispose_many(paths, concurrency, Some(job_id)).await;
     let mut moved = Vec::new();

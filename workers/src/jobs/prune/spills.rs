@@ -103,6 +103,14 @@ async fn settle_intents(pass: &mut Pass<'_, '_>, job_id: Uuid) -> anyhow::Result
         let files = crate::jobs::rows::unreferenced(pass.pool(), intent.image_ids, intent.paths).await?;
         let paths = files.iter().map(|(_, path)| path.clone()).collect();
         let ctx = pass.ctx;
+        // No lock covers the lookup in `unreferenced` and this unlink: none
+        // stands for "no row names this path" (the application takes none
+        // when it inserts a row), as in the job's own rerun
+        // (`rows::intents::finish_left_over`). The intent's rows are deleted
+        // and committed, so no task can reference them; a row committed
+        // after the lookup that names one of these paths finds its file
+        // gone. What stands there is that paths are unique per upload
+        // (docs/OPERATIONS.md, "What still holds").
         let removals = ctx.storage.remove_many(paths, ctx.settings.unlink_concurrency).await;
         let errors: Vec<ErrorItem> = files
             .iter()

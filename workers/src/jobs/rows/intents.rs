@@ -121,6 +121,13 @@ pub(super) async fn finish_left_over(
     let mut done = Vec::with_capacity(left.len());
     for (batch, ids, paths) in left {
         let files = unreferenced(ctx.pool, ids, paths).await?;
+        // No lock covers the lookup in `unreferenced` and this unlink: none
+        // stands for "no row names this path", as the application takes none
+        // when it inserts a row. The intent's own rows are deleted and
+        // committed, so no task can reference them; but a row committed
+        // after the lookup that names one of these paths (an upload reusing
+        // it) finds its file gone. What stands there is that paths are
+        // unique per upload (docs/OPERATIONS.md, "What still holds").
         done.push(unlink(ctx, Intent { batch, files, operation: selector.operation }).await);
     }
     if done.is_empty() {
