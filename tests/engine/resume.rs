@@ -1,6 +1,6 @@
-//! Batches that resume: a job stopped after any committed batch (or between
-//! unlinking files and committing) continues from its checkpoint, and its
-//! final counts equal what was really deleted.
+//! Batches that resume: a job stopped after any committed batch continues
+//! from its checkpoint, and its final counts equal what was really deleted.
+//! (A stop between a batch's commit and its unlinks is in `intents`.)
 
 use janitor_workers::results::{self, Start, StoreError};
 use janitor_workers::{CleanupJob, DaysOld, RunOutcome};
@@ -48,15 +48,19 @@ async fn a_stopped_job_resumes_from_its_checkpoint_with_exact_counts(pool: PgPoo
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn a_crash_between_unlink_and_commit_is_healed_by_the_rerun(pool: PgPool) {
+async fn a_resumed_job_deletes_rows_whose_files_are_already_gone_and_counts_them(pool: PgPool) {
     let store = Store::new();
     let ids = seed_expired(&pool, &store, 30, 10).await;
     let engine = engine(&pool, &store, 10);
     let job_id = Uuid::new_v4();
     let job = spec(CleanupJob::Expired);
     run_until(&engine, job_id, &job, 1).await;
-    // What a worker that died after unlinking the second batch's files, but
-    // before committing it, leaves behind: rows whose files are gone.
+    // Between the runs, the files of the next batch's rows vanish. Janitor
+    // itself never leaves a row without its file (rows are deleted, with
+    // their files listed as an unlink intent, in one transaction, and the
+    // files go after the commit); an operator's `rm`, or a database restored
+    // from before the files were removed, does. A missing file is not an
+    // error: the row goes, and its size counts.
     let paths: Vec<String> =
         sqlx::query_scalar("SELECT storage_path FROM images WHERE id = ANY($1) ORDER BY id LIMIT 10")
             .bind(&ids)
