@@ -179,7 +179,8 @@ async fn a_row_committed_after_the_scan_protects_its_file(pool: PgPool) {
     progress.checkpoint.census = Some(Census { files: 12, candidates: 2, bytes: 2 });
     progress.checkpoint.cursor = Cursor::Start;
     let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
-    progress.checkpoint.pending = Some(PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 12 });
+    let pending = PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 12, identities: Vec::new() };
+    progress.checkpoint.pending = Some(pending);
     results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
     // Meanwhile the app committed a row for one of them: the check after the
     // move brings it back.
@@ -210,7 +211,8 @@ async fn a_file_moved_to_the_trash_that_a_row_now_refers_to_goes_back(pool: PgPo
     let mut progress = Progress::new(now, 1, 10);
     progress.checkpoint.census = Some(Census { files: 12, candidates: 2, bytes: 2 });
     let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
-    progress.checkpoint.pending = Some(PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 0 });
+    let pending = PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 0, identities: Vec::new() };
+    progress.checkpoint.pending = Some(pending);
     results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
     let trashed = format!(".janitor-trash/{job_id}/photos/o/0.jpg");
     std::fs::create_dir_all(store.path(&trashed).parent().unwrap()).unwrap();
@@ -222,6 +224,51 @@ async fn a_file_moved_to_the_trash_that_a_row_now_refers_to_goes_back(pool: PgPo
     assert!(store.exists("photos/o/0.jpg"), "the file a row refers to is back in place");
     assert!(!store.exists(&trashed));
     assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/o/1.jpg")), "the orphan stays in the trash");
+}
+
+/// The re-stat that judged a file old enough and the move are not under one
+/// lock: an upload may take an orphan's path in between, with an old mtime
+/// (`cp -p`). The move takes a file only if it is still the one judged
+/// (device, inode, mtime), so the new file stays where it is, as an error
+/// item, and the other orphan of the batch goes. Here the sweep saved its
+/// judged batch and stopped; the file was replaced before the rerun.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_file_that_took_an_orphans_path_after_it_was_judged_stays(pool: PgPool) {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use janitor_workers::progress::{Census, PendingOrphans, Progress};
+    use janitor_workers::results::{self, Start};
+    use janitor_workers::storage::FileIdentity;
+    let store = store_with(&pool, 10, 2).await;
+    let identity = |path: &str| {
+        let meta = std::fs::symlink_metadata(store.path(path)).unwrap();
+        FileIdentity { dev: meta.dev(), ino: meta.ino(), mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec() }
+    };
+    let job = orphans();
+    let job_id = uuid::Uuid::new_v4();
+    let Start::Run(lease, _, now) = results::start(&pool, job_id, &job, "test", None).await.unwrap() else { panic!() };
+    let mut progress = Progress::new(now, 1, 10);
+    progress.checkpoint.census = Some(Census { files: 12, candidates: 2, bytes: 2 });
+    let files = vec![("photos/o/0.jpg".to_owned(), 1), ("photos/o/1.jpg".to_owned(), 1)];
+    let identities = vec![identity("photos/o/0.jpg"), identity("photos/o/1.jpg")];
+    let pending = PendingOrphans { files, cursor: "photos/o/1.jpg".into(), scanned: 0, identities };
+    progress.checkpoint.pending = Some(pending);
+    results::save_progress(&mut pool.acquire().await.unwrap(), lease, &progress).await.unwrap();
+    // A new upload lands at the first path, as `cp -p` would put it: a new
+    // file with the old one's mtime.
+    let old_mtime = std::fs::metadata(store.path("photos/o/0.jpg")).unwrap().modified().unwrap();
+    let upload = store.path("photos/o/upload.tmp");
+    std::fs::write(&upload, b"new upload").unwrap();
+    std::fs::File::options().write(true).open(&upload).unwrap().set_modified(old_mtime).unwrap();
+    std::fs::rename(&upload, store.path("photos/o/0.jpg")).unwrap();
+
+    let record = crate::harness::run_as(&engine(&pool, &store, EngineSettings::default()), job_id, &job).await;
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1), "{:?}", record.errors);
+    assert_eq!(std::fs::read(store.path("photos/o/0.jpg")).unwrap(), b"new upload", "the new file stays in place");
+    assert!(!store.exists(&format!(".janitor-trash/{job_id}/photos/o/0.jpg")));
+    assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/o/1.jpg")), "the judged orphan goes");
+    assert_eq!(record.error_count, 1);
+    assert!(record.errors.to_string().contains("another file took its path"), "{:?}", record.errors);
 }
 
 /// A grace period under the floor (`min_grace`) is refused by the engine

@@ -5,6 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::storage::FileIdentity;
+
 /// What one phase (or the whole job) did so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counters {
@@ -110,6 +112,11 @@ pub struct PendingOrphans {
     pub cursor: String,
     /// Files the batch scanned.
     pub scanned: u64,
+    /// Which file each of `files` was when it was judged (same order): the
+    /// move takes only that file. Empty in a checkpoint written before they
+    /// were kept; such a batch moves what is at each path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<FileIdentity>,
 }
 
 /// An orphan walk under way: how far it got and what it counted.

@@ -36,7 +36,7 @@ use rustix::io::Errno;
 pub use inspect::Inspection;
 pub use path::{PathError, RelativePath, CATEGORIES};
 pub use quarantine::Unquarantine;
-pub use scan::{FileStat, Found, ScanItem, Walk};
+pub use scan::{FileIdentity, FileStat, Found, ScanItem, Walk};
 pub use tree::Tally;
 
 /// A handle on the storage root, cheap to clone and share with blocking

@@ -11,6 +11,7 @@ use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 use uuid::Uuid;
 
+use super::scan::FileIdentity;
 use super::trash::TRASH;
 use super::{describe, pool, tree, Folders, RelativePath, Removal, Storage};
 
@@ -26,6 +27,10 @@ pub enum Unquarantine {
     /// The file stays in the trash; the message says why.
     Failed(String),
 }
+
+/// Why a candidate was not moved: another file took its name after it was
+/// judged an orphan.
+const REPLACED: &str = "another file took its path since it was judged an orphan; left in place";
 
 /// The trash folder, relative to the root, of a job's files from `parent`.
 fn trash_folder(job_id: Uuid, parent: &str) -> String {
@@ -95,9 +100,40 @@ impl Storage {
         .await
     }
 
+    /// Moves many files into the job's trash, each only if it is still the
+    /// file that was judged (`identity`, when known: see
+    /// [`FileIdentity`]); on up to `concurrency` blocking threads, outcomes
+    /// in input order. A file that another took the place of is left where
+    /// it is, as an error item.
+    pub async fn quarantine_many(
+        &self,
+        files: Vec<(RelativePath, Option<FileIdentity>)>,
+        concurrency: usize,
+        job_id: Uuid,
+    ) -> Vec<Removal> {
+        let storage = self.clone();
+        let lost = Removal::Failed("quarantine thread failed".to_owned());
+        pool::run(files, concurrency, lost, move |(path, identity), folders: &mut Folders| {
+            storage.quarantine_checked(path, job_id, *identity, folders)
+        })
+        .await
+    }
+
     /// [`Storage::quarantine`], reusing `folders` (of this job) from the
     /// previous file.
     pub(super) fn quarantine_in(&self, path: &RelativePath, job_id: Uuid, folders: &mut Folders) -> Removal {
+        self.quarantine_checked(path, job_id, None, folders)
+    }
+
+    /// [`Storage::quarantine_in`], moving the file only if it is `judged`
+    /// (when given).
+    fn quarantine_checked(
+        &self,
+        path: &RelativePath,
+        job_id: Uuid,
+        judged: Option<FileIdentity>,
+        folders: &mut Folders,
+    ) -> Removal {
         let (parent, name) = path.split_parent();
         // Wall: the file's folder is resolved beneath the root fd with
         // RESOLVE_NO_SYMLINKS: a symlinked category folder is refused here.
@@ -109,6 +145,9 @@ impl Storage {
         match rustix::fs::statat(source, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Directory => {
                 return Removal::Failed("is a directory".to_owned())
+            }
+            Ok(stat) if judged.is_some_and(|judged| judged != FileIdentity::of(&stat)) => {
+                return Removal::Failed(REPLACED.to_owned())
             }
             Ok(_) => {}
             Err(Errno::NOENT) => return Removal::Missing,
@@ -132,13 +171,39 @@ impl Storage {
         // between would be moved whole (still beneath the root, replacing
         // nothing, and restorable).
         match rustix::fs::renameat_with(source, name, target, name, RenameFlags::NOREPLACE) {
-            Ok(()) => Removal::Removed,
-            Err(Errno::NOENT) => Removal::Missing,
-            Err(Errno::EXIST) => Removal::Failed(format!(
-                "already in the trash: {} exists; nothing was moved or overwritten",
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Removal::Missing,
+            Err(Errno::EXIST) => {
+                return Removal::Failed(format!(
+                    "already in the trash: {} exists; nothing was moved or overwritten",
+                    trash_folder(job_id, path.as_str())
+                ))
+            }
+            Err(errno) => return Removal::Failed(describe(errno, "moving to the trash")),
+        }
+        // The identity check above and the rename are not under one lock
+        // either: a file written at this name in between was moved instead
+        // of the judged one. The rename kept the moved file's identity, so
+        // it is looked at again where it landed, and put back if it is not
+        // the file that was judged (RENAME_NOREPLACE: never over a file
+        // that took the name since).
+        let Some(judged) = judged else { return Removal::Removed };
+        match rustix::fs::statat(target, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileIdentity::of(&stat) == judged => Removal::Removed,
+            Ok(_) => match rustix::fs::renameat_with(target, name, source, name, RenameFlags::NOREPLACE) {
+                Ok(()) => Removal::Failed(REPLACED.to_owned()),
+                Err(errno) => Removal::Failed(format!(
+                    "{REPLACED}, but it was moved to the trash before that was seen and could not be moved back \
+                     ({}); it is at {}",
+                    describe(errno, "moving back"),
+                    trash_folder(job_id, path.as_str())
+                )),
+            },
+            Err(errno) => Removal::Failed(format!(
+                "moved to the trash, but could not be checked there ({}); it is at {}",
+                describe(errno, "inspecting"),
                 trash_folder(job_id, path.as_str())
             )),
-            Err(errno) => Removal::Failed(describe(errno, "moving to the trash")),
         }
     }
 

@@ -45,6 +45,28 @@ pub struct FileStat {
     /// `cp -p`, rsync or tar keeps an old mtime but gets a new ctime.
     pub changed: SystemTime,
     pub is_dir: bool,
+    pub identity: FileIdentity,
+}
+
+/// Which file a name held when it was looked at: its device, its inode and
+/// its modification time. A rename keeps all three; a file written in its
+/// place (an upload, `cp -p`) has another inode, and one rewritten in place
+/// another modification time. (The status-change time is no use here: a
+/// rename changes it.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileIdentity {
+    pub dev: u64,
+    pub ino: u64,
+    /// Nanoseconds since the epoch.
+    pub mtime_ns: i64,
+}
+
+impl FileIdentity {
+    #[allow(clippy::unnecessary_cast)] // The field types differ between targets.
+    pub(super) fn of(stat: &rustix::fs::Stat) -> Self {
+        let mtime_ns = (stat.st_mtime as i64).saturating_mul(1_000_000_000).saturating_add(stat.st_mtime_nsec as i64);
+        Self { dev: stat.st_dev as u64, ino: stat.st_ino as u64, mtime_ns }
+    }
 }
 
 /// What the walk yields, in path order.
@@ -101,6 +123,7 @@ pub(super) fn stat_at(dir: BorrowedFd<'_>, name: &str) -> Result<FileStat, Errno
         size: stat.st_size as u64,
         changed: modified.max(changed),
         is_dir: FileType::from_raw_mode(stat.st_mode) == FileType::Directory,
+        identity: FileIdentity::of(&stat),
     })
 }
 

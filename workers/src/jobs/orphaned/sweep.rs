@@ -10,7 +10,8 @@
 //! 3. **Save** the batch as pending in the checkpoint, so that a crash after
 //!    the moves still counts them.
 //! 4. **Move** each file into the job's trash (`renameat2` with
-//!    `RENAME_NOREPLACE`, through the wall).
+//!    `RENAME_NOREPLACE`, through the wall), if it is still the file step 2
+//!    judged (device, inode, mtime), checked before and after the rename.
 //! 5. **Check again** after the move: a row committed between step 1 and the
 //!    move refers to a file now in the trash; it is moved back (never over a
 //!    file that took its place).
@@ -25,7 +26,7 @@ use crate::jobs::context::RunContext;
 use crate::jobs::references::referenced;
 use crate::jobs::PhaseEnd;
 use crate::progress::{Counters, Cursor, ErrorItem, PendingOrphans, Progress};
-use crate::storage::{RelativePath, Removal, Unquarantine};
+use crate::storage::{FileIdentity, RelativePath, Removal, Unquarantine};
 
 pub(super) async fn run(
     ctx: &RunContext<'_>,
@@ -58,8 +59,9 @@ pub(super) async fn run(
         .fetch_all(ctx.pool)
         .await?;
         let Some((cursor, _)) = batch.last().cloned() else { break };
-        let (files, errors) = still_orphans(ctx, grace_ends, batch).await?;
-        let pending = PendingOrphans { files, cursor, scanned: 0 };
+        let (judged, errors) = still_orphans(ctx, grace_ends, batch).await?;
+        let (files, identities) = judged.into_iter().map(|(path, size, identity)| ((path, size), identity)).unzip();
+        let pending = PendingOrphans { files, cursor, scanned: 0, identities };
         let mut next = progress.clone();
         let count = errors.len() as i64;
         next.add(Counters { errors: count, ..Counters::default() }, errors);
@@ -83,13 +85,13 @@ fn batch_size(ctx: &RunContext<'_>, progress: &Progress) -> Option<usize> {
 }
 
 /// Steps 1 and 2: the candidates that are still orphans, with their sizes
-/// now, and the ones that could not be looked at. Neither check is held
-/// until the move (step 4): see there and at step 5.
+/// and identities now, and the ones that could not be looked at. Neither
+/// check is held until the move (step 4): see there and at step 5.
 async fn still_orphans(
     ctx: &RunContext<'_>,
     grace_ends: SystemTime,
     batch: Vec<(String, i64)>,
-) -> anyhow::Result<(Vec<(String, u64)>, Vec<ErrorItem>)> {
+) -> anyhow::Result<(Vec<(String, u64, FileIdentity)>, Vec<ErrorItem>)> {
     let paths: Vec<&str> = batch.iter().map(|(path, _)| path.as_str()).collect();
     let taken = referenced(ctx.pool, &paths).await?;
     let free: Vec<RelativePath> = batch
@@ -102,7 +104,9 @@ async fn still_orphans(
     let mut errors = Vec::new();
     for (path, stat) in free.into_iter().zip(stats) {
         match stat {
-            Ok(Some(stat)) if !stat.is_dir && stat.changed < grace_ends => files.push((path.to_string(), stat.size)),
+            Ok(Some(stat)) if !stat.is_dir && stat.changed < grace_ends => {
+                files.push((path.to_string(), stat.size, stat.identity))
+            }
             // Gone, a folder now, or changed since the walk: not an orphan
             // to take now.
             Ok(_) => {}
@@ -123,22 +127,29 @@ async fn finish(
     let started = std::time::Instant::now();
     let job_id = ctx.lease.job_id;
     let concurrency = ctx.settings.unlink_concurrency;
-    let files: Vec<(RelativePath, u64)> =
-        pending.files.iter().filter_map(|(path, size)| RelativePath::parse(path).ok().map(|p| (p, *size))).collect();
+    let identities = pending.identities.iter().copied().map(Some).chain(std::iter::repeat(None));
+    let files: Vec<(RelativePath, u64, Option<FileIdentity>)> = pending
+        .files
+        .iter()
+        .zip(identities)
+        .filter_map(|((path, size), identity)| RelativePath::parse(path).ok().map(|p| (p, *size, identity)))
+        .collect();
     let mut errors = Vec::new();
-    // Step 4. Wall: dispose_many resolves both folders beneath the root fd
-    // with RESOLVE_NO_SYMLINKS and renames with RENAME_NOREPLACE.
+    // Step 4. Wall: quarantine_many resolves both folders beneath the root
+    // fd with RESOLVE_NO_SYMLINKS and renames with RENAME_NOREPLACE.
     // No lock covers step 2's re-stat (not a folder, older than the grace
-    // period) and this move: the move takes whatever is at the path now. A
-    // file written at one of these paths since (an upload reusing an
-    // orphan's path) is moved as if it were old, and step 5 brings it back
-    // only if its row has committed by then. A resumed batch (`resumed`)
-    // was stat'ed by the run that saved it, however long ago. What stands
-    // there is that paths are unique per upload.
-    let paths = files.iter().map(|(path, _)| path.clone()).collect();
-    let removals = ctx.storage.dispose_many(paths, concurrency, Some(job_id)).await;
+    // period) and this move. What covers them is the file's identity
+    // (device, inode, mtime) taken at the re-stat: the move takes a file
+    // only if it is still that one, checked before the rename and again
+    // where it landed (moved back if another file took the name in
+    // between). So a file written at an orphan's path since it was judged
+    // (an upload reusing the path, even with an old mtime) stays where it
+    // is, as an error item, in this run and in a rerun of a saved batch.
+    let paths = files.iter().map(|(path, _, identity)| (path.clone(), *identity)).collect();
+    let removals = ctx.storage.quarantine_many(paths, concurrency, job_id).await;
+    let files = files.into_iter().map(|(path, size, _)| (path, size));
     let mut moved = Vec::new();
-    for ((path, size), removal) in files.into_iter().zip(removals) {
+    for ((path, size), removal) in files.zip(removals) {
         match removal {
             Removal::Removed => moved.push((path, size)),
             Removal::Missing if resumed => moved.push((path, size)),
