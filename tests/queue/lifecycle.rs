@@ -219,6 +219,153 @@ async fn equal_bulk_jobs_are_one_job(pool: PgPool) {
     env.cleanup_keys().await;
 }
 
+/// The dedup of equal bulk jobs counts only live leases. An equal job
+/// running with a live lease is what a second enqueue returns; once its
+/// lease has expired (its worker died unnoticed) it no longer blocks: the
+/// enqueue supersedes it (failed, naming the new job) and records a new job,
+/// which runs, while the superseded one is neither run nor re-enqueued.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn an_equal_bulk_job_deduplicates_only_while_its_lease_is_live(pool: PgPool) {
+    let env = Env::new(pool);
+    seed_expired_bulk(&env, 30).await;
+    let stale = env.enqueue(&["expired"]).await;
+    // No worker runs: make it look taken by one whose lease is live.
+    let lease = |seconds: i32| {
+        sqlx::query(
+            "UPDATE job_results SET status = 'running', attempts = 1, lease_epoch = 1, worker = 'gone',
+                 started_at = now(), lease_expires_at = now() + make_interval(secs => $2)
+             WHERE job_id = $1",
+        )
+        .bind(stale)
+        .bind(f64::from(seconds))
+        .execute(&env.pool)
+    };
+    lease(60).await.unwrap();
+    let (code, stdout, stderr) = env.janitor(&["enqueue", "expired", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let live: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((&live["job_id"], &live["deduplicated"]), (&Value::from(stale.to_string()), &Value::Bool(true)));
+
+    lease(-1).await.unwrap();
+    let (code, stdout, stderr) = env.janitor(&["enqueue", "expired", "--json"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let fresh: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(fresh["deduplicated"], false, "an expired lease does not deduplicate: {fresh}");
+    let fresh: Uuid = fresh["job_id"].as_str().unwrap().parse().unwrap();
+    assert_ne!(fresh, stale);
+    let row = env.job(stale).await.unwrap();
+    assert_eq!(row.0, "failed", "{row:?}");
+    let reason = row.4.unwrap_or_default();
+    assert!(reason.contains(&format!("superseded by the equal job {fresh}")), "{reason}");
+
+    // The superseded job's stream entry is still there: its delivery finds
+    // it ended, and no reconciler brings it back.
+    let worker = env.worker(&[], &QUICK);
+    let row = env.finished(fresh, Duration::from_secs(60)).await;
+    assert_eq!((row.0.as_str(), row.1), ("completed", 30));
+    wait_until("both entries are consumed", Duration::from_secs(20), || async {
+        crate::delivery::stream_state(&env, Lane::Bulk).await == (0, 0)
+    })
+    .await;
+    assert_eq!(env.job(stale).await.unwrap(), ("failed".to_owned(), 0, 1, Some("gone".to_owned()), Some(reason)));
+    worker.signal("TERM").await;
+    env.cleanup_keys().await;
+}
+
+/// A `janitor run` killed mid-run (kill -9) has no queue to deliver it
+/// again. Once its lease has expired, a worker's reconciler fails its row,
+/// saying how to resume it, and `janitor run --job-id` resumes it from its
+/// checkpoint to exact totals.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_killed_janitor_run_is_failed_after_its_lease_and_resumes(pool: PgPool) {
+    let env = Env::new(pool);
+    seed_expired_bulk(&env, 400).await;
+    let job = Uuid::new_v4();
+    let id = job.to_string();
+    let paced = [("JANITOR_BATCH_SIZE", "20"), ("JANITOR_MAX_DELETES_PER_SEC", "40")];
+    let run = env.spawn(&["run", "expired", "--job-id", &id], &paced);
+    wait_for_job(&env.pool, job, "the run is under way", Duration::from_secs(20), |row| row.1 > 0).await;
+    run.kill9().await;
+    let killed = env.job(job).await.unwrap();
+    assert_eq!(killed.0, "running", "killed mid-run: {killed:?}");
+    assert!(killed.1 < 400);
+
+    // `janitor run`'s lease is 30 s; the worker's own settings do not change it.
+    let worker = env.worker(&[], &QUICK);
+    let row =
+        wait_for_job(&env.pool, job, "the reconciler failed it", Duration::from_secs(90), |row| row.0 == "failed")
+            .await;
+    let reason = row.4.clone().unwrap_or_default();
+    assert!(reason.contains("ended without finishing"), "{reason}");
+    assert!(reason.contains(&format!("janitor run <same operation> --job-id {job}")), "{reason}");
+    let result: Option<Value> = sqlx::query_scalar("SELECT result FROM job_results WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(result.unwrap()["status"], "failed", "the result is stored with the final status");
+    worker.signal("TERM").await;
+
+    let (code, stdout, stderr) = env.janitor(&["run", "expired", "--job-id", &id, "--json"]).await;
+    assert_eq!(code, 0, "the resumed run completes: {stderr}");
+    let result: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((&result["status"], &result["deleted_count"]), (&Value::from("completed"), &Value::from(400)));
+    let (deleted, bytes): (i64, i64) =
+        sqlx::query_as("SELECT deleted_count, deleted_bytes FROM job_results WHERE job_id = $1")
+            .bind(job)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((deleted, bytes), (400, 400), "exact totals across the two runs");
+    assert_eq!(count_images(&env.pool).await, 0);
+    assert_eq!(crate::harness::files_under(env.store.root()), 0);
+    env.cleanup_keys().await;
+}
+
+/// A retry starts a job's attempts over. A job that used up its attempts
+/// is retried, then loses its worker and its stream entry: the reconciler
+/// re-enqueues it (it is on its first attempt again), instead of failing
+/// it as having lost its worker on every attempt, and it finishes exactly.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_retried_job_starts_its_attempts_over(pool: PgPool) {
+    let env = Env::new(pool);
+    seed_expired_bulk(&env, 400).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'deletes are refused by the test'; END $$;
+         CREATE TRIGGER refuse BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let failing = [("JANITOR_MAX_ATTEMPTS", "2"), ("JANITOR_RETRY_BASE", "100ms")];
+    let first = env.worker(&[], &knobs(&failing));
+    let job = env.enqueue(&["expired"]).await;
+    let row = env.finished(job, Duration::from_secs(60)).await;
+    assert_eq!((row.0.as_str(), row.2), ("failed", 2), "it used up its attempts: {row:?}");
+
+    sqlx::raw_sql("DROP TRIGGER refuse ON images").execute(&env.pool).await.unwrap();
+    let (code, _, stderr) = env.janitor(&["retry", &job.to_string()]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let row = wait_for_job(&env.pool, job, "the retry is under way", Duration::from_secs(20), |row| {
+        row.0 == "running" && row.1 > 0
+    })
+    .await;
+    assert_eq!(row.2, 1, "the retry is its first attempt: {row:?}");
+    first.kill9().await;
+    let layout = Layout::new(&env.prefix);
+    let mut redis = env.redis().await;
+    let _: i64 = redis::cmd("DEL").arg(layout.stream(Lane::Bulk)).query_async(&mut redis).await.unwrap();
+    let _: i64 = redis.hset(layout.ids(), job.to_string(), "1-1").await.unwrap();
+
+    let second = env.worker(&[], &knobs(&failing));
+    let row = env.finished(job, Duration::from_secs(60)).await;
+    assert_eq!((row.0.as_str(), row.1, row.2), ("completed", 400, 2), "re-enqueued and resumed: {row:?}");
+    assert_eq!(count_images(&env.pool).await, 0);
+    second.signal("TERM").await;
+    env.cleanup_keys().await;
+}
+
 /// `janitor cancel` on a queued job: it is cancelled at once and never
 /// starts, even when a worker reads its entry.
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]

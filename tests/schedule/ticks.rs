@@ -201,8 +201,10 @@ async fn a_tick_during_a_running_job_of_the_same_operation_is_skipped(pool: PgPo
 
 /// A job whose worker died (its lease ran out, and Redis names an entry
 /// that no longer exists, as after a duplicate delivery was acknowledged)
-/// blocks its schedule only until the reconciler recovers it: it is
-/// re-enqueued, finishes, and the next ticks run.
+/// does not block its schedule, even before any reconciler has looked at
+/// it: no worker runs at first, and the first tick is enqueued, superseding
+/// the stale job (failed, naming the tick's job). Then a worker runs the
+/// tick's job, and the stale one stays failed: it is not re-enqueued.
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_job_whose_worker_died_does_not_block_its_schedule(pool: PgPool) {
     let env = Env::new(pool);
@@ -221,19 +223,34 @@ async fn a_job_whose_worker_died_does_not_block_its_schedule(pool: PgPool) {
     let ids = janitor_workers::layout::Layout::new(&env.prefix).ids();
     let _: i64 = redis::AsyncCommands::hset(&mut env.redis().await, ids, stale.to_string(), "1-1").await.unwrap();
 
-    let worker = env.worker(&[], &[("JANITOR_LEASE", "2s"), ("JANITOR_RECONCILE_INTERVAL", "300ms")]);
     let config = Config::every(1, "expired");
     let scheduler = scheduler(&env, &config, &[]);
-    wait_until("a tick's job completes", Duration::from_secs(40), || async {
-        job_rows(&env.pool).await.iter().any(|(_, status)| status == "completed")
-    })
-    .await;
-    let status: String = sqlx::query_scalar("SELECT status FROM job_results WHERE job_id = $1")
-        .bind(stale)
-        .fetch_one(&env.pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "completed", "the stuck job was recovered");
+    wait_until("a tick is recorded", Duration::from_secs(20), || async { !ticks(&env.pool).await.is_empty() }).await;
+    let first = ticks(&env.pool).await.remove(0);
+    assert_eq!((first.2.as_str(), &first.3), ("enqueued", &None), "the stale job did not block the tick: {first:?}");
+    let (status, reason): (String, Option<String>) =
+        sqlx::query_as("SELECT status, last_error FROM job_results WHERE job_id = $1")
+            .bind(stale)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "failed");
+    assert!(reason.as_deref().unwrap_or_default().contains(&format!("superseded by the equal job {}", first.1)));
+
+    let worker = env.worker(&[], &[("JANITOR_LEASE", "2s"), ("JANITOR_RECONCILE_INTERVAL", "300ms")]);
+    let row =
+        crate::harness::wait_for_job(&env.pool, first.1, "the tick's job completes", Duration::from_secs(40), |row| {
+            row.0 == "completed"
+        })
+        .await;
+    assert_eq!(row.0, "completed");
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM job_results WHERE job_id = $1")
+            .bind(stale)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts), ("failed", 1), "the superseded job was not run again");
     scheduler.signal("TERM").await;
     worker.signal("TERM").await;
     env.cleanup_keys().await;

@@ -46,6 +46,10 @@ pub struct RunControl {
     pub lease: std::time::Duration,
     /// The queue (key prefix) of a queued run.
     pub queue: Option<String>,
+    /// Set to the lease epoch once the run has taken the job (and counted
+    /// an attempt), so that the caller can take back a run that was no
+    /// failure of the job (an outage, a shutdown).
+    pub started_epoch: std::sync::Arc<std::sync::OnceLock<i64>>,
 }
 
 /// How a run ended.
@@ -123,6 +127,7 @@ impl Engine {
             }
             Start::Run(lease, resumed, now) => (lease, resumed, now),
         };
+        let _ = control.started_epoch.set(lease.epoch);
         let mut progress = match resumed {
             Some(resumed) => {
                 let (checkpoint, errors) = *resumed;

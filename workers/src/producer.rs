@@ -7,8 +7,10 @@
 //! 2. Record the job in `job_results` as `queued` (with its queue prefix).
 //! 3. Put it on its lane's stream, once (idempotent by job id).
 //!
-//! A bulk job equal to one that is queued or running (same operation,
-//! parameters and dry run) is not recorded again: step 2 returns that job.
+//! A bulk job equal to one that is queued, or running with a live lease
+//! (same operation, parameters and dry run), is not recorded again: step 2
+//! returns that job. An equal job whose lease has expired is superseded
+//! (failed, in the transaction of the insert) and does not block the new one.
 //!
 //! If step 3 fails before anything reached Redis (connection refused), step
 //! 2 is undone, so a failed enqueue leaves nothing behind. If its outcome is

@@ -102,17 +102,23 @@ pub struct NewJob<'a> {
 }
 
 /// Records jobs as queued (producers do this before enqueueing), in one
-/// statement. A job id that is already recorded is left as it is, and so is
-/// a bulk job equal to one that is queued or running on the same queue (the
-/// unique index `job_results_one_unfinished_bulk`): see [`equal_unfinished`].
-pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -> sqlx::Result<u64> {
+/// transaction (a savepoint inside the caller's). A job id that is already
+/// recorded is left as it is, and so is a bulk job equal to one that is
+/// queued or running with a live lease on the same queue (the unique index
+/// `job_results_one_unfinished_bulk`): see [`equal_unfinished`]. An equal
+/// job that is `running` but whose lease has expired is superseded first:
+/// see [`supersede_stale`].
+pub async fn insert_queued<'c>(
+    db: impl sqlx::Acquire<'c, Database = sqlx::Postgres>,
+    jobs: &[NewJob<'_>],
+) -> sqlx::Result<u64> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
     let operations: Vec<&str> = jobs.iter().map(|j| j.spec.job.operation()).collect();
     let params: Vec<Value> = jobs.iter().map(|j| j.spec.params()).collect();
     let dry_runs: Vec<bool> = jobs.iter().map(|j| j.spec.dry_run).collect();
     let requested_by: Vec<Option<&str>> = jobs.iter().map(|j| j.requested_by).collect();
     let queues: Vec<&str> = jobs.iter().map(|j| j.queue).collect();
-    let inserted = sqlx::query(
+    let insert = sqlx::query(
         "INSERT INTO job_results (job_id, operation, params, dry_run, status, requested_by, queue)
          SELECT id, op, p, dry, 'queued', who, q
          FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bool[], $5::text[], $6::text[])
@@ -124,15 +130,77 @@ pub async fn insert_queued(db: impl sqlx::PgExecutor<'_>, jobs: &[NewJob<'_>]) -
     .bind(&params)
     .bind(&dry_runs)
     .bind(&requested_by)
-    .bind(&queues)
-    .execute(db)
-    .await?;
+    .bind(&queues);
+    let mut conn = db.acquire().await?;
+    // Only bulk jobs are ever superseded (session jobs are deduplicated in
+    // Redis), so the enqueue of a logout stays one statement.
+    if jobs.iter().all(|job| matches!(job.spec.job, crate::job::CleanupJob::Session { .. })) {
+        return Ok(insert.execute(&mut *conn).await?.rows_affected());
+    }
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    supersede_stale(&mut tx, &ids, &operations, &params, &dry_runs, &queues).await?;
+    let inserted = insert.execute(&mut *tx).await?;
+    tx.commit().await?;
     Ok(inserted.rows_affected())
 }
 
-/// The queued or running job on `queue` equal to `spec` (same operation,
-/// parameters and dry run), if there is one. Session jobs are deduplicated
-/// in Redis instead, and are never found here.
+/// Fails the equal bulk jobs (same queue, operation, parameters and dry
+/// run) of jobs about to be recorded that are `running` with an expired
+/// lease, so that they no longer hold the unique index: a job counts as
+/// unfinished only while it is queued or its lease is live.
+///
+/// Why this is safe:
+/// - Only an expired lease is superseded. The `WHERE` is evaluated again on
+///   the newest version of the row once its lock is ours (read committed),
+///   so a holder that renewed its lease or a worker that took the job over
+///   in the meantime keeps it, and the insert is then deduplicated.
+/// - A holder that is in fact still alive (paused, cut off) finds its row
+///   no longer `running` at its next renewal or batch commit: the epoch
+///   fencing of [`renew`], [`save_progress`] and [`finish`] matches nothing,
+///   the batch rolls back, and it stops without writing.
+/// - The superseded row is `failed`, so the reconciler (which looks only at
+///   queued and running rows) does not also re-enqueue it, and a delivery
+///   of its old stream entry finds it ended and is acknowledged.
+/// - It runs in the transaction of the insert: a crash leaves both or
+///   neither, never a stale job failed with no job to replace it. The new
+///   job starts afresh; the work the stale one committed stays counted on
+///   its row, and every bulk operation is idempotent.
+async fn supersede_stale(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+    operations: &[&str],
+    params: &[Value],
+    dry_runs: &[bool],
+    queues: &[&str],
+) -> sqlx::Result<()> {
+    let stale: Vec<JobRecord> = sqlx::query_as(&format!(
+        "UPDATE job_results SET status = 'failed', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+             last_error = 'superseded by the equal job ' || t.id
+                 || ': its lease had expired (its worker stopped renewing it)'
+         FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bool[], $5::text[]) AS t(id, op, p, dry, q)
+         WHERE job_results.queue = t.q AND job_results.operation = t.op AND job_results.params = t.p
+           AND job_results.dry_run = t.dry AND job_results.job_id <> t.id
+           AND job_results.operation <> 'cleanup_session' AND job_results.status = 'running'
+           AND (job_results.lease_expires_at IS NULL OR job_results.lease_expires_at < now())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(ids)
+    .bind(operations)
+    .bind(params)
+    .bind(dry_runs)
+    .bind(queues)
+    .fetch_all(&mut *tx)
+    .await?;
+    for record in stale {
+        tracing::warn!(job_id = %record.job_id, reason = record.last_error.as_deref().unwrap_or_default(), "superseded a job whose lease expired");
+        store_result(tx, record).await?;
+    }
+    Ok(())
+}
+
+/// The queued job, or running job with a live lease, on `queue` equal to
+/// `spec` (same operation, parameters and dry run), if there is one.
+/// Session jobs are deduplicated in Redis instead, and are never found here.
 pub async fn equal_unfinished(
     db: impl sqlx::PgExecutor<'_>,
     queue: &str,
@@ -140,7 +208,8 @@ pub async fn equal_unfinished(
 ) -> sqlx::Result<Option<Uuid>> {
     sqlx::query_scalar(
         "SELECT job_id FROM job_results
-         WHERE queue = $1 AND operation = $2 AND params = $3 AND dry_run = $4 AND status IN ('queued', 'running')
+         WHERE queue = $1 AND operation = $2 AND params = $3 AND dry_run = $4
+           AND (status = 'queued' OR (status = 'running' AND lease_expires_at >= now()))
            AND operation <> 'cleanup_session'",
     )
     .bind(queue)
@@ -198,7 +267,12 @@ pub async fn start(
     // A queued row is free to take. A running row is another delivery's
     // unless it is the same entry (a rescue), or its holder let its lease
     // expire (died, or was paused), or this is `janitor run` (no entry),
-    // which always takes the job over.
+    // which always takes the job over. `janitor run` also resumes a CLI job
+    // (no queue) that was failed because its process ended without finishing
+    // (see `fail_abandoned_runs`), or for any reason: rerunning it under its
+    // id is the operator's explicit request, and it resumes from the
+    // checkpoint, so its totals stay exact. A queued job that failed is run
+    // again with `janitor retry` instead; a completed one is never rerun.
     // A start need not wait for its WAL flush: if a crash loses it, the job
     // was not started and its entry is delivered again; the first batch's
     // synchronous commit flushes it in any case. One statement, its own
@@ -219,8 +293,13 @@ pub async fn start(
              entry_id = EXCLUDED.entry_id,
              lease_expires_at = EXCLUDED.lease_expires_at,
              started_at = coalesce(job_results.started_at, now()),
+             finished_at = NULL,
+             result = NULL,
+             cancel_requested_at = CASE WHEN job_results.status = 'failed' THEN NULL
+                                        ELSE job_results.cancel_requested_at END,
              updated_at = now()
-         WHERE job_results.status IN ('queued', 'running')
+         WHERE (job_results.status IN ('queued', 'running')
+                OR ($6::text IS NULL AND job_results.status = 'failed' AND job_results.queue IS NULL))
            AND job_results.operation = EXCLUDED.operation
            AND job_results.params = EXCLUDED.params
            AND job_results.dry_run = EXCLUDED.dry_run
@@ -379,11 +458,14 @@ pub async fn cancel(pool: &PgPool, job_id: Uuid, by: &str) -> Result<Cancelled, 
 
 /// Makes a failed or cancelled job `queued` again under the same id, keeping
 /// its counts and checkpoint, so that its next run resumes and its totals
-/// stay exact across the runs. Returns the row, or why it cannot be retried.
+/// stay exact across the runs. Its attempts start over: the operator judged
+/// the failures that used them up (they count only failures of the job
+/// itself), and the reconciler must not fail the retried job the first
+/// time its worker dies. Returns the row, or why it cannot be retried.
 pub async fn requeue(pool: &PgPool, job_id: Uuid, queue: &str) -> Result<Result<JobRecord, String>, StoreError> {
     let record: Option<JobRecord> = sqlx::query_as(&format!(
         "UPDATE job_results SET status = 'queued', finished_at = NULL, cancel_requested_at = NULL,
-             lease_expires_at = NULL, result = NULL, queue = $2, updated_at = now()
+             lease_expires_at = NULL, result = NULL, queue = $2, attempts = 0, updated_at = now()
          WHERE job_id = $1 AND status IN ('failed', 'cancelled') AND (queue IS NULL OR queue = $2)
          RETURNING {COLUMNS}"
     ))
@@ -401,6 +483,63 @@ pub async fn requeue(pool: &PgPool, job_id: Uuid, queue: &str) -> Result<Result<
         }
         Some(record) => format!("job {job_id} is {}; only failed or cancelled jobs can be retried", record.status),
     }))
+}
+
+/// Takes a run back off the job's attempts: the run under `epoch` was
+/// postponed for an outage or handed back at shutdown, which is no failure
+/// of the job itself. Fenced by the epoch: `>=`, since a later run that
+/// started meanwhile counted itself, and this run still must not count.
+pub async fn uncount_attempt(pool: &PgPool, job_id: Uuid, epoch: i64) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE job_results SET attempts = attempts - 1 WHERE job_id = $1 AND lease_epoch >= $2 AND attempts > 0",
+    )
+    .bind(job_id)
+    .bind(epoch)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fails, up to `limit`, the `janitor run` jobs (no queue) whose lease has
+/// expired: their process ended (killed, crashed, its machine lost) without
+/// finishing, and no queue will ever deliver them again, so without this
+/// they would stay `running` for ever. `janitor run <same operation>
+/// --job-id <id>` resumes such a job from its checkpoint.
+///
+/// Race-free with a process that is still alive: only a row whose lease
+/// has expired is taken, and Postgres evaluates the condition again on the
+/// newest version of a row once it holds its lock, so a renewal that
+/// committed first keeps the row `running`. A process that was merely
+/// stalled past its lease finds its row `failed` at its next renewal or
+/// batch commit (both need `status = 'running'` and its epoch), rolls back
+/// and stops. Idempotent: any reconciler may run it, at the same time as
+/// others.
+pub async fn fail_abandoned_runs(pool: &PgPool, limit: i64) -> Result<Vec<JobRecord>, StoreError> {
+    let mut tx = pool.begin().await?;
+    // `SKIP LOCKED`: a row locked now is being renewed by its own process
+    // or settled by another reconciler; either way it is not ours to take.
+    let records: Vec<JobRecord> = sqlx::query_as(&format!(
+        "UPDATE job_results SET status = 'failed', finished_at = now(), updated_at = now(), lease_expires_at = NULL,
+             last_error = 'its janitor run process ended without finishing (its lease expired); '
+                 || 'janitor run <same operation> --job-id ' || job_id || ' resumes it from its checkpoint'
+         WHERE job_id IN (
+                 SELECT job_id FROM job_results
+                 WHERE queue IS NULL AND status = 'running'
+                   AND (lease_expires_at IS NULL OR lease_expires_at < now())
+                 ORDER BY lease_expires_at NULLS FIRST LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+           AND queue IS NULL AND status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at < now())
+         RETURNING {COLUMNS}"
+    ))
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut ended = Vec::with_capacity(records.len());
+    for record in records {
+        ended.push(store_result(&mut tx, record).await?);
+    }
+    tx.commit().await?;
+    Ok(ended)
 }
 
 /// Ends the job: `completed`, or `failed` with the reason, with its final

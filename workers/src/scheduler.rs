@@ -22,7 +22,10 @@
 //! and records the rest as skipped.
 //!
 //! **Overlap.** A tick that comes while a job of the same operation is still
-//! queued or running is recorded as skipped (overlap), not run twice.
+//! queued, or running with a live lease, is recorded as skipped (overlap),
+//! not run twice. A `running` row whose lease has expired (its worker died
+//! without anyone noticing yet) does not block the tick: recording the
+//! tick's job supersedes an equal one (see `results::insert_queued`).
 
 use std::time::Duration;
 
@@ -175,8 +178,8 @@ async fn record_tick(
     let job = NewJob { job_id, spec: &schedule.spec, requested_by: Some(&requested_by), queue: &queue };
     let mut reason = reason.map(str::to_owned);
     if reason.is_none() && results::insert_queued(&mut *tx, std::slice::from_ref(&job)).await? == 0 {
-        // An equal job is unfinished (enqueued by someone else since the
-        // check above, or running without a live lease): the tick skips.
+        // An equal job is queued, or running with a live lease (enqueued or
+        // taken over by someone else since the check above): the tick skips.
         let other = results::equal_unfinished(&mut *tx, &queue, &schedule.spec).await?.unwrap_or_default();
         let why = format!("overlap: an equal job {other} is still queued or running");
         sqlx::query(

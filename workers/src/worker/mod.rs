@@ -116,23 +116,22 @@ async fn run_job(
     entry_id: &str,
     attempt: u64,
 ) -> Result<(), BoxDynError> {
+    let control = RunControl {
+        cancel: ctx.shutdown.child_token(),
+        worker: ctx.settings.name.clone(),
+        on_batch: None,
+        entry_id: Some(entry_id.to_owned()),
+        lease: ctx.settings.lease,
+        queue: Some(ctx.settings.layout.prefix().to_owned()),
+        started_epoch: Arc::default(),
+    };
     let coalesced = reconciler::coalesce(ctx, job_id, spec).await.map_err(EngineError::from);
     let outcome = match coalesced {
         Ok(Some(holder)) => {
             tracing::info!(duplicate_of = %holder, "an equal job is already queued or running; not running this one");
             return Ok(());
         }
-        Ok(None) => {
-            let control = RunControl {
-                cancel: ctx.shutdown.child_token(),
-                worker: ctx.settings.name.clone(),
-                on_batch: None,
-                entry_id: Some(entry_id.to_owned()),
-                lease: ctx.settings.lease,
-                queue: Some(ctx.settings.layout.prefix().to_owned()),
-            };
-            AssertUnwindSafe(ctx.engine.run(job_id, spec, &control)).catch_unwind().await
-        }
+        Ok(None) => AssertUnwindSafe(ctx.engine.run(job_id, spec, &control)).catch_unwind().await,
         Err(err) => Ok(Err(err)),
     };
     let error = match outcome {
@@ -142,7 +141,10 @@ async fn run_job(
         }
         // The live delivery will finish the job; this entry is done.
         Ok(Ok(RunOutcome::Duplicate)) => return Ok(()),
-        Ok(Ok(RunOutcome::Interrupted)) => return Err(HandBack(format!("job {job_id} interrupted by shutdown")).into()),
+        Ok(Ok(RunOutcome::Interrupted)) => {
+            uncount(ctx, job_id, &control).await;
+            return Err(HandBack(format!("job {job_id} interrupted by shutdown")).into());
+        }
         Ok(Err(EngineError::Store(StoreError::LeaseLost(_)))) => {
             tracing::warn!("another worker took this job over; stopping without writing");
             return Err(Relinquish(format!("job {job_id}")).into());
@@ -154,6 +156,7 @@ async fn run_job(
         Ok(Err(err)) if outage::is_outage(&err) => match outage::postpone(ctx, job_id).await {
             Some(delay) => {
                 tracing::warn!(error = %err, retry_in = ?delay, "infrastructure unavailable; postponing the job");
+                uncount(ctx, job_id, &control).await;
                 return Err(Postpone { reason: err.to_string(), delay }.into());
             }
             None => format!("{err} (an outage for longer than {:?})", ctx.settings.outage_horizon),
@@ -173,6 +176,43 @@ async fn run_job(
     tracing::warn!(%error, retry_in = ?delay, "job attempt failed; will retry");
     let _ = results::note_error(ctx.engine.pool(), job_id, &ctx.settings.name, &error).await;
     Err(RetryAfterError::new(error, delay).into())
+}
+
+/// Takes a run that was no failure of the job (postponed for an outage,
+/// handed back at shutdown) off the row's attempts, as the queue takes it
+/// off the entry's delivery count: attempts count only failures of the job
+/// itself, and the reconciler fails a lost job by them. Only if this run
+/// took the job (and so counted itself). In an outage of Postgres itself
+/// the update is tried in the background until it lands, for as long as
+/// the outage horizon.
+async fn uncount(ctx: &WorkerContext, job_id: Uuid, control: &RunControl) {
+    let Some(&epoch) = control.started_epoch.get() else {
+        return;
+    };
+    let pool = ctx.engine.pool().clone();
+    if results::uncount_attempt(&pool, job_id, epoch).await.is_ok() {
+        return;
+    }
+    let (every, horizon) = (ctx.settings.retry_base, ctx.settings.outage_horizon);
+    let shutdown = ctx.shutdown.clone();
+    let task = async move {
+        let deadline = tokio::time::Instant::now() + horizon;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            match results::uncount_attempt(&pool, job_id, epoch).await {
+                Ok(_) => return,
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    tracing::warn!(error = %err, "could not take the run off the job's attempts");
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    tokio::spawn(task.instrument(tracing::Span::current()));
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

@@ -8,9 +8,13 @@
 //! - re-enqueues this queue's jobs that no stream entry carries: `queued`
 //!   rows that have not moved for `reconcile_grace` (an enqueue cut short, a
 //!   Redis restart) and `running` rows whose lease expired (a dead or stalled
-//!   worker), or fails the latter after their attempts.
+//!   worker), or fails the latter after their attempts;
+//! - fails the `janitor run` jobs (no queue: any queue's reconciler settles
+//!   them) whose lease expired, since their process ended without finishing
+//!   and no queue will deliver them again; `janitor run --job-id` resumes
+//!   them (see [`results::fail_abandoned_runs`]).
 //!
-//! Both steps are idempotent, so several workers may run them at once.
+//! Every step is idempotent, so several workers may run them at once.
 
 use std::collections::HashMap;
 
@@ -54,6 +58,15 @@ pub(crate) async fn run(ctx: WorkerContext, queues: [StreamQueue; 2]) {
                 "moved entries from the streams of before the hash tag; point the application's XADD at today's stream"
             ),
             Err(err) => tracing::warn!(error = %err, "reconciler could not read the streams of before the hash tag"),
+        }
+        match results::fail_abandoned_runs(ctx.engine.pool(), LOST_BATCH).await {
+            Ok(failed) => {
+                for record in &failed {
+                    tracing::warn!(job_id = %record.job_id, operation = %record.operation, worker = ?record.worker,
+                        "failed a janitor run job whose process ended without finishing; janitor run --job-id resumes it");
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "reconciler could not look for abandoned janitor run jobs"),
         }
         match requeue_lost(&ctx).await {
             Ok(count) => {

@@ -179,9 +179,8 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
     let mut connection = ctx.pool.acquire().await?.detach();
     // Not re-entrant: a session that already holds it (one whose
     // session-level lock an older janitor left) does not hand it out again.
-    let take = format!(
-        "SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_xact_lock(hashtextextended($1, 0)) END"
-    );
+    let take =
+        format!("SELECT CASE WHEN {HELD_HERE} THEN false ELSE pg_try_advisory_xact_lock(hashtextextended($1, 0)) END");
     let locked = async {
         sqlx::query("BEGIN").execute(&mut connection).await?;
         sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut connection).await?;
