@@ -515,3 +515,106 @@ async fn a_session_job_whose_worker_died_does_not_hold_its_session(pool: PgPool)
     assert_ne!(reply["job_id"], stale.to_string());
     env.cleanup_keys().await;
 }
+
+/// A phase that writes nothing for longer than the lease keeps its job: the
+/// expired job's first read of `images` waits on a lock held for more than
+/// three leases, and meanwhile the heartbeat keeps the lease fresh, so the
+/// row stays `running` on its first start (no reconciler or redelivery takes
+/// it over). Once the lock is gone the job completes once, with exact counts.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_heartbeat_keeps_the_lease_of_a_phase_that_writes_nothing(pool: PgPool) {
+    let env = Env::new(pool);
+    seed_expired_bulk(&env, 5).await;
+    // Taken before the job exists, so that its pager's first SELECT waits.
+    let mut lock = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE images IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    let worker = env.worker(&[], &QUICK);
+    let job = env.enqueue(&["expired"]).await;
+    wait_for_job(&env.pool, job, "the job is running", Duration::from_secs(20), |row| row.0 == "running").await;
+    wait_until("the job's read of images waits on the lock", Duration::from_secs(20), || async {
+        waiting_on_images(&env.pool).await > 0
+    })
+    .await;
+
+    let renewals = watch_the_lease(&env.pool, job, 3).await;
+    assert!(waiting_on_images(&env.pool).await > 0, "the phase was blocked all along");
+    lock.rollback().await.unwrap();
+
+    let row = env.finished(job, Duration::from_secs(30)).await;
+    assert_eq!((row.0.as_str(), row.1, row.2), ("completed", 5, 1), "completed once, exactly: {row:?}");
+    let epoch: i64 = sqlx::query_scalar("SELECT lease_epoch FROM job_results WHERE job_id = $1")
+        .bind(job)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(epoch, renewals.epoch, "no second start");
+    assert_eq!(status_counts(&env).await.values().sum::<i64>(), 1, "one job");
+    assert_eq!(count_images(&env.pool).await, 0);
+    assert_eq!(crate::harness::files_under(env.store.root()), 0, "the files are gone");
+    worker.signal("TERM").await;
+    env.cleanup_keys().await;
+}
+
+/// A running job's lease, as the test reads it.
+#[derive(Debug, sqlx::FromRow)]
+struct LeaseRow {
+    status: String,
+    attempts: i32,
+    deleted_count: i64,
+    epoch: i64,
+    expires_at: chrono::DateTime<chrono::Utc>,
+    /// Whether the lease is still in the future by the database's clock.
+    fresh: bool,
+}
+
+async fn lease_of(pool: &PgPool, job: Uuid) -> LeaseRow {
+    sqlx::query_as(
+        "SELECT status, attempts, deleted_count, lease_epoch AS epoch, lease_expires_at AS expires_at,
+                coalesce(lease_expires_at > now(), false) AS fresh
+         FROM job_results WHERE job_id = $1",
+    )
+    .bind(job)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Polls the lease of a job blocked in its phase until its expiry has moved
+/// `leases` lease lengths past its first value (so the job has been blocked
+/// that long). At every poll the job must be on its first start, `running`,
+/// with nothing deleted and a fresh lease. Returns the last row.
+async fn watch_the_lease(pool: &PgPool, job: Uuid, leases: u32) -> LeaseRow {
+    let lease = Duration::from_secs(2); // QUICK's JANITOR_LEASE
+    let first = lease_of(pool, job).await;
+    let target = first.expires_at + lease * leases;
+    let deadline = Instant::now() + lease * (leases + 5);
+    let (mut last, mut advances) = (first.expires_at, 0);
+    loop {
+        let now = lease_of(pool, job).await;
+        let first_start = (now.status.as_str(), now.attempts, now.deleted_count, now.epoch);
+        assert_eq!(first_start, ("running", 1, 0, first.epoch), "still on its first start, blocked: {now:?}");
+        assert!(now.fresh, "the lease went stale after {advances} renewals: {now:?}");
+        assert!(now.expires_at >= last, "the lease never moves back: {now:?}");
+        advances += usize::from(now.expires_at > last);
+        last = now.expires_at;
+        if now.expires_at >= target {
+            assert!(advances >= leases as usize, "renewed step by step, {advances} times");
+            eprintln!("the lease was renewed {advances} times while the phase was blocked");
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the lease stopped moving at {last} (target {target}): {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lock requests on `images` in this database that are waiting.
+async fn waiting_on_images(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks
+         WHERE relation = 'images'::regclass AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
