@@ -330,14 +330,7 @@ async fn a_killed_janitor_run_is_failed_after_its_lease_and_resumes(pool: PgPool
 async fn a_retried_job_starts_its_attempts_over(pool: PgPool) {
     let env = Env::new(pool);
     seed_expired_bulk(&env, 400).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN RAISE EXCEPTION 'deletes are refused by the test'; END $$;
-         CREATE TRIGGER refuse BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION refuse();",
-    )
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    refuse_deletes(&env.pool).await;
     let failing = [("JANITOR_MAX_ATTEMPTS", "2"), ("JANITOR_RETRY_BASE", "100ms")];
     let first = env.worker(&[], &knobs(&failing));
     let job = env.enqueue(&["expired"]).await;
@@ -435,14 +428,7 @@ async fn a_cancelled_running_job_stops_exactly_and_a_retry_finishes_it(pool: PgP
 async fn dead_letters_are_listed_retried_and_discarded(pool: PgPool) {
     let env = Env::new(pool);
     seed_expired_bulk(&env, 50).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN RAISE EXCEPTION 'deletes are refused by the test'; END $$;
-         CREATE TRIGGER refuse BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION refuse();",
-    )
-    .execute(&env.pool)
-    .await
-    .unwrap();
+    refuse_deletes(&env.pool).await;
     let failing = [("JANITOR_MAX_ATTEMPTS", "2"), ("JANITOR_RETRY_BASE", "100ms")];
     let worker = env.worker(&[], &[&QUICK[..], &failing[..]].concat());
     let job = env.enqueue(&["expired"]).await;
@@ -617,4 +603,16 @@ async fn waiting_on_images(pool: &PgPool) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Makes every delete of an image fail, so that a job fails on its own.
+async fn refuse_deletes(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN RAISE EXCEPTION 'deletes are refused by the test'; END $$;
+         CREATE TRIGGER refuse BEFORE DELETE ON images FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
 }
