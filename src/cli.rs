@@ -61,7 +61,7 @@ pub enum Command {
         #[arg(long, env = "JANITOR_HEALTH_FILE")]
         health_file: Option<std::path::PathBuf>,
     },
-    /// Serve the admin HTTP API.
+    /// Serve the admin HTTP API and the operations console (at /).
     #[command(
         after_help = "Examples:\n  JANITOR_ADMIN_TOKENS=ops=$(openssl rand -hex 24) janitor serve --listen 0.0.0.0:8000\n  janitor serve --allow-unauthenticated   # loopback only"
     )]
@@ -167,8 +167,9 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "JANITOR_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: std::net::SocketAddr,
-    /// Tokens as name=token pairs, comma-separated (also `[[admin_token]]`
-    /// tables in the config file).
+    /// Tokens as name=token pairs, comma-separated; `name:ro=token` is
+    /// read-only (also `[[admin_token]]` tables in the config file, with
+    /// `read_only = true`).
     #[arg(long, env = "JANITOR_ADMIN_TOKENS", hide_env_values = true)]
     pub admin_tokens: Option<String>,
     /// Serve without authentication. Refused unless listening on loopback.

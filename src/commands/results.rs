@@ -25,7 +25,13 @@ pub async fn show(settings: &Settings, args: ResultsArgs) -> anyhow::Result<Exit
         }
         return Ok(ExitCode::from(exit::OK));
     }
-    let filter = ListFilter { operation: args.operation, status: args.status, before: None, limit: args.limit };
+    let filter = ListFilter {
+        operation: args.operation,
+        status: args.status,
+        requested_by: None,
+        before: None,
+        limit: args.limit,
+    };
     let records = results::list(&pool, &filter).await.map_err(super::schema_hint)?;
     let results: Vec<_> =
         records.iter().map(|record| record.result.clone().unwrap_or_else(|| result_json(record))).collect();

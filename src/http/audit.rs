@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::auth::bearer;
+use super::auth::{bearer, Grant};
 use super::error::ApiError;
 use super::failures::{Audit, AuthFailures, Source};
 use super::params::Params;
@@ -43,19 +43,18 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         None => Ok(()),
         Some(_) => state.failures.admit(source, &method, &path),
     };
-    let actor = match (&state.tokens, admitted) {
-        (None, _) => Some("anonymous".to_owned()),
+    let grant = match (&state.tokens, admitted) {
+        (None, _) => Some(Grant { name: "anonymous".to_owned(), read_only: false }),
         (Some(_), Err(_)) => None,
         (Some(tokens), Ok(())) => request
             .headers()
             .get(AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
             .and_then(bearer)
-            .and_then(|token| tokens.verify(token))
-            .map(str::to_owned),
+            .and_then(|token| tokens.verify(token)),
     };
     let entry = Entry {
-        actor: actor.clone(),
+        actor: grant.as_ref().map(|grant| grant.name.clone()),
         method,
         path,
         // Recorded as given, even when invalid: the audit shows what was asked.
@@ -66,7 +65,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
     };
     let cross_site =
         state.tokens.is_none() && !request.method().is_safe() && !request.headers().contains_key(REQUEST_HEADER);
-    let (response, audit) = match (actor, admitted) {
+    let (response, audit) = match (grant, admitted) {
         (_, Err((retry_after, audit))) => (ApiError::RateLimited { retry_after }.into_response(), audit),
         (None, Ok(())) => {
             let audit = state.failures.failed(source, &entry.method, &entry.path);
@@ -80,8 +79,12 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
             );
             (ApiError::Forbidden(message).into_response(), Audit::Write)
         }
-        (Some(actor), Ok(())) => {
-            request.extensions_mut().insert(Actor(actor));
+        (Some(grant), Ok(())) if grant.read_only && !request.method().is_safe() => {
+            let message = format!("token {:?} is read-only: it may read, not {}", grant.name, entry.method);
+            (ApiError::Forbidden(message).into_response(), Audit::Write)
+        }
+        (Some(grant), Ok(())) => {
+            request.extensions_mut().insert(Actor(grant.name));
             (next.run(request).await, Audit::Write)
         }
     };
@@ -135,17 +138,19 @@ fn raw_query(query: Option<&str>) -> serde_json::Value {
     serde_json::json!({ "raw_query": query.unwrap_or_default() })
 }
 
-struct Entry {
-    actor: Option<String>,
-    method: String,
-    path: String,
-    params: serde_json::Value,
-    remote: Option<String>,
+/// One audit row to write.
+pub(crate) struct Entry {
+    pub actor: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub params: serde_json::Value,
+    pub remote: Option<String>,
 }
 
 fn outcome(status: u16) -> &'static str {
     match status {
-        200..=299 => "accepted",
+        // The console answers a done action with 303 to the next page.
+        200..=299 | 303 => "accepted",
         401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
@@ -155,7 +160,9 @@ fn outcome(status: u16) -> &'static str {
     }
 }
 
-async fn record(pool: &PgPool, entry: &Entry, status: u16, job_id: Option<Uuid>) {
+/// Logs and writes one audit row (errors are logged, never returned: the
+/// request's outcome does not depend on its audit row).
+pub(crate) async fn record(pool: &PgPool, entry: &Entry, status: u16, job_id: Option<Uuid>) {
     let outcome = outcome(status);
     tracing::info!(
         audit = true,

@@ -196,6 +196,7 @@ pub async fn jobs(
     let filter = ListFilter {
         operation: params.get("operation").map(str::to_owned),
         status: params.get("status").map(str::to_owned),
+        requested_by: None,
         before,
         limit,
     };

@@ -209,8 +209,21 @@ fn batches(out: &mut String, rows: &[Counters]) {
         writeln!(out, "janitor_batch_duration_seconds_sum {sum}\njanitor_batch_duration_seconds_count {cumulative}");
 }
 
-/// Each lane's depth, oldest entry and dead letters, in one round trip.
-async fn queue(mut redis: janitor_workers::RedisConnection, layout: &Layout) -> anyhow::Result<String> {
+/// One lane's queue, as read from Redis.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LaneStats {
+    pub lane: &'static str,
+    /// Entries on the lane's stream (waiting or running).
+    pub depth: i64,
+    /// Entries in the lane's dead-letter stream.
+    pub dead: i64,
+    /// Age of the oldest entry on the stream, in seconds (0 when empty).
+    pub oldest_age_secs: f64,
+}
+
+/// Each lane's depth, oldest entry and dead letters, in one round trip:
+/// `XLEN` twice and `XRANGE … COUNT 1`, each O(1) whatever the queue holds.
+pub async fn lanes(mut redis: janitor_workers::RedisConnection, layout: &Layout) -> anyhow::Result<Vec<LaneStats>> {
     let mut pipe = redis::pipe();
     for lane in Lane::ALL {
         let stream = layout.stream(lane);
@@ -223,32 +236,38 @@ async fn queue(mut redis: janitor_workers::RedisConnection, layout: &Layout) -> 
         flat.chunks(3).map(|c| redis::from_redis_value(redis::Value::Array(c.to_vec()))).collect::<Result<_, _>>()?
     };
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let lanes: Vec<(&str, i64, i64, f64)> = Lane::ALL
+    let lanes = Lane::ALL
         .into_iter()
         .zip(replies)
         .map(|(lane, (depth, dead, oldest))| {
-            let age = oldest
+            let oldest_age_secs = oldest
                 .ids
                 .first()
                 .and_then(|e| e.id.split('-').next()?.parse::<i64>().ok())
                 .map_or(0.0, |ms| (now_ms - ms).max(0) as f64 / 1000.0);
-            (lane.name(), depth, dead, age)
+            LaneStats { lane: lane.name(), depth, dead, oldest_age_secs }
         })
         .collect();
+    Ok(lanes)
+}
+
+/// The queue's series.
+async fn queue(redis: janitor_workers::RedisConnection, layout: &Layout) -> anyhow::Result<String> {
+    let lanes = lanes(redis, layout).await?;
     // Each family whole, one after the other (the text format wants them
     // so; promtool checks it).
     let mut out = String::new();
     header(&mut out, "janitor_queue_depth", "gauge", "Entries on a lane's stream (waiting or running).");
-    for (lane, depth, _, _) in &lanes {
-        let _ = writeln!(out, "janitor_queue_depth{{lane=\"{lane}\"}} {depth}");
+    for lane in &lanes {
+        let _ = writeln!(out, "janitor_queue_depth{{lane=\"{}\"}} {}", lane.lane, lane.depth);
     }
     header(&mut out, "janitor_queue_oldest_age_seconds", "gauge", "Age of the oldest entry on a lane's stream.");
-    for (lane, _, _, age) in &lanes {
-        let _ = writeln!(out, "janitor_queue_oldest_age_seconds{{lane=\"{lane}\"}} {age}");
+    for lane in &lanes {
+        let _ = writeln!(out, "janitor_queue_oldest_age_seconds{{lane=\"{}\"}} {}", lane.lane, lane.oldest_age_secs);
     }
     header(&mut out, "janitor_dead_letters", "gauge", "Entries in a lane's dead-letter stream.");
-    for (lane, _, dead, _) in &lanes {
-        let _ = writeln!(out, "janitor_dead_letters{{lane=\"{lane}\"}} {dead}");
+    for lane in &lanes {
+        let _ = writeln!(out, "janitor_dead_letters{{lane=\"{}\"}} {}", lane.lane, lane.dead);
     }
     Ok(out)
 }

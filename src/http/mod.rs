@@ -7,10 +7,13 @@
 //! - [`auth`], [`limits`], [`params`]: tokens, rate limits, query validation.
 //! - [`failures`]: failed authentications, limited and aggregated per address.
 //! - [`metrics`]: `/metrics`. [`error`]: `ApiError`, the JSON error bodies.
+//! - [`console`]: the operations console, HTML pages for a browser at `/`,
+//!   with their own sessions (a cookie) instead of bearer tokens.
 
 pub mod audit;
 pub mod auth;
 pub mod cleanup;
+pub mod console;
 mod docs;
 pub mod error;
 pub mod failures;
@@ -114,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .merge(docs::routes())
+        .merge(console::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         // Longer than the longest `wait=true`, so a slow client is cut off
         // and a waiting one is not.

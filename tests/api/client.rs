@@ -1,6 +1,7 @@
 //! A minimal HTTP/1.1 client over `tokio::net::TcpStream`, enough for these
-//! tests: no HTTP client crate is a dependency of the package, and the API
-//! only needs requests without bodies. A [`Conn`] keeps its connection alive
+//! tests: no HTTP client crate is a dependency of the package, the API
+//! only needs requests without bodies, and the console's forms only small
+//! form-encoded ones ([`form`]). A [`Conn`] keeps its connection alive
 //! between requests (the load test needs that); [`request`] sends one
 //! request with `Connection: close`.
 
@@ -50,7 +51,7 @@ impl Conn {
     /// Sends `method target` (a path with its query) with an optional
     /// bearer token, and reads the response.
     pub async fn send(&mut self, method: &str, target: &str, token: Option<&str>) -> std::io::Result<Response> {
-        self.send_with(method, target, token, &[], false).await
+        self.send_with(method, target, token, &[], "", false).await
     }
 
     async fn send_with(
@@ -59,9 +60,13 @@ impl Conn {
         target: &str,
         token: Option<&str>,
         headers: &[(&str, &str)],
+        body: &str,
         close: bool,
     ) -> std::io::Result<Response> {
-        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n");
+        let mut head = format!("{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n", body.len());
+        if !body.is_empty() {
+            head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        }
         if let Some(token) = token {
             head.push_str(&format!("Authorization: Bearer {token}\r\n"));
         }
@@ -72,6 +77,7 @@ impl Conn {
             head.push_str("Connection: close\r\n");
         }
         head.push_str("\r\n");
+        head.push_str(body);
         self.stream.get_mut().write_all(head.as_bytes()).await?;
         self.read_response().await
     }
@@ -153,7 +159,14 @@ pub async fn request_with(
     headers: &[(&str, &str)],
 ) -> Response {
     let mut conn = Conn::connect(addr).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    conn.send_with(method, target, token, headers, true).await.unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+    conn.send_with(method, target, token, headers, "", true).await.unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+/// One request with a form-encoded body (empty: none) and extra headers,
+/// on a fresh connection.
+pub async fn form(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Response {
+    let mut conn = Conn::connect(addr).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    conn.send_with(method, target, None, headers, body, true).await.unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
 /// Percent-encodes a query value (cursors carry `:` and `+`).

@@ -6,7 +6,7 @@ use redis::AsyncCommands as _;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::server::{accepted_job, Api, ApiConfig, OPS};
+use crate::server::{accepted_job, Api, ApiConfig, OPS, VIEWER};
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_queued_job_is_cancelled_and_retried_over_http(pool: PgPool) {
@@ -80,6 +80,42 @@ async fn control_requests_have_their_own_rate_limit(pool: PgPool) {
         api.get(&format!("/jobs/{job}"), Some(OPS.1)).await.json()["status"],
         "queued",
         "the refused cancel did nothing"
+    );
+    api.finish().await;
+}
+
+/// A token configured as `name:ro=token` reads everything and changes
+/// nothing: every POST is 403, audited under its name, and enqueues nothing.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_read_only_token_reads_but_cannot_cancel_or_enqueue(pool: PgPool) {
+    let config = ApiConfig { tokens: Some(vec![OPS, VIEWER]), ..ApiConfig::default() };
+    let api = Api::with(pool, config).await;
+    let job = accepted_job(&api.post("/expired", Some(OPS.1)).await);
+
+    let listed = api.get("/jobs", Some(VIEWER.1)).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["jobs"][0]["job_id"], job.to_string().as_str());
+    assert_eq!(api.get(&format!("/jobs/{job}"), Some(VIEWER.1)).await.status, 200);
+
+    let cancel = api.post(&format!("/jobs/{job}/cancel"), Some(VIEWER.1)).await;
+    assert_eq!(cancel.status, 403, "{}", cancel.text());
+    assert!(cancel.json()["error"].as_str().unwrap().contains("read-only"), "{}", cancel.text());
+    let enqueue = api.post("/old-results?days_old=30", Some(VIEWER.1)).await;
+    assert_eq!(enqueue.status, 403, "{}", enqueue.text());
+
+    let jobs = api.jobs().await;
+    assert_eq!(jobs.len(), 1, "nothing was enqueued: {jobs:?}");
+    assert_eq!((jobs[0].0, jobs[0].2.as_str()), (job, "queued"), "the job was not cancelled");
+    let refused: Vec<(Option<String>, String, i32, String)> =
+        api.audit_rows().await.into_iter().filter(|row| row.4 == 403).map(|row| (row.0, row.2, row.4, row.5)).collect();
+    let viewer = Some("viewer".to_owned());
+    assert_eq!(
+        refused,
+        [
+            (viewer.clone(), format!("/api/v1/admin/cleanup/jobs/{job}/cancel"), 403, "forbidden".to_owned()),
+            (viewer, "/api/v1/admin/cleanup/old-results".to_owned(), 403, "forbidden".to_owned()),
+        ],
+        "each refusal is audited under the token's name"
     );
     api.finish().await;
 }

@@ -7,6 +7,8 @@
 //! - `endpoints`: every endpoint on its happy path, `wait=true`, paging.
 //! - `refusals`: 401, 422 and 429, none of which enqueue anything.
 //! - `audit`, `metrics`, `dedup`: the audit trail, `/metrics`, session dedup.
+//! - `control`: cancel, retry, dead letters, read-only tokens.
+//! - `console`: the browser console over HTTP: login, sessions, CSRF.
 //! - `process`: the `janitor serve` binary, including its refusals to start.
 //! - `load`: a bounded load test that prints the requests per second.
 
@@ -20,6 +22,7 @@ mod client;
 mod server;
 
 mod audit;
+mod console;
 mod control;
 mod dedup;
 mod endpoints;

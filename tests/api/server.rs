@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use janitor::http::auth::{AdminToken, Tokens};
+use janitor::http::auth::Tokens;
 use janitor::http::failures::{self, AuthFailures};
 use janitor::http::limits::{RateLimiter, DEFAULT_LIMITS};
 use janitor::http::{self, AppState};
@@ -32,6 +32,8 @@ pub const BASE: &str = "/api/v1/admin/cleanup";
 /// Two tokens, by (name, token).
 pub const OPS: (&str, &str) = ("ops", "ops-token-0123456789abcdef");
 pub const CRON: (&str, &str) = ("cron", "cron-token-fedcba9876543210");
+/// A read-only token (`name:ro`, as in `JANITOR_ADMIN_TOKENS`): its name is `viewer`.
+pub const VIEWER: (&str, &str) = ("viewer:ro", "viewer-token-00112233445566");
 
 /// How the server is set up.
 pub struct ApiConfig {
@@ -170,12 +172,10 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
     let client = redis::Client::open(redis_url).unwrap();
     let producer = Producer::lazy(pool.clone(), client.clone(), Layout::new(prefix)).expect("producer");
     let redis = janitor_workers::RedisTarget::from(client).connect_lazy(Default::default()).unwrap();
+    // Parsed as `JANITOR_ADMIN_TOKENS` is, so that `name:ro` is read-only.
     let tokens = config.tokens.as_ref().map(|tokens| {
-        let tokens = tokens
-            .iter()
-            .map(|(name, token)| AdminToken { name: (*name).to_owned(), token: (*token).to_owned() })
-            .collect();
-        Arc::new(Tokens::new(tokens).unwrap())
+        let raw: Vec<String> = tokens.iter().map(|(name, token)| format!("{name}={token}")).collect();
+        Arc::new(Tokens::new(Tokens::parse_env(&raw.join(",")).unwrap()).unwrap())
     });
     let limits = Arc::new(RateLimiter::parse(&config.rate_limits).unwrap());
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));

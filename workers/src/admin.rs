@@ -101,6 +101,21 @@ pub async fn dead_letters(producer: &Producer) -> Result<Vec<DeadEntry>, Produce
     Ok(dead)
 }
 
+/// The newest dead letters, at most `per_lane` of each lane, newest first:
+/// one bounded `XREVRANGE` per lane, for pages that must stay cheap however
+/// many letters there are.
+pub async fn newest_dead_letters(producer: &Producer, per_lane: usize) -> Result<Vec<DeadEntry>, ProducerError> {
+    let mut redis = producer.redis();
+    let mut dead = Vec::new();
+    for lane in [Lane::Session, Lane::Bulk] {
+        let reply: StreamRangeReply = redis.xrevrange_count(producer.layout().dead(lane), "+", "-", per_lane).await?;
+        dead.extend(reply.ids.iter().map(|entry| dead_entry(producer, lane, entry)));
+    }
+    // RFC 3339 in UTC with a fixed precision: text order is time order.
+    dead.sort_by(|a, b| b.dead_at.cmp(&a.dead_at));
+    Ok(dead)
+}
+
 fn dead_entry(producer: &Producer, lane: Lane, entry: &redis::streams::StreamId) -> DeadEntry {
     let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
     let message: Option<QueuedJob> = serde_json::from_str(&text("job")).ok();

@@ -756,6 +756,8 @@ pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>>
 pub struct ListFilter {
     pub operation: Option<String>,
     pub status: Option<String>,
+    /// The token name (or CLI user) that asked for the job.
+    pub requested_by: Option<String>,
     /// Only jobs before this point in (created_at, job_id) order: the last
     /// job of the previous page. Without an id, jobs created before the time.
     pub before: Option<(DateTime<Utc>, Option<Uuid>)>,
@@ -771,6 +773,7 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Vec<JobRec
         "SELECT {COLUMNS} FROM job_results
          WHERE ($1::text IS NULL OR operation = $1)
            AND ($2::text IS NULL OR status = $2)
+           AND ($6::text IS NULL OR requested_by = $6)
            AND ($3::timestamptz IS NULL
                 OR ($5::uuid IS NULL AND created_at < $3)
                 OR ($5::uuid IS NOT NULL AND (created_at, job_id) < ($3, $5)))
@@ -782,6 +785,19 @@ pub async fn list(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Vec<JobRec
     .bind(before_at)
     .bind(filter.limit)
     .bind(before_id)
+    .bind(filter.requested_by.as_deref())
+    .fetch_all(pool)
+    .await
+}
+
+/// The running jobs, longest running first, at most `limit` of them
+/// (through the partial index `job_results_unfinished`).
+pub async fn running(pool: &PgPool, limit: i64) -> sqlx::Result<Vec<JobRecord>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM job_results WHERE status = 'running'
+         ORDER BY started_at NULLS LAST, job_id LIMIT $1"
+    ))
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

@@ -1,0 +1,150 @@
+//! The console's POSTs that change something: cancel and retry a job,
+//! discard a dead letter. Each one, in this order:
+//!
+//! 1. needs a session (else 303 to `/login`, changing nothing);
+//! 2. needs the session's CSRF token in the form's `csrf` field (else 403);
+//! 3. needs a session that is not read-only (else 403);
+//! 4. takes from the token's `control` rate limit, as the API does;
+//! 5. acts through the same functions as the API (`janitor_workers::admin`);
+//!
+//! and is one audit row under the token's name, whatever its outcome. A
+//! done action answers 303 to the page to look at next.
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Path, State};
+use axum::response::Response;
+use janitor_workers::admin;
+use janitor_workers::results::Cancelled;
+use uuid::Uuid;
+
+use super::session::Session;
+use super::{audit, forbidden, form_field, layout, see_other, Remote};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+
+/// What every action shares: the request it came in, for its audit row.
+struct Action<'a> {
+    state: &'a AppState,
+    session: &'a Session,
+    path: String,
+    remote: Remote,
+}
+
+impl Action<'_> {
+    /// Steps 2 to 4; `Err` is the refusal, audited.
+    async fn admit(&self, body: &[u8]) -> Result<(), Response> {
+        let refusal = if !self.session.check_csrf(form_field(body, "csrf").as_deref()) {
+            Some("the form's CSRF token is missing or wrong; reload the page and try again".to_owned())
+        } else if self.session.read_only {
+            Some(format!("token {:?} is read-only: it may look, not act", self.session.name))
+        } else {
+            None
+        };
+        if let Some(why) = refusal {
+            self.audit(403, None).await;
+            return Err(forbidden(self.session, &why));
+        }
+        if let Err(retry_after) = self.state.limits.check(&self.session.name, "control") {
+            self.audit(429, None).await;
+            return Err(layout::error(self.session, ApiError::RateLimited { retry_after }));
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, status: u16, job_id: Option<Uuid>) {
+        audit(self.state, Some(&self.session.name), "POST", &self.path, self.remote.0, status, job_id).await;
+    }
+
+    /// The answer to an action that ran: 303 on success, else the error
+    /// page; audited either way.
+    async fn finish(&self, outcome: Result<String, ApiError>, job_id: Option<Uuid>) -> Response {
+        match outcome {
+            Ok(next) => {
+                self.audit(303, job_id).await;
+                see_other(&next)
+            }
+            Err(err) => {
+                self.audit(err.status().as_u16(), job_id).await;
+                layout::error(self.session, err)
+            }
+        }
+    }
+}
+
+fn job_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+fn unavailable(err: janitor_workers::producer::ProducerError) -> ApiError {
+    ApiError::Unavailable(err.to_string())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    OriginalUri(uri): OriginalUri,
+    remote: Remote,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Response {
+    let action = Action { state: &state, session: &session, path: uri.path().to_owned(), remote };
+    if let Err(refused) = action.admit(&body).await {
+        return refused;
+    }
+    let id = job_id(&raw).ok();
+    let outcome = async {
+        let job_id = job_id(&raw)?;
+        match admin::cancel(&state.producer, job_id, &session.name).await.map_err(unavailable)? {
+            Cancelled::Now(_) | Cancelled::Requested => Ok(format!("/jobs/{job_id}")),
+            Cancelled::AlreadyEnded(status) => {
+                Err(ApiError::Conflict(format!("job {job_id} already ended as {status}")))
+            }
+            Cancelled::NotFound => Err(ApiError::NotFound),
+        }
+    };
+    action.finish(outcome.await, id).await
+}
+
+pub async fn retry(
+    State(state): State<AppState>,
+    session: Session,
+    OriginalUri(uri): OriginalUri,
+    remote: Remote,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Response {
+    let action = Action { state: &state, session: &session, path: uri.path().to_owned(), remote };
+    if let Err(refused) = action.admit(&body).await {
+        return refused;
+    }
+    let id = job_id(&raw).ok();
+    let outcome = async {
+        let job_id = job_id(&raw)?;
+        match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
+            Ok(()) => Ok(format!("/jobs/{job_id}")),
+            Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
+            Err(why) => Err(ApiError::Conflict(why)),
+        }
+    };
+    action.finish(outcome.await, id).await
+}
+
+pub async fn discard(
+    State(state): State<AppState>,
+    session: Session,
+    OriginalUri(uri): OriginalUri,
+    remote: Remote,
+    Path(entry_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let action = Action { state: &state, session: &session, path: uri.path().to_owned(), remote };
+    if let Err(refused) = action.admit(&body).await {
+        return refused;
+    }
+    let outcome = match admin::discard(&state.producer, &entry_id).await.map_err(unavailable) {
+        Ok(0) => Err(ApiError::NotFound),
+        Ok(_) => Ok("/dead".to_owned()),
+        Err(err) => Err(err),
+    };
+    action.finish(outcome, None).await
+}

@@ -1,0 +1,99 @@
+//! `GET /login`, `POST /login`, `POST /logout`.
+//!
+//! A login checks the token exactly as the API's gate does
+//! ([`Tokens::verify`](crate::http::auth::Tokens::verify), constant time),
+//! behind the same failed-authentication limit per address
+//! ([`AuthFailures`](crate::http::failures::AuthFailures)): a wrong token
+//! costs the address one of its tries, and past the limit even a right one
+//! is refused. Logins and logouts are audit rows under the token's name.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{LOCATION, RETRY_AFTER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{html, Markup};
+
+use super::layout;
+use super::session::{self, Session};
+use super::{audit, form_field, Remote};
+use crate::http::failures::{Audit, Source};
+use crate::http::AppState;
+
+fn login_page(error: Option<&str>) -> Markup {
+    layout::bare(
+        "Log in",
+        html! {
+            h1 { "Log in" }
+            @if let Some(error) = error { p.error role="alert" { (error) } }
+            form id="login" method="post" action="/login" {
+                label for="token" { "Token" }
+                input id="token" name="token" type="password" autocomplete="current-password";
+                button type="submit" { "Log in" }
+            }
+            p.hint { "Use an admin token (JANITOR_ADMIN_TOKENS). A read-only token can look, not act." }
+        },
+    )
+}
+
+pub async fn form() -> Response {
+    layout::respond(StatusCode::OK, login_page(None))
+}
+
+pub async fn login(State(state): State<AppState>, Remote(remote): Remote, headers: HeaderMap, body: Bytes) -> Response {
+    const PATH: &str = "/login";
+    let source = Source::of(remote);
+    let Some(tokens) = &state.tokens else {
+        let page = login_page(Some("The console needs admin tokens (JANITOR_ADMIN_TOKENS); none is configured."));
+        return layout::respond(StatusCode::FORBIDDEN, page);
+    };
+    if let Err((retry_after, counted)) = state.failures.admit(source, "POST", PATH) {
+        if counted == Audit::Write {
+            audit(&state, None, "POST", PATH, remote, 429, None).await;
+        }
+        let message = format!("Too many failed logins from this address; try again in {retry_after} s.");
+        let mut response = layout::respond(StatusCode::TOO_MANY_REQUESTS, login_page(Some(&message)));
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        return response;
+    }
+    let presented = form_field(&body, "token").unwrap_or_default();
+    let Some(grant) = tokens.verify(&presented) else {
+        if state.failures.failed(source, "POST", PATH) == Audit::Write {
+            audit(&state, None, "POST", PATH, remote, 401, None).await;
+        }
+        let page = login_page(Some("That token was not accepted."));
+        return layout::respond(StatusCode::UNAUTHORIZED, page);
+    };
+    let (id, _) = match Session::create(&state.pool, &grant).await {
+        Ok(created) => created,
+        Err(err) => {
+            tracing::error!(error = %err, "console: cannot store the session");
+            let page = login_page(Some("The session could not be stored; try again."));
+            return layout::respond(StatusCode::SERVICE_UNAVAILABLE, page);
+        }
+    };
+    audit(&state, Some(&grant.name), "POST", PATH, remote, 303, None).await;
+    tracing::info!(actor = %grant.name, read_only = grant.read_only, "console login");
+    let cookie = id.cookie(session::is_https(&headers));
+    (StatusCode::SEE_OTHER, [(LOCATION, "/".to_owned()), (SET_COOKIE, cookie)]).into_response()
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Remote(remote): Remote,
+    session: Session,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    const PATH: &str = "/logout";
+    if !session.check_csrf(form_field(&body, "csrf").as_deref()) {
+        audit(&state, Some(&session.name), "POST", PATH, remote, 403, None).await;
+        return super::forbidden(&session, "the form's CSRF token is missing or wrong; reload the page");
+    }
+    if let Err(err) = session.end(&state.pool).await {
+        return layout::error(&session, err.into());
+    }
+    audit(&state, Some(&session.name), "POST", PATH, remote, 303, None).await;
+    let cookie = session::clear_cookie(session::is_https(&headers));
+    (StatusCode::SEE_OTHER, [(LOCATION, "/login".to_owned()), (SET_COOKIE, cookie)]).into_response()
+}

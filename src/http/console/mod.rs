@@ -1,0 +1,131 @@
+//! The operations console: server-rendered HTML pages (maud) on the API's
+//! port, for people in a browser. The JSON API stays the interface for
+//! programs; the console reads through the same stores and acts through the
+//! same functions (`janitor_workers::admin`), under the same tokens.
+//!
+//! - [`session`]: the session cookie, its table, CSRF tokens.
+//! - [`login`]: `/login`, `/logout`.
+//! - [`pages`]: the overview (`/`, and `/console/running` that its script
+//!   polls), the jobs (`/jobs`, `/jobs/{id}`), the dead letters (`/dead`).
+//! - [`actions`]: the POSTs that change something: cancel, retry, discard.
+//! - [`layout`]: the frame every page shares.
+//!
+//! Every page and asset is answered with `Content-Security-Policy:
+//! default-src 'self'; frame-ancestors 'none'`: no inline script runs, and
+//! no other site may frame the console. The CSS and the script are compiled
+//! into the binary; nothing is loaded from elsewhere.
+//!
+//! Pages stay cheap with any number of jobs: lists are keyset pages of at
+//! most 50 rows on `job_results`' indexes, totals come from `job_counters`
+//! (kept by triggers), queue figures from O(1) Redis commands, and the
+//! dead-letter page reads at most 100 letters a lane.
+
+mod actions;
+mod layout;
+mod login;
+mod pages;
+pub mod session;
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
+use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use uuid::Uuid;
+
+use self::session::Session;
+use super::audit::{self as trail, Entry};
+use super::AppState;
+
+/// The console's routes (merged into the API's router).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login::form).post(login::login))
+        .route("/logout", post(login::logout))
+        .route("/", get(pages::overview::page))
+        .route("/console/running", get(pages::overview::running))
+        .route("/jobs", get(pages::jobs::list))
+        .route("/jobs/{job_id}", get(pages::jobs::detail))
+        .route("/jobs/{job_id}/cancel", post(actions::cancel))
+        .route("/jobs/{job_id}/retry", post(actions::retry))
+        .route("/dead", get(pages::dead::list))
+        .route("/dead/{entry_id}/discard", post(actions::discard))
+        .route("/console/assets/console.css", get(css))
+        .route("/console/assets/console.js", get(js))
+        .layer(axum::middleware::from_fn(headers))
+}
+
+const CSS: &str = include_str!("assets/console.css");
+const JS: &str = include_str!("assets/console.js");
+
+async fn css() -> Response {
+    ([(CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+}
+
+async fn js() -> Response {
+    ([(CONTENT_TYPE, "text/javascript; charset=utf-8")], JS).into_response()
+}
+
+/// The headers of every console response: the content policy, and no
+/// caching of pages (they carry the session's CSRF token and live figures).
+async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert("referrer-policy", HeaderValue::from_static("same-origin"));
+    headers.entry(CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The remote address, when served over TCP.
+pub struct Remote(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Remote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0)))
+    }
+}
+
+/// One field of a form-encoded body, whatever the request's content type
+/// says (a body that is no form has no field).
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body).find(|(key, _)| key == name).map(|(_, value)| value.into_owned())
+}
+
+/// Writes the audit row of a console request, like the API's gate does.
+async fn audit(
+    state: &AppState,
+    actor: Option<&str>,
+    method: &str,
+    path: &str,
+    remote: Option<SocketAddr>,
+    status: u16,
+    job_id: Option<Uuid>,
+) {
+    let entry = Entry {
+        actor: actor.map(str::to_owned),
+        method: method.to_owned(),
+        path: path.to_owned(),
+        params: serde_json::json!({ "via": "console" }),
+        remote: remote.map(|r| r.to_string()),
+    };
+    trail::record(&state.pool, &entry, status, job_id).await;
+}
+
+/// The 403 page.
+fn forbidden(session: &Session, why: &str) -> Response {
+    layout::error(session, super::error::ApiError::Forbidden(why.to_owned()))
+}
+
+/// 303 to a page.
+fn see_other(location: &str) -> Response {
+    (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, location.to_owned())]).into_response()
+}
