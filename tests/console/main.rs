@@ -1,0 +1,21 @@
+//! The operations console in a real browser: Debian's `chromium`, driven
+//! through `chromedriver` (WebDriver) with `fantoccini`, against a real
+//! `janitor serve` and `janitor worker`, Postgres and Redis. Each test has
+//! its own database, storage root, Redis key prefix, ports and browser
+//! profile.
+//!
+//! - [`browser`]: `chromedriver` on a spare port and a headless session.
+//! - [`console`]: the server and worker processes, and logging in.
+//! - [`flows`]: what an operator does: log in, watch a job's progress move,
+//!   cancel a job, log out; a read-only token and a POST without the CSRF
+//!   token change nothing.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+#[path = "../queue/harness.rs"]
+mod harness;
+
+mod browser;
+mod console;
+mod flows;
