@@ -328,7 +328,7 @@ async fn row_cleanups_refuse_without_the_task_foreign_keys(pool: PgPool) {
     let session = || CleanupJob::Session { session_id: SessionId::parse("s1").unwrap() };
     let old_results = || CleanupJob::OldResults { days_old: DaysOld::new(30).unwrap() };
     let engine = crate::harness::engine(&pool, &store, 2);
-    let breakages: [(&str, &str, &str); 3] = [
+    let breakages: [(&str, &str, &str); 4] = [
         ("wife_photo_id", "ALTER TABLE face_swap_tasks DROP CONSTRAINT {key}", "dropped"),
         (
             "template_id",
@@ -337,6 +337,17 @@ async fn row_cleanups_refuse_without_the_task_foreign_keys(pool: PgPool) {
             "cascading",
         ),
         ("husband_photo_id", "ALTER TABLE face_swap_tasks DISABLE TRIGGER ALL", "switched off"),
+        (
+            "husband_photo_id",
+            "DO $$ DECLARE t record; BEGIN
+                 FOR t IN SELECT tgname FROM pg_trigger
+                          WHERE tgrelid = 'face_swap_tasks'::regclass
+                            AND tgconstraint = (SELECT oid FROM pg_constraint WHERE conname = '{key}') LOOP
+                     EXECUTE format('ALTER TABLE face_swap_tasks ENABLE REPLICA TRIGGER %I', t.tgname);
+                 END LOOP;
+             END $$",
+            "replica-only",
+        ),
     ];
     for (column, break_it, how) in breakages {
         let key = task_key(&pool, column).await;
@@ -361,7 +372,7 @@ async fn row_cleanups_refuse_without_the_task_foreign_keys(pool: PgPool) {
         assert!(store.exists("photos/s/a.jpg") && store.exists("results/r.jpg"), "{how} key on {column}");
         // Put the key back as the application's schema had it.
         let restore = match how {
-            "switched off" => "ALTER TABLE face_swap_tasks ENABLE TRIGGER ALL".to_owned(),
+            "switched off" | "replica-only" => "ALTER TABLE face_swap_tasks ENABLE TRIGGER ALL".to_owned(),
             _ => format!(
                 "ALTER TABLE face_swap_tasks DROP CONSTRAINT IF EXISTS {key},
                  ADD CONSTRAINT {key} FOREIGN KEY ({column}) REFERENCES images (id) ON DELETE SET NULL"

@@ -199,7 +199,9 @@ async fn try_commit(
         // the first of these hold, checked here by `janitor_require_task_keys`
         // (SQLSTATE `JN001` if one is missing) while the task lookup holds
         // `face_swap_tasks` in ACCESS SHARE mode, so no key can be dropped
-        // before the commit. See the module comment of `rows`.
+        // before the commit (switching its triggers off is an
+        // administrator's act this lock does not exclude; the next batch
+        // refuses). See the module comment of `rows`.
         sqlx::query(DELETE).bind(&ids).execute(&mut *tx).await?;
         let files = decided.free.iter().map(|(row, path)| (row.id, path.clone())).collect();
         Some(intents::record(&mut tx, ctx, selector, &mut next, files).await?)
