@@ -9,8 +9,8 @@
 //! A job can run again after it ended (`janitor retry` of a failed or
 //! cancelled sweep, or `janitor run --job-id` of a failed one) and
 //! quarantine new files into its folder, which must then stay for the
-//! retention. So a folder is renamed aside before it is
-//! removed, and the job's end is checked again after the rename (see
+//! retention. So a folder is renamed aside before it is removed, while the
+//! job's row is held `FOR SHARE` with its end checked again (see
 //! [`purge`]).
 //!
 //! Idempotent: an emptied folder is gone, and one set aside by a purge that
@@ -104,30 +104,31 @@ async fn purge(
 ) -> anyhow::Result<anyhow::Result<Tally>> {
     let (storage, job_id) = (ctx.storage.clone(), folder.job_id);
     if !folder.set_aside {
-        // No lock covers "the job ended before the cutoff" and the removal:
-        // a run of the job after its end (a retry, or `janitor run --job-id`)
-        // clears `finished_at` under no lock this could hold, and the
-        // removal can outlast any transaction. What covers them is the order
-        // of a rename and a second look. The folder is renamed aside first,
-        // then the job's end is read again. If it still ended before the
-        // cutoff, whatever clears it commits after that read, so the new run
-        // starts, and quarantines (each batch resolving `<job id>/` by name
-        // from the root), only after the rename: into a new folder, never
-        // into this one. Otherwise the folder goes back. (A run of an earlier
-        // attempt moves files only after a save that found it running, so
-        // it would have to have been stopped mid-batch for the whole
-        // retention, at least an hour.)
+        // What covers "the job ended before the cutoff" and setting its
+        // folder aside: the job's row, read `FOR SHARE` in a transaction
+        // held across the rename. A run of the job after its end (`janitor
+        // retry`, `janitor run --job-id`) must update that row to start, so
+        // it waits for the rename, and then quarantines into a new
+        // `<job id>/` (each batch resolves it by name from the root), never
+        // into the folder being removed. A run that started before this read
+        // shows as unfinished here, and its folder is left alone. A folder
+        // whose job has no row (pruned) has no run to wait for.
+        let mut tx = ctx.pool.begin().await?;
+        let end: Option<(Option<DateTime<Utc>>,)> =
+            sqlx::query_as("SELECT finished_at FROM job_results WHERE job_id = $1 FOR SHARE")
+                .bind(job_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let ends: Ends = end.map(|(finished,)| (job_id, finished)).into_iter().collect();
+        if !ended_before(&ends, job_id, modified, cutoff) {
+            return Ok(Ok(Tally::default()));
+        }
         let set = tokio::task::spawn_blocking(move || trash::set_aside(&storage, job_id)).await?;
+        tx.commit().await?;
         match set {
             Ok(true) => {}
             Ok(false) => return Ok(Ok(Tally::default())),
             Err(err) => return Ok(Err(err)),
-        }
-        let ends = ends(ctx.pool, &[job_id]).await?;
-        if !ended_before(&ends, job_id, modified, cutoff) {
-            let storage = ctx.storage.clone();
-            let put_back = tokio::task::spawn_blocking(move || trash::put_back(&storage, job_id)).await?;
-            return Ok(put_back.map(|()| Tally::default()));
         }
     }
     // A folder set aside, by this purge or by one that stopped before it

@@ -209,21 +209,6 @@ pub fn set_aside(storage: &Storage, job_id: Uuid) -> anyhow::Result<bool> {
     }
 }
 
-/// Renames a folder set aside back to the job's, never over a folder the
-/// job made since. Blocking.
-pub fn put_back(storage: &Storage, job_id: Uuid) -> anyhow::Result<()> {
-    let (folder, aside) = (TrashFolder::of(job_id), TrashFolder { job_id, set_aside: true });
-    // Wall: both names are in the trash opened beneath the root fd.
-    let trash = storage.open_dir(TRASH).map_err(|errno| anyhow::anyhow!("{TRASH}: {}", describe(errno, "opening")))?;
-    match rustix::fs::renameat_with(&trash, aside.name(), &trash, folder.name(), RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EXIST) => {
-            bail!("job {job_id} ran again while its trash was being purged; its earlier files stay in {}", aside.path())
-        }
-        Err(errno) => bail!("{}: {}", aside.path(), describe(errno, "putting back")),
-    }
-}
-
 fn modified(stat: &rustix::fs::Stat) -> SystemTime {
     let seconds = u64::try_from(stat.st_mtime).unwrap_or(0);
     SystemTime::UNIX_EPOCH + Duration::new(seconds, stat.st_mtime_nsec as u32)
@@ -316,18 +301,11 @@ mod tests {
         fs::write(dir.path().join("photos/b/y.jpg"), b"y").unwrap();
         assert_eq!(storage.quarantine(&path, job), crate::storage::Removal::Removed);
         assert_eq!(measure(&storage, aside).unwrap(), Tally { files: 1, bytes: 1 });
-        // Putting back never merges into the new folder.
-        let refused = put_back(&storage, job).unwrap_err().to_string();
-        assert!(refused.contains("ran again while its trash was being purged"), "{refused}");
         assert!(dir.path().join(aside.path()).join("photos/a/x.jpg").is_file());
         let earlier = set_aside(&storage, job).unwrap_err().to_string();
         assert!(earlier.contains("an earlier purge left"), "{earlier}");
         assert_eq!(purge(&storage, aside).unwrap(), Tally { files: 1, bytes: 1 });
         assert!(dir.path().join(job_folder(job)).join("photos/b/y.jpg").is_file(), "the new run's file stays");
-        // Set aside and put back: as it was.
-        assert!(set_aside(&storage, job).unwrap());
-        put_back(&storage, job).unwrap();
-        assert!(dir.path().join(job_folder(job)).join("photos/b/y.jpg").is_file());
         // A symlink named as a job is refused and left in place.
         let linked = Uuid::new_v4();
         symlink(outside.path(), dir.path().join(job_folder(linked))).unwrap();
