@@ -124,8 +124,11 @@ const HELD_HERE: &str = "EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'adviso
 /// is open, where a session-level lock would be left behind on whichever
 /// pooled server connection took it. The transaction holds no snapshot
 /// while idle and writes nothing, so it holds back neither vacuum nor
-/// anyone's rows; it switches `idle_in_transaction_session_timeout` off for
-/// itself only (`SET LOCAL`), as the walk between two checks can be long.
+/// anyone's rows; it switches `idle_in_transaction_session_timeout` (and
+/// Postgres 17's `transaction_timeout`) off for itself only (`SET LOCAL`),
+/// as the walk between two checks can be long. A pooler's own limit on a
+/// transaction (PgBouncer's `idle_transaction_timeout`, off by default)
+/// would end it: the sweep then stops at its next check.
 ///
 /// It is taken only if no other session holds it (`pg_try_advisory_xact_lock`
 /// conflicts with a session-level lock of the same key, so an older janitor
@@ -184,6 +187,13 @@ pub(super) async fn sweep_lock(ctx: &RunContext<'_>) -> anyhow::Result<Option<Sw
     let locked = async {
         sqlx::query("BEGIN").execute(&mut connection).await?;
         sqlx::query("SET LOCAL idle_in_transaction_session_timeout = 0").execute(&mut connection).await?;
+        // Postgres 17 can also end a transaction by its age.
+        sqlx::query(
+            "SELECT set_config('transaction_timeout', '0', true)
+             WHERE current_setting('server_version_num')::int >= 170000",
+        )
+        .execute(&mut connection)
+        .await?;
         sqlx::query_scalar::<_, bool>(&take).bind(&key).fetch_one(&mut connection).await
     }
     .await;

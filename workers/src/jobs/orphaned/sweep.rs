@@ -42,10 +42,11 @@ pub(super) async fn run(
             return Ok(PhaseEnd::Interrupted);
         }
         let Some(size) = batch_size(ctx, progress) else { break };
-        // One sweep per root: checked before every batch, not only at start.
-        lock.still_held().await?;
         // Pacing waits before anything is read or moved.
         ctx.pace(size).await;
+        // One sweep per root: checked before every batch, not only at start,
+        // and after the pacing wait, so a lock lost during it is seen.
+        lock.still_held().await?;
         let after = match &progress.checkpoint.cursor {
             Cursor::AfterPath(path) => path.clone(),
             _ => String::new(),
@@ -170,7 +171,14 @@ async fn finish(
         back_paths.iter().zip(ctx.storage.unquarantine_many(back_paths.clone(), concurrency, job_id).await)
     {
         match outcome {
-            Unquarantine::Restored | Unquarantine::Missing => {}
+            Unquarantine::Restored => {}
+            // The run that saved the batch may have moved it back already.
+            Unquarantine::Missing if resumed => {}
+            // This run moved it a moment ago: its absence is worth a look.
+            Unquarantine::Missing => errors.push(error_item(
+                path.as_str(),
+                "a row refers to it again, but it is no longer where this run moved it in the trash".to_owned(),
+            )),
             Unquarantine::Conflict(why) | Unquarantine::Failed(why) => errors.push(error_item(
                 path.as_str(),
                 format!("a row refers to it again, but it could not be moved back ({why}); it is in the trash"),
