@@ -161,6 +161,10 @@ pub async fn insert_queued<'c>(
 /// - The superseded row is `failed`, so the reconciler (which looks only at
 ///   queued and running rows) does not also re-enqueue it, and a delivery
 ///   of its old stream entry finds it ended and is acknowledged.
+/// - A sweep that stopped with a batch between its move and its check after
+///   the move (`pending` in its checkpoint) is not superseded: only its own
+///   rerun, which the reconciler enqueues, moves back a file of that batch
+///   that a row refers to again. Until then the new job is deduplicated.
 /// - It runs in the transaction of the insert: a crash leaves both or
 ///   neither, never a stale job failed with no job to replace it. The new
 ///   job starts afresh; the work the stale one committed stays counted on
@@ -182,6 +186,7 @@ async fn supersede_stale(
            AND job_results.dry_run = t.dry AND job_results.job_id <> t.id
            AND job_results.operation <> 'cleanup_session' AND job_results.status = 'running'
            AND (job_results.lease_expires_at IS NULL OR job_results.lease_expires_at < now())
+           AND NOT coalesce(job_results.checkpoint ? 'pending', false)
          RETURNING {COLUMNS}"
     ))
     .bind(ids)
