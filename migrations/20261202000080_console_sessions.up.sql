@@ -8,6 +8,10 @@ CREATE TABLE console_sessions (
     id_hash    bytea       PRIMARY KEY,
     -- The admin token's name: the actor of the session's audit rows.
     token_name text        NOT NULL,
+    -- SHA-256 of the token's value: the session lives only while a token of
+    -- that name and value is configured, so rotating a leaked token's value
+    -- ends its sessions too.
+    token_hash bytea       NOT NULL,
     read_only  bool        NOT NULL,
     csrf       text        NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),

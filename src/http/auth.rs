@@ -97,15 +97,26 @@ impl Tokens {
         found.map(|token| Grant { name: token.name.clone(), read_only: token.read_only })
     }
 
-    /// What a name may do now, if a token of that name is still configured
-    /// (a console session outlives neither its token nor a change to
-    /// read-only). With several tokens of one name, the strictest counts.
-    pub fn grant_of(&self, name: &str) -> Option<Grant> {
-        let mut named = self.tokens.iter().filter(|token| token.name == name).peekable();
-        named.peek()?;
-        let read_only = named.any(|token| token.read_only);
-        Some(Grant { name: name.to_owned(), read_only })
+    /// What a session may do now, if the token it was opened with (its name
+    /// and the SHA-256 of its value, [`token_hash`]) is still configured: a
+    /// console session outlives neither its token, nor a new value of it,
+    /// nor a change to read-only. With several such tokens, the strictest
+    /// counts. Every token's hash is compared, in constant time.
+    pub fn grant_of(&self, name: &str, hash: &[u8]) -> Option<Grant> {
+        let mut found = None;
+        for token in &self.tokens {
+            if bool::from(token_hash(&token.token).as_slice().ct_eq(hash)) && token.name == name {
+                found = Some(found.unwrap_or(false) || token.read_only);
+            }
+        }
+        found.map(|read_only| Grant { name: name.to_owned(), read_only })
     }
+}
+
+/// The SHA-256 of a token's value, as a console session keeps it.
+pub fn token_hash(token: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes()).to_vec()
 }
 
 /// The bearer token of an `Authorization` header value.
@@ -142,8 +153,12 @@ mod tests {
         assert_eq!((ops.name.as_str(), ops.read_only), ("ops", false));
         let viewer = tokens.verify("bbbbbbbb:bbbbbbb2").unwrap();
         assert_eq!((viewer.name.as_str(), viewer.read_only), ("viewer", true), "a token may hold ':'");
-        assert_eq!(tokens.grant_of("viewer"), Some(viewer));
-        assert_eq!(tokens.grant_of("nobody"), None);
+        let viewer_hash = token_hash("bbbbbbbb:bbbbbbb2");
+        assert_eq!(tokens.grant_of("viewer", &viewer_hash), Some(viewer));
+        assert_eq!(tokens.grant_of("nobody", &viewer_hash), None);
+        assert_eq!(tokens.grant_of("ops", &viewer_hash), None, "the name and the value must both match");
+        let rotated = Tokens::new(Tokens::parse_env("viewer:ro=eeeeeeeeeeeeeeee5").unwrap()).unwrap();
+        assert_eq!(rotated.grant_of("viewer", &viewer_hash), None, "a new value ends the old sessions");
         let err = Tokens::parse_env("ops:rw=aaaaaaaaaaaaaaaa1").unwrap_err().to_string();
         assert!(err.contains("only flag"), "{err}");
     }

@@ -199,3 +199,22 @@ async fn an_expired_session_is_no_session_and_is_deleted(pool: PgPool) {
     assert_eq!(left, 0, "deleted when seen");
     api.finish().await;
 }
+
+/// A session lives only while the token it was opened with is configured
+/// with the same value: a leaked token given a new value under the same
+/// name ends the sessions opened with the old one. (The session's row is
+/// made to carry another value's hash, as a session opened before the
+/// rotation would.)
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_session_of_a_token_value_no_longer_configured_ends(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let cookie = session(&api, OPS.1).await;
+    assert_eq!(get(&api, "/", &cookie).await.status, 200);
+    sqlx::query("UPDATE console_sessions SET token_hash = sha256('the token value before the rotation'::bytea)")
+        .execute(api.pool())
+        .await
+        .unwrap();
+    let page = get(&api, "/", &cookie).await;
+    assert_eq!((page.status, page.header("location")), (303, Some("/login")), "{}", page.text());
+    api.finish().await;
+}

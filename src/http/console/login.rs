@@ -64,7 +64,7 @@ pub async fn login(State(state): State<AppState>, Remote(remote): Remote, header
         let page = login_page(Some("That token was not accepted."));
         return layout::respond(StatusCode::UNAUTHORIZED, page);
     };
-    let (id, _) = match Session::create(&state.pool, &grant).await {
+    let (id, _) = match Session::create(&state.pool, &grant, crate::http::auth::token_hash(&presented)).await {
         Ok(created) => created,
         Err(err) => {
             tracing::error!(error = %err, "console: cannot store the session");

@@ -9,8 +9,9 @@
 //!   requests; the token is the second wall (older browsers, same-site
 //!   subdomains).
 //! - A session lives no longer than its token: each request looks the
-//!   token's name up among the configured tokens, and a token that became
-//!   read-only makes its sessions read-only.
+//!   token's name and the SHA-256 of its value up among the configured
+//!   tokens (a token given a new value ends its sessions), and a token that
+//!   became read-only makes its sessions read-only.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{COOKIE, LOCATION};
@@ -111,6 +112,8 @@ fn random_hex() -> String {
 #[derive(Debug, Clone)]
 pub struct Session {
     id_hash: Vec<u8>,
+    /// SHA-256 of the token's value: see [`crate::http::auth::Tokens::grant_of`].
+    token_hash: Vec<u8>,
     /// The token's name: the actor of this session's audit rows.
     pub name: String,
     pub read_only: bool,
@@ -120,20 +123,26 @@ pub struct Session {
 
 impl Session {
     /// Starts a session for a verified token; expired sessions go first.
-    pub async fn create(pool: &PgPool, grant: &Grant) -> sqlx::Result<(SessionId, Session)> {
+    pub async fn create(pool: &PgPool, grant: &Grant, token_hash: Vec<u8>) -> sqlx::Result<(SessionId, Session)> {
         sqlx::query("DELETE FROM console_sessions WHERE expires_at < now()").execute(pool).await?;
         let id = SessionId::generate();
-        let session =
-            Session { id_hash: id.hash(), name: grant.name.clone(), read_only: grant.read_only, csrf: random_hex() };
+        let session = Session {
+            id_hash: id.hash(),
+            token_hash,
+            name: grant.name.clone(),
+            read_only: grant.read_only,
+            csrf: random_hex(),
+        };
         sqlx::query(
-            "INSERT INTO console_sessions (id_hash, token_name, read_only, csrf, expires_at)
-             VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+            "INSERT INTO console_sessions (id_hash, token_name, token_hash, read_only, csrf, expires_at)
+             VALUES ($1, $2, $6, $3, $4, now() + make_interval(secs => $5))",
         )
         .bind(&session.id_hash)
         .bind(&session.name)
         .bind(session.read_only)
         .bind(&session.csrf)
         .bind(TTL.num_seconds() as f64)
+        .bind(&session.token_hash)
         .execute(pool)
         .await?;
         Ok((id, session))
@@ -142,8 +151,9 @@ impl Session {
     /// The live session of an id; an expired one is deleted when seen.
     pub async fn find(pool: &PgPool, id: &SessionId) -> sqlx::Result<Option<Session>> {
         let id_hash = id.hash();
-        let row: Option<(String, bool, String, bool)> = sqlx::query_as(
-            "SELECT token_name, read_only, csrf, expires_at < now() FROM console_sessions WHERE id_hash = $1",
+        let row: Option<(String, Vec<u8>, bool, String, bool)> = sqlx::query_as(
+            "SELECT token_name, token_hash, read_only, csrf, expires_at < now()
+             FROM console_sessions WHERE id_hash = $1",
         )
         .bind(&id_hash)
         .fetch_optional(pool)
@@ -154,7 +164,9 @@ impl Session {
                 sqlx::query("DELETE FROM console_sessions WHERE id_hash = $1").bind(&id_hash).execute(pool).await?;
                 Ok(None)
             }
-            Some((name, read_only, csrf, false)) => Ok(Some(Session { id_hash, name, read_only, csrf })),
+            Some((name, token_hash, read_only, csrf, false)) => {
+                Ok(Some(Session { id_hash, token_hash, name, read_only, csrf }))
+            }
         }
     }
 
@@ -190,7 +202,7 @@ impl FromRequestParts<AppState> for Session {
                 return Err(StatusCode::SERVICE_UNAVAILABLE.into_response());
             }
         };
-        let Some(grant) = tokens.grant_of(&session.name) else { return Err(to_login()) };
+        let Some(grant) = tokens.grant_of(&session.name, &session.token_hash) else { return Err(to_login()) };
         session.read_only |= grant.read_only;
         Ok(session)
     }
