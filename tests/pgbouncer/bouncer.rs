@@ -109,25 +109,31 @@ impl Bouncer {
 /// connection of the janitor processes at once (the tests run up to three,
 /// 20 each, `JANITOR_DB_CONNECTIONS`'s default); a smaller pool makes a
 /// process that needs one more wait until `query_wait_timeout` (120 s).
-/// In transaction mode a few server connections serve them all, which is
-/// the point of it, so the test's pool is small: janitor's clients really
-/// share them.
-fn pool_size(mode: Mode) -> u32 {
-    match mode {
-        Mode::Session => 60,
-        Mode::Transaction => 5,
+/// In transaction mode with PgBouncer 1.21+ a few server connections serve
+/// them all, which is the point of it, so that test's pool is small:
+/// janitor's clients really share them. (1.18's transaction mode keeps the
+/// large pool its failure test was written against: with few server
+/// connections a short run may by chance reuse its own, and pass.)
+fn pool_size(mode: Mode, version: Version) -> u32 {
+    match (mode, version) {
+        (Mode::Transaction, Version::PreparedStatements) => 5,
+        _ => 60,
     }
 }
 
 fn ini_text(database: &str, port: u16, mode: Mode, version: Version, users: &Path) -> String {
-    let pool_size = pool_size(mode);
+    let pool_size = pool_size(mode, version);
+    let extra = match (mode, version) {
+        (_, Version::PreparedStatements) => "max_prepared_statements = 200\n",
+        // 1.18's transaction mode: hand out the server connections in turn
+        // (oldest idle first) from several open ones, so that a statement
+        // prepared on one is bound on another, as under load, on every run.
+        (Mode::Transaction, Version::Debian12) => "server_round_robin = 1\nmin_pool_size = 4\n",
+        (Mode::Session, Version::Debian12) => "",
+    };
     let mode = match mode {
         Mode::Session => "session",
         Mode::Transaction => "transaction",
-    };
-    let prepared = match version {
-        Version::Debian12 => "",
-        Version::PreparedStatements => "max_prepared_statements = 200\n",
     };
     format!(
         "[databases]\n\
@@ -142,7 +148,7 @@ fn ini_text(database: &str, port: u16, mode: Mode, version: Version, users: &Pat
          default_pool_size = {pool_size}\n\
          max_client_conn = 200\n\
          ignore_startup_parameters = extra_float_digits\n\
-         {prepared}",
+         {extra}",
         users = users.display(),
     )
 }
