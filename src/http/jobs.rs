@@ -28,6 +28,35 @@ fn unavailable(err: janitor_workers::producer::ProducerError) -> ApiError {
     ApiError::Unavailable(err.to_string())
 }
 
+/// Cancels a job, for the API and the console alike: `true` if it was
+/// queued and is cancelled now, `false` if it stops at its next batch.
+pub(crate) async fn cancel_job(state: &AppState, job_id: Uuid, by: &str) -> Result<bool, ApiError> {
+    match admin::cancel(&state.producer, job_id, by).await.map_err(unavailable)? {
+        Cancelled::Now(_) => Ok(true),
+        Cancelled::Requested => Ok(false),
+        Cancelled::AlreadyEnded(status) => Err(ApiError::Conflict(format!("job {job_id} already ended as {status}"))),
+        Cancelled::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+/// Queues a failed or cancelled job again, for the API and the console.
+pub(crate) async fn retry_job(state: &AppState, job_id: Uuid) -> Result<(), ApiError> {
+    match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
+        Ok(()) => Ok(()),
+        Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
+        Err(why) => Err(ApiError::Conflict(why)),
+    }
+}
+
+/// Removes the dead letters of an entry id or a job id, for the API and
+/// the console: how many went.
+pub(crate) async fn discard_dead(state: &AppState, target: &str) -> Result<usize, ApiError> {
+    match admin::discard(&state.producer, target).await.map_err(unavailable)? {
+        0 => Err(ApiError::NotFound),
+        removed => Ok(removed),
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/cancel", tag = "jobs",
     params(("job_id" = Uuid, Path)),
     responses((status = 200, description = "cancelled (it was queued)", body = JobStatus), (status = 202, description = "it stops at its next batch", body = JobStatus),
@@ -41,13 +70,10 @@ pub async fn cancel(
     Params::parse(query.as_deref(), &[])?;
     let job_id = job_id(&raw)?;
     limit(&state, &actor, "control")?;
-    let (status, code) = match admin::cancel(&state.producer, job_id, &actor.0).await.map_err(unavailable)? {
-        Cancelled::Now(_) => ("cancelled", StatusCode::OK),
-        Cancelled::Requested => ("cancelling", StatusCode::ACCEPTED),
-        Cancelled::AlreadyEnded(status) => {
-            return Err(ApiError::Conflict(format!("job {job_id} already ended as {status}")))
-        }
-        Cancelled::NotFound => return Err(ApiError::NotFound),
+    let (status, code) = if cancel_job(&state, job_id, &actor.0).await? {
+        ("cancelled", StatusCode::OK)
+    } else {
+        ("cancelling", StatusCode::ACCEPTED)
     };
     let mut response = (code, Json(json!({"job_id": job_id, "status": status}))).into_response();
     response.extensions_mut().insert(JobCreated(job_id));
@@ -67,15 +93,10 @@ pub async fn retry(
     Params::parse(query.as_deref(), &[])?;
     let job_id = job_id(&raw)?;
     limit(&state, &actor, "control")?;
-    match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
-        Ok(()) => {
-            let mut response = super::cleanup::accepted(job_id, "queued", false);
-            response.extensions_mut().insert(JobCreated(job_id));
-            Ok(response)
-        }
-        Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
-        Err(why) => Err(ApiError::Conflict(why)),
-    }
+    retry_job(&state, job_id).await?;
+    let mut response = super::cleanup::accepted(job_id, "queued", false);
+    response.extensions_mut().insert(JobCreated(job_id));
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/api/v1/admin/cleanup/dead", tag = "jobs",
@@ -102,8 +123,6 @@ pub async fn discard(
 ) -> Result<Response, ApiError> {
     Params::parse(query.as_deref(), &[])?;
     limit(&state, &actor, "control")?;
-    match admin::discard(&state.producer, &target).await.map_err(unavailable)? {
-        0 => Err(ApiError::NotFound),
-        removed => Ok(Json(json!({ "discarded": removed })).into_response()),
-    }
+    let removed = discard_dead(&state, &target).await?;
+    Ok(Json(json!({ "discarded": removed })).into_response())
 }

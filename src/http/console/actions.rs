@@ -13,14 +13,12 @@
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
 use axum::response::Response;
-use janitor_workers::admin;
-use janitor_workers::results::Cancelled;
 use uuid::Uuid;
 
 use super::session::Session;
 use super::{audit, forbidden, form_field, layout, see_other, Remote};
 use crate::http::error::ApiError;
-use crate::http::AppState;
+use crate::http::{jobs, AppState};
 
 /// What every action shares: the request it came in, for its audit row.
 struct Action<'a> {
@@ -75,10 +73,6 @@ fn job_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
-fn unavailable(err: janitor_workers::producer::ProducerError) -> ApiError {
-    ApiError::Unavailable(err.to_string())
-}
-
 pub async fn cancel(
     State(state): State<AppState>,
     session: Session,
@@ -94,13 +88,8 @@ pub async fn cancel(
     let id = job_id(&raw).ok();
     let outcome = async {
         let job_id = job_id(&raw)?;
-        match admin::cancel(&state.producer, job_id, &session.name).await.map_err(unavailable)? {
-            Cancelled::Now(_) | Cancelled::Requested => Ok(format!("/jobs/{job_id}")),
-            Cancelled::AlreadyEnded(status) => {
-                Err(ApiError::Conflict(format!("job {job_id} already ended as {status}")))
-            }
-            Cancelled::NotFound => Err(ApiError::NotFound),
-        }
+        jobs::cancel_job(&state, job_id, &session.name).await?;
+        Ok(format!("/jobs/{job_id}"))
     };
     action.finish(outcome.await, id).await
 }
@@ -120,11 +109,8 @@ pub async fn retry(
     let id = job_id(&raw).ok();
     let outcome = async {
         let job_id = job_id(&raw)?;
-        match admin::retry(&state.producer, job_id).await.map_err(unavailable)? {
-            Ok(()) => Ok(format!("/jobs/{job_id}")),
-            Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
-            Err(why) => Err(ApiError::Conflict(why)),
-        }
+        jobs::retry_job(&state, job_id).await?;
+        Ok(format!("/jobs/{job_id}"))
     };
     action.finish(outcome.await, id).await
 }
@@ -141,10 +127,6 @@ pub async fn discard(
     if let Err(refused) = action.admit(&body).await {
         return refused;
     }
-    let outcome = match admin::discard(&state.producer, &entry_id).await.map_err(unavailable) {
-        Ok(0) => Err(ApiError::NotFound),
-        Ok(_) => Ok("/dead".to_owned()),
-        Err(err) => Err(err),
-    };
+    let outcome = jobs::discard_dead(&state, &entry_id).await.map(|_| "/dead".to_owned());
     action.finish(outcome, None).await
 }
