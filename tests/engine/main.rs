@@ -14,6 +14,7 @@ mod intents;
 mod operations;
 mod resume;
 mod safety;
+mod sample;
 mod schema;
 mod shared;
 mod trash;

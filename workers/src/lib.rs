@@ -17,7 +17,9 @@
 //!   sweep's walk, all resolved beneath the root without following symlinks.
 //! - [`connection`]: one Redis server or a Redis Cluster behind one
 //!   connection type; [`layout`] puts every key under one hash tag.
-//! - [`progress`]: counters, error items and the checkpoint of a running job.
+//! - [`progress`]: counters, error items and the checkpoint of a running job;
+//!   [`sample`]: a dry run's bounded sample of paths it would delete and
+//!   items it skipped, kept in the checkpoint.
 //! - [`results`]: the `job_results` table: leases, per-batch progress, the
 //!   final result, queries.
 //! - [`report`]: the seed-compatible result JSON.
@@ -53,6 +55,7 @@ mod record;
 pub mod report;
 pub mod results;
 pub mod retention;
+pub mod sample;
 pub mod schedule;
 pub mod scheduler;
 pub mod settings;

@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::sample::Sample;
 use crate::storage::FileIdentity;
 
 /// What one phase (or the whole job) did so far.
@@ -95,6 +96,10 @@ pub struct Checkpoint {
     /// numbers the next one.
     #[serde(default)]
     pub intents: i64,
+    /// A dry run's bounded sample of what it would delete and what it
+    /// skipped (see [`crate::sample`]); empty, and not written, otherwise.
+    #[serde(default, skip_serializing_if = "Sample::is_empty")]
+    pub sample: Sample,
 }
 
 /// Upper bounds (seconds) of the batch-duration histogram's buckets.
@@ -176,6 +181,7 @@ impl Progress {
                 walk: None,
                 census: None,
                 intents: 0,
+                sample: Sample::default(),
             },
             errors: Vec::new(),
             error_cap,

@@ -1,7 +1,8 @@
 //! The result JSON: the shape the application's original cleanup endpoints
 //! returned (`operation`, `deleted_count`, `deleted_size_bytes`,
 //! `deleted_size_mb`, `errors`, `dry_run`, ...), built from a job's row so
-//! that a running job and a finished one read the same way.
+//! that a running job and a finished one read the same way. A dry run adds
+//! `sample` (see [`crate::sample`]).
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
@@ -9,6 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::job::ALL_PHASES as PHASE_OPERATIONS;
 use crate::progress::{megabytes, Checkpoint, Counters, ErrorItem};
 use crate::record::JobRecord;
+use crate::sample::Sample;
 
 /// The seed-compatible result object for one job.
 pub fn result_json(record: &JobRecord) -> Value {
@@ -58,7 +60,16 @@ fn add_checkpoint_fields(
     if record.operation == "cleanup_orphaned_files" || record.operation == "cleanup_all" {
         out.insert("files_scanned".into(), json!(checkpoint.files_scanned));
     }
-    out.insert("checkpoint".into(), serde_json::to_value(checkpoint).unwrap_or(Value::Null));
+    let mut saved = serde_json::to_value(checkpoint).unwrap_or(Value::Null);
+    // A dry run's sample is part of its answer, not of where it stands: it
+    // is shown once, as `sample`, even when empty, by the operations that
+    // keep one (not the trash purge or the prune).
+    let sample = saved.as_object_mut().and_then(|saved| saved.remove("sample"));
+    if record.dry_run && !matches!(record.operation.as_str(), "cleanup_trash" | "prune_records") {
+        let empty = || serde_json::to_value(Sample::default()).unwrap_or(Value::Null);
+        out.insert("sample".into(), sample.unwrap_or_else(empty));
+    }
+    out.insert("checkpoint".into(), saved);
     if record.operation == "prune_records" {
         out.insert("pruned".into(), pruned_json(checkpoint));
     }

@@ -17,6 +17,7 @@ use super::keys::References;
 use super::{error_item, save};
 use crate::jobs::context::RunContext;
 use crate::progress::{Census, Counters, ErrorItem, Progress, WalkState};
+use crate::sample::SampleItem;
 use crate::storage::{RelativePath, ScanItem, Storage};
 
 /// How a walk ended.
@@ -97,9 +98,10 @@ async fn resumable(ctx: &RunContext<'_>, progress: &mut Progress) -> anyhow::Res
     super::drop_spill(ctx).await?;
     if ctx.dry_run {
         // A dry run counts its candidates as it walks; a new walk starts
-        // those counts again.
+        // those counts (and its sample) again.
         let phase = progress.checkpoint.phase;
         progress.checkpoint.phases[phase] = Counters::default();
+        progress.checkpoint.sample.forget(super::OPERATION);
     }
     Ok(WalkState::default())
 }
@@ -120,6 +122,9 @@ async fn record(
     if ctx.dry_run {
         let bytes = candidates.iter().map(|(_, size)| size).sum();
         next.add(Counters { deleted: candidates.len() as i64, bytes, ..Counters::default() }, Vec::new());
+        // The first orphans in path order, for the plan page; none is skipped.
+        let sample = candidates.iter().map(|(path, size)| SampleItem::new(None, path).size(*size));
+        next.checkpoint.sample.add(super::OPERATION, sample, Vec::new());
     } else if !candidates.is_empty() {
         let (paths, sizes): (Vec<String>, Vec<i64>) = candidates.iter().cloned().unzip();
         sqlx::query(

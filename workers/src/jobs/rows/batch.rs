@@ -123,6 +123,8 @@ struct Decided {
     free: Vec<(Candidate, RelativePath)>,
     /// Used by an active task, or sharing its file with a row that stays.
     skipped: i64,
+    /// The skipped rows with why, for a dry run's sample.
+    skipped_items: Vec<crate::sample::SampleItem>,
     errors: Vec<ErrorItem>,
     /// Held by another transaction (the row, or a task that uses it): tried
     /// again at the end of the phase.
@@ -214,6 +216,14 @@ async fn try_commit(
     };
     let cursor = page.last.map_or_else(|| next.checkpoint.cursor.clone(), Cursor::AfterId);
     next.record(delta, decided.errors, cursor);
+    if ctx.dry_run {
+        // What the plan page shows: the first rows it would take, and those it spares.
+        let would = decided
+            .free
+            .iter()
+            .map(|(row, _)| crate::sample::SampleItem::new(Some(row.id), &row.storage_path).size(row.file_size));
+        next.checkpoint.sample.add(selector.operation, would, decided.skipped_items);
+    }
     next.defer(decided.deferred);
     intents::settle(&mut next, unlinked);
     next.observe(started.elapsed());
@@ -260,6 +270,9 @@ fn decide(selector: &RowSelector, rows: Vec<Candidate>, tasks: &[TaskRef], page:
         }
         if users.iter().any(|task| !task.finished()) {
             decided.skipped += 1;
+            let active = users.iter().filter(|task| !task.finished()).map(|task| task.status.as_deref());
+            let reason = crate::sample::in_use_reason(active);
+            decided.skipped_items.push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(reason));
             continue;
         }
         if !selector.rule.allows(row.id, &users) {
@@ -332,7 +345,15 @@ async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Re
     let before = decided.free.len();
     let mut keys = keys.into_iter();
     // A row without a key (Postgres cannot normalise its path) stays too.
-    decided.free.retain(|_| keys.next().flatten().is_some_and(|key| !kept.contains(&key)));
+    decided.free.retain(|(row, _)| {
+        let why = match keys.next().flatten() {
+            Some(key) if !kept.contains(&key) => return true,
+            Some(_) => "another row refers to its file",
+            None => "its path has no normal form",
+        };
+        decided.skipped_items.push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(why));
+        false
+    });
     decided.skipped += (before - decided.free.len()) as i64;
     Ok(())
 }
