@@ -769,30 +769,35 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// One page of jobs, newest first. Cheap on any page with any filters
+/// (migration `20261202000090_console_indexes`): the statement names only
+/// the filters given, so each combination is planned on its own and a
+/// filter's index is in its conditions; it is planned for its values on
+/// every call (not persistent), because a plan made for one requester or
+/// status would walk the wrong index for another. The page's job ids come
+/// first from one index, checking the other filters on its entries, and
+/// then their rows by primary key: a rare combination reads index entries,
+/// not table rows.
 pub async fn list(pool: &PgPool, filter: &ListFilter) -> sqlx::Result<Vec<JobRecord>> {
-    let (before_at, before_id) = match filter.before {
-        Some((at, id)) => (Some(at), id),
-        None => (None, None),
-    };
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM job_results
-         WHERE ($1::text IS NULL OR operation = $1)
-           AND ($2::text IS NULL OR status = $2)
-           AND ($6::text IS NULL OR requested_by = $6)
-           AND ($3::timestamptz IS NULL
-                OR ($5::uuid IS NULL AND created_at < $3)
-                OR ($5::uuid IS NOT NULL AND (created_at, job_id) < ($3, $5)))
-         ORDER BY created_at DESC, job_id DESC
-         LIMIT $4"
-    ))
-    .bind(filter.operation.as_deref())
-    .bind(filter.status.as_deref())
-    .bind(before_at)
-    .bind(filter.limit)
-    .bind(before_id)
-    .bind(filter.requested_by.as_deref())
-    .fetch_all(pool)
-    .await
+    let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
+        "SELECT {COLUMNS} FROM job_results WHERE job_id = ANY (ARRAY(SELECT job_id FROM job_results WHERE true"
+    ));
+    for (column, value) in
+        [("operation", &filter.operation), ("status", &filter.status), ("requested_by", &filter.requested_by)]
+    {
+        if let Some(value) = value {
+            query.push(format_args!(" AND {column} = ")).push_bind(value);
+        }
+    }
+    if let Some((at, id)) = filter.before {
+        match id {
+            Some(id) => query.push(" AND (created_at, job_id) < (").push_bind(at).push(", ").push_bind(id).push(")"),
+            None => query.push(" AND created_at < ").push_bind(at),
+        };
+    }
+    query.push(" ORDER BY created_at DESC, job_id DESC LIMIT ").push_bind(filter.limit);
+    query.push(")) ORDER BY created_at DESC, job_id DESC");
+    query.build_query_as().persistent(false).fetch_all(pool).await
 }
 
 /// The running jobs, longest running first, at most `limit` of them
