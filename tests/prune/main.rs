@@ -11,6 +11,7 @@
 //!   carried out by a worker.
 //! - [`intents`]: left-over unlink intents are carried out before they go.
 //! - [`batches`]: a large table goes in bounded batches.
+//! - [`sessions`]: console sessions past their expiry go, live ones stay.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -24,3 +25,4 @@ mod ages;
 mod batches;
 mod intents;
 mod queue;
+mod sessions;

@@ -134,6 +134,13 @@ impl Engine {
                 tracing::info!(phase = checkpoint.phase, "resuming from checkpoint");
                 let mut progress = Progress::new(checkpoint.as_of, 0, self.settings.error_cap);
                 progress.checkpoint = checkpoint;
+                // A checkpoint written before an upgrade that gave the job
+                // more phases (a prune job's new kind of record) has no
+                // counters for them yet; counting into them must not panic.
+                let phases = jobs::phases(&spec.job, progress.checkpoint.as_of).len();
+                if progress.checkpoint.phases.len() < phases {
+                    progress.checkpoint.phases.resize(phases, Default::default());
+                }
                 progress.errors = errors;
                 progress
             }

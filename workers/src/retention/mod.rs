@@ -14,6 +14,7 @@
 //! | `audit_log` | admin API requests, by `at` | 180 days |
 //! | `schedule_ticks` | ticks, by `scheduled_at`, but each schedule's newest and newest run | 30 days |
 //! | `dead_letters_session`, `dead_letters_bulk` | dead-letter entries, by entry id (ms) | 180 days |
+//! | `console_sessions` | console logins past their own expiry (`expires_at`) | — |
 //! | `queue_ids` | `{prefix}:ids` entries of finished or forgotten jobs | — |
 //!
 //! ## What is never touched
@@ -145,11 +146,15 @@ pub enum Kind {
     AuditLog,
     ScheduleTicks,
     DeadLetters(Lane),
+    ConsoleSessions,
     QueueIds,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    // A kind is added just before `QueueIds`: a prune job checkpointed by an
+    // earlier version resumes at its phase index, so an inserted kind must
+    // not come before a phase it may already have passed.
+    pub const ALL: [Kind; 11] = [
         Kind::UnlinkIntents,
         Kind::OrphanCandidates,
         Kind::SessionJobs,
@@ -159,6 +164,7 @@ impl Kind {
         Kind::ScheduleTicks,
         Kind::DeadLetters(Lane::Session),
         Kind::DeadLetters(Lane::Bulk),
+        Kind::ConsoleSessions,
         Kind::QueueIds,
     ];
 
@@ -174,12 +180,15 @@ impl Kind {
             Kind::ScheduleTicks => "schedule_ticks",
             Kind::DeadLetters(Lane::Session) => "dead_letters_session",
             Kind::DeadLetters(Lane::Bulk) => "dead_letters_bulk",
+            Kind::ConsoleSessions => "console_sessions",
             Kind::QueueIds => "queue_ids",
         }
     }
 
     /// How long records of this kind are kept; `None` for the kinds that go
-    /// with their job, whatever their age.
+    /// with their job, whatever their age. A console session carries its
+    /// own expiry, and nothing is kept past it: its row can no longer log
+    /// anyone in.
     pub fn keep(self, retention: &Retention) -> Option<Duration> {
         let secs = match self {
             Kind::SessionJobs => retention.keep_session_jobs_secs,
@@ -188,6 +197,7 @@ impl Kind {
             Kind::AuditLog => retention.keep_audit_log_secs,
             Kind::ScheduleTicks => retention.keep_schedule_ticks_secs,
             Kind::DeadLetters(_) => retention.keep_dead_letters_secs,
+            Kind::ConsoleSessions => 0,
             Kind::UnlinkIntents | Kind::OrphanCandidates | Kind::QueueIds => return None,
         };
         Some(Duration::from_secs(secs))

@@ -1,5 +1,5 @@
 //! The Postgres tables pruned by age: finished `job_results` rows (three
-//! classes), `audit_log` and `schedule_ticks`.
+//! classes), `audit_log`, `schedule_ticks` and expired `console_sessions`.
 //!
 //! Every delete is one statement: pick the next `limit` keys past the
 //! batch's cursor on an index ordered by age, delete those rows by key, and
@@ -37,6 +37,9 @@ pub(crate) enum Aged {
     /// (every other end: failed, dead-lettered, cancelled).
     Jobs(&'static str),
     AuditLog,
+    /// Console sessions by their expiry: the cutoff is the job's reference
+    /// time, so a session goes once it has expired.
+    ConsoleSessions,
 }
 
 impl Aged {
@@ -75,6 +78,19 @@ impl Aged {
                  )
                  SELECT count(*), max(at) FROM gone"
                 .to_owned(),
+            // Served by `console_sessions_expires`, then the primary key. A
+            // session's expiry never changes, so there is nothing to check
+            // again; a logout that deleted the row first leaves nothing to do.
+            Aged::ConsoleSessions => "WITH gone AS (
+                     DELETE FROM console_sessions
+                     WHERE id_hash = ANY (ARRAY(
+                             SELECT id_hash FROM console_sessions
+                             WHERE expires_at < $1 AND expires_at >= coalesce($2, '-infinity'::timestamptz)
+                             ORDER BY expires_at LIMIT $3))
+                     RETURNING expires_at
+                 )
+                 SELECT count(*), max(expires_at) FROM gone"
+                .to_owned(),
         }
     }
 
@@ -84,6 +100,7 @@ impl Aged {
                 format!("SELECT count(*) FROM job_results WHERE {CLASS} = $2 AND finished_at < $1")
             }
             Aged::AuditLog => "SELECT count(*) FROM audit_log WHERE at < $1".to_owned(),
+            Aged::ConsoleSessions => "SELECT count(*) FROM console_sessions WHERE expires_at < $1".to_owned(),
         }
     }
 }
@@ -102,7 +119,7 @@ pub(crate) async fn delete_aged(
     let query = sqlx::query_as(&sql).bind(cutoff).bind(*after).bind(limit);
     let query = match table {
         Aged::Jobs(class) => query.bind(class),
-        Aged::AuditLog => query,
+        Aged::AuditLog | Aged::ConsoleSessions => query,
     };
     let (removed, newest): (i64, Option<DateTime<Utc>>) = query.fetch_one(conn).await?;
     *after = newest.or(*after);
@@ -115,7 +132,7 @@ pub(crate) async fn count_aged(db: &PgPool, table: Aged, cutoff: DateTime<Utc>) 
     let query = sqlx::query_scalar(&sql).bind(cutoff);
     match table {
         Aged::Jobs(class) => query.bind(class).fetch_one(db).await,
-        Aged::AuditLog => query.fetch_one(db).await,
+        Aged::AuditLog | Aged::ConsoleSessions => query.fetch_one(db).await,
     }
 }
 

@@ -58,6 +58,7 @@ pub(crate) async fn run(ctx: &RunContext<'_>, step: &Step, progress: &mut Progre
         (Kind::AuditLog, Some(cutoff)) => aged(&mut pass, Aged::AuditLog, cutoff).await,
         (Kind::ScheduleTicks, Some(cutoff)) => ticks(&mut pass, cutoff).await,
         (Kind::DeadLetters(lane), Some(cutoff)) => queue::dead_letters(&mut pass, lane, cutoff).await,
+        (Kind::ConsoleSessions, Some(cutoff)) => aged(&mut pass, Aged::ConsoleSessions, cutoff).await,
         (Kind::QueueIds, _) => queue::ids(&mut pass).await,
         (kind, None) => anyhow::bail!("no cutoff for {}", kind.name()),
     }
@@ -128,7 +129,8 @@ fn removed_count(removed: i64) -> Counters {
     Counters { deleted: removed, ..Counters::default() }
 }
 
-/// Job rows of one class, or audit log rows, older than the cutoff.
+/// Rows of one [`Aged`] table (job rows of one class, audit log rows,
+/// expired console sessions) older than the cutoff.
 async fn aged(pass: &mut Pass<'_, '_>, table: Aged, cutoff: DateTime<Utc>) -> anyhow::Result<PhaseEnd> {
     if pass.ctx.dry_run {
         let started = Instant::now();
