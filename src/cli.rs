@@ -178,6 +178,12 @@ pub struct ServeArgs {
     /// Per-token limits by endpoint class, e.g. all=5/h,orphaned=5/h,session=6000/m.
     #[arg(long, env = "JANITOR_RATE_LIMITS", default_value = crate::http::limits::DEFAULT_LIMITS)]
     pub rate_limits: String,
+    /// Reverse proxies (IPs and CIDR blocks, comma-separated) whose
+    /// X-Forwarded-For names the client that the limit on failed logins and
+    /// tokens charges; from any other peer the header is ignored. Empty: none.
+    #[arg(long, env = "JANITOR_TRUSTED_PROXIES", default_value = "",
+          value_parser = crate::http::proxies::TrustedProxies::parse)]
+    pub trusted_proxies: crate::http::proxies::TrustedProxies,
 }
 
 #[derive(Debug, clap::Args)]

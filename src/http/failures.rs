@@ -49,7 +49,13 @@ pub enum Source {
 
 impl Source {
     pub fn of(remote: Option<SocketAddr>) -> Self {
-        match remote.map(|addr| addr.ip().to_canonical()) {
+        Self::of_ip(remote.map(|addr| addr.ip()))
+    }
+
+    /// The source of a client address (behind a proxy, the one
+    /// [`TrustedProxies`](super::proxies::TrustedProxies) found).
+    pub fn of_ip(ip: Option<IpAddr>) -> Self {
+        match ip.map(|ip| ip.to_canonical()) {
             Some(IpAddr::V4(ip)) => Source::V4(ip),
             Some(IpAddr::V6(ip)) => {
                 let s = ip.segments();

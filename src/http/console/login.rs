@@ -5,7 +5,9 @@
 //! behind the same failed-authentication limit per address
 //! ([`AuthFailures`](crate::http::failures::AuthFailures)): a wrong token
 //! costs the address one of its tries, and past the limit even a right one
-//! is refused. Logins and logouts are audit rows under the token's name.
+//! is refused. Behind a trusted reverse proxy the address is the client's
+//! from `X-Forwarded-For` ([`TrustedProxies`](crate::http::proxies::TrustedProxies)).
+//! Logins and logouts are audit rows under the token's name.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,7 +19,7 @@ use maud::{html, Markup};
 use super::layout;
 use super::session::{self, Session};
 use super::{audit, form_field, Remote};
-use crate::http::failures::{Audit, Source};
+use crate::http::failures::Audit;
 use crate::http::AppState;
 
 fn login_page(error: Option<&str>) -> Markup {
@@ -42,7 +44,7 @@ pub async fn form() -> Response {
 
 pub async fn login(State(state): State<AppState>, Remote(remote): Remote, headers: HeaderMap, body: Bytes) -> Response {
     const PATH: &str = "/login";
-    let source = Source::of(remote);
+    let source = state.proxies.source(remote, &headers);
     let Some(tokens) = &state.tokens else {
         let page = login_page(Some("The console needs admin tokens (JANITOR_ADMIN_TOKENS); none is configured."));
         return layout::respond(StatusCode::FORBIDDEN, page);
