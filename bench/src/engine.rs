@@ -32,13 +32,13 @@ pub struct EngineBench {
 }
 
 /// One seeded store: its own database and storage root.
-struct Store {
-    db: BenchDb,
-    root: tempfile::TempDir,
+pub(crate) struct Store {
+    pub(crate) db: BenchDb,
+    pub(crate) root: tempfile::TempDir,
 }
 
 impl Store {
-    async fn seeded(args: &EngineBench, database_url: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn seeded(args: &EngineBench, database_url: &str) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&args.storage)?;
         let store = Self { db: BenchDb::create(database_url).await?, root: tempfile::tempdir_in(&args.storage)? };
         let started = Instant::now();
@@ -70,12 +70,12 @@ async fn settle(store: &Store) {
 }
 
 /// A `janitor worker` child process on one store.
-struct WorkerProcess {
+pub(crate) struct WorkerProcess {
     child: tokio::process::Child,
 }
 
 impl WorkerProcess {
-    fn start(
+    pub(crate) fn start(
         args: &EngineBench,
         store: &Store,
         redis_url: &str,
@@ -123,7 +123,7 @@ impl WorkerProcess {
         kib / 1024.0
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(pid) = self.child.id() {
             tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
         }
@@ -535,10 +535,10 @@ async fn time_stats(pool: &sqlx::PgPool) -> anyhow::Result<f64> {
 }
 
 /// How many session jobs (or baseline transactions) run at once.
-const SESSION_CONCURRENCY: usize = 32;
+pub(crate) const SESSION_CONCURRENCY: usize = 32;
 
 /// The seeded sessions' ids.
-fn session_ids(n: usize) -> Vec<String> {
+pub(crate) fn session_ids(n: usize) -> Vec<String> {
     (0..n)
         .filter(|i| seed::kind(*i, n) == seed::Kind::Session)
         .map(|i| i / 10)
@@ -551,7 +551,7 @@ fn session_ids(n: usize) -> Vec<String> {
 /// Every seeded session cleaned by its own job (the logout path),
 /// [`SESSION_CONCURRENCY`] at a time: jobs per second, and each job's time
 /// from enqueue to done.
-async fn sessions(producer: &Producer, ids: &[String]) -> anyhow::Result<(f64, Vec<Duration>)> {
+pub(crate) async fn sessions(producer: &Producer, ids: &[String]) -> anyhow::Result<(f64, Vec<Duration>)> {
     let started = Instant::now();
     let results: Vec<anyhow::Result<Duration>> = stream::iter(ids)
         .map(|s| async move {

@@ -4,9 +4,11 @@
 //! workspace member of its own: nothing of it ships in `janitor`.
 
 mod baseline;
+pub mod console;
 pub mod engine;
 pub mod metrics;
 pub mod queue;
+pub mod sessions;
 
 use std::time::Duration;
 

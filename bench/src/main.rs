@@ -4,6 +4,7 @@
 //! (see docs/PERFORMANCE.md).
 
 use clap::{Parser, Subcommand};
+use janitor_bench::console::ConsoleBench;
 use janitor_bench::engine::EngineBench;
 use janitor_bench::metrics::MetricsBench;
 use janitor_bench::queue::QueueBench;
@@ -30,6 +31,12 @@ enum Bench {
     /// `/metrics` scrape times with a million job rows, vs the old scrape's
     /// aggregate over `job_results`.
     Metrics(MetricsBench),
+    /// Session jobs alone (the logout path) vs one transaction per session,
+    /// with CPU, commits and WAL flushes per job.
+    Sessions(EngineBench),
+    /// Every console page's time with a million job rows, through a real
+    /// `janitor serve` (goal: under 100 ms).
+    Console(ConsoleBench),
 }
 
 #[tokio::main]
@@ -40,6 +47,8 @@ async fn main() -> anyhow::Result<()> {
     match &cli.bench {
         Bench::Queue(args) => janitor_bench::queue::run(args, &cli.database_url, &cli.redis_url).await,
         Bench::Engine(args) => janitor_bench::engine::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Sessions(args) => janitor_bench::sessions::run(args, &cli.database_url, &cli.redis_url).await,
         Bench::Metrics(args) => janitor_bench::metrics::run(args, &cli.database_url, &cli.redis_url).await,
+        Bench::Console(args) => janitor_bench::console::run(args, &cli.database_url, &cli.redis_url).await,
     }
 }

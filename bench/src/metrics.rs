@@ -95,7 +95,10 @@ async fn measure(args: &MetricsBench, db: &BenchDb, redis_url: &str) -> anyhow::
         tokens: None,
         limits: Arc::new(RateLimiter::parse(DEFAULT_LIMITS)?),
         failures: Arc::new(janitor::http::failures::AuthFailures::new(janitor::http::failures::DEFAULT_LIMIT)),
+        proxies: Default::default(),
         min_grace: janitor_workers::engine::DEFAULT_MIN_GRACE,
+        storage_root: None,
+        schedules: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
