@@ -51,7 +51,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schedules { json } => schedules::list(&cli.settings, json).await,
         Command::Serve(args) => serve::serve(&cli.settings, args).await,
-        Command::Restore { job_id, json } => restore(&cli.settings, job_id, json),
+        Command::Restore { job_id, json } => restore(&cli.settings, job_id, json).await,
         Command::Audit { since, limit, json } => audit::show(&cli.settings, since, limit, json).await,
         Command::Cancel { job_id, json } => jobs::cancel(&cli.settings, job_id, json).await,
         Command::Retry { job_id, json } => jobs::retry(&cli.settings, job_id, json).await,
@@ -89,9 +89,18 @@ async fn stats(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-fn restore(settings: &Settings, job_id: uuid::Uuid, json: bool) -> anyhow::Result<ExitCode> {
+/// `janitor restore`: the same guards as the API's restore (see
+/// `janitor_workers::admin::restore`); a refusal is exit 1 with its reason.
+async fn restore(settings: &Settings, job_id: uuid::Uuid, json: bool) -> anyhow::Result<ExitCode> {
     let storage = janitor_workers::storage::Storage::open(&settings.storage_root)?;
-    let report = janitor_workers::storage::trash::restore(&storage, job_id)?;
+    let pool = settings.pool().await?;
+    let report = match janitor_workers::admin::restore(&pool, &storage, job_id).await? {
+        Ok(report) => report,
+        Err(refusal) => {
+            eprintln!("error: {refusal}");
+            return Ok(ExitCode::from(exit::FAILED));
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use janitor_workers::schedule::Schedule;
-use janitor_workers::scheduler::{self, SchedulerSettings};
+use janitor_workers::scheduler::{self, SchedulerSettings, TickRecord};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::exit;
 use crate::settings::Settings;
@@ -67,22 +66,14 @@ pub async fn list(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit::OK))
 }
 
-type Tick = (DateTime<Utc>, Uuid, String, Option<String>, Option<String>, Option<i64>, Option<i64>);
-
 async fn describe(pool: &PgPool, queue: &str, schedule: &Schedule, now: DateTime<Utc>) -> sqlx::Result<Value> {
     // The last tick (run or skipped), and the last tick that ran, on this
     // process's queue.
-    let query = "SELECT t.scheduled_at, t.job_id, t.outcome, t.reason, r.status, r.deleted_count, r.error_count
-         FROM schedule_ticks t LEFT JOIN job_results r ON r.job_id = t.job_id
-         WHERE t.queue = $1 AND t.schedule = $2 AND ($3 OR t.outcome = 'enqueued')
-         ORDER BY t.scheduled_at DESC LIMIT 1";
-    let tick = |all: bool| sqlx::query_as(query).bind(queue).bind(&schedule.name).bind(all).fetch_optional(pool);
-    let last_tick: Option<Tick> = tick(true).await?;
-    let last_run: Option<Tick> = tick(false).await?;
-    let tick_json = |tick: Option<Tick>| {
-        tick.map(|(at, job_id, outcome, reason, status, deleted, errors)| {
-            json!({ "scheduled_at": at, "job_id": job_id, "outcome": outcome, "reason": reason,
-                    "status": status, "deleted_count": deleted, "error_count": errors })
+    let (last_tick, last_run) = scheduler::last_ticks(pool, queue, &schedule.name).await?;
+    let tick_json = |tick: Option<TickRecord>| {
+        tick.map(|t| {
+            json!({ "scheduled_at": t.scheduled_at, "job_id": t.job_id, "outcome": t.outcome, "reason": t.reason,
+                    "status": t.status, "deleted_count": t.deleted_count, "error_count": t.error_count })
         })
     };
     Ok(json!({

@@ -21,6 +21,14 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
             return Ok(ExitCode::from(exit::USAGE));
         }
     };
+    // The console shows the schedules the scheduler runs: the same file.
+    let schedules = match crate::config::schedules(settings.config.as_deref()) {
+        Ok(schedules) => schedules,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return Ok(ExitCode::from(exit::USAGE));
+        }
+    };
     let limits = match RateLimiter::parse(&args.rate_limits) {
         Ok(limits) => Arc::new(limits),
         Err(err) => {
@@ -38,13 +46,39 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
     })?;
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
     let pool = producer.pool().clone();
-    let state = AppState { pool, producer, redis, tokens, limits, failures, min_grace: settings.min_grace };
+    if !args.trusted_proxies.is_empty() {
+        tracing::info!(trusted_proxies = %args.trusted_proxies, "X-Forwarded-For is believed from these proxies only");
+    }
+    let proxies = Arc::new(args.trusted_proxies.clone());
+    let state = AppState {
+        pool,
+        producer,
+        redis,
+        tokens,
+        limits,
+        failures,
+        proxies,
+        min_grace: settings.min_grace,
+        storage_root: Some(storage_root(settings)),
+        schedules: Arc::new(schedules),
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "admin API listening");
     http::serve(listener, state, crate::shutdown_signal()).await?;
     Ok(ExitCode::from(exit::OK))
+}
+
+/// The storage root restores act on. The API starts without it (most of
+/// it needs no storage); a root it cannot open is said once here, and each
+/// restore names it again.
+fn storage_root(settings: &Settings) -> std::path::PathBuf {
+    let root = settings.storage_root.clone();
+    if let Err(err) = janitor_workers::storage::Storage::open(&root) {
+        tracing::warn!(error = %format!("{err:#}"), "restores of quarantines will fail until JANITOR_STORAGE_ROOT names the workers' storage root");
+    }
+    root
 }
 
 /// The configured tokens; refuses to run without any unless explicitly

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::auth::{bearer, Grant};
 use super::error::ApiError;
-use super::failures::{Audit, AuthFailures, Source};
+use super::failures::{Audit, AuthFailures};
 use super::params::Params;
 use super::{Actor, AppState, JobCreated};
 
@@ -32,7 +32,9 @@ pub const REQUEST_HEADER: &str = "x-janitor-request";
 /// Authenticates, runs the request, then records it.
 pub async fn gate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    let source = Source::of(remote);
+    // The client behind a trusted proxy, so that one client's failures are
+    // not charged to everyone behind it.
+    let source = state.proxies.source(remote, request.headers());
     let method = request.method().to_string();
     // The full path: inside the nested router the prefix is stripped.
     let path =

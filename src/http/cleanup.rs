@@ -5,6 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use janitor_workers::producer::Enqueued;
 use janitor_workers::report::result_json;
 use janitor_workers::results::{self, ListFilter};
 use janitor_workers::{CleanupJob, JobSpec, SessionId};
@@ -99,9 +100,7 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     let spec = JobSpec { job, dry_run: params.flag("dry_run")?, limit: None };
     let wait = params.wait()?;
-    state.limits.check(&actor.0, class).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let enqueued =
-        state.producer.enqueue(&spec, Some(&actor.0)).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let enqueued = enqueue(state, &actor.0, &spec, class).await?;
     let job_id = enqueued.job_id;
     let mut response = match wait {
         Some(timeout) => match state.producer.wait(job_id, timeout).await {
@@ -118,6 +117,14 @@ async fn submit(
     };
     response.extensions_mut().insert(JobCreated(job_id));
     Ok(response)
+}
+
+/// Takes from the actor's rate limit of the job's class and puts the job on
+/// the queue, recorded as requested by the actor: the one way a cleanup is
+/// enqueued over HTTP, for the API and the console's plans alike.
+pub(crate) async fn enqueue(state: &AppState, actor: &str, spec: &JobSpec, class: &str) -> Result<Enqueued, ApiError> {
+    state.limits.check(actor, class).map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+    state.producer.enqueue(spec, Some(actor)).await.map_err(|e| ApiError::Unavailable(e.to_string()))
 }
 
 /// The 202 of a job put on the queue (the `Accepted` schema).

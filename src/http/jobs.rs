@@ -1,19 +1,22 @@
-//! Steering jobs over HTTP: cancel, retry, dead letters. The same actions
-//! as `janitor cancel|retry|dead|discard`, behind the same token, audit and
-//! rate limits (class `control` for the changes, `read` for the list).
+//! Steering jobs over HTTP: cancel, retry, restore, dead letters. The same
+//! actions as `janitor cancel|retry|restore|dead|discard`, behind the same
+//! token, audit and rate limits (class `control` for the changes, `read`
+//! for the list).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use janitor_workers::admin;
+use janitor_workers::admin::{self, RestoreRefusal};
 use janitor_workers::results::Cancelled;
+use janitor_workers::storage::trash::Restored;
+use janitor_workers::storage::Storage;
 use serde_json::json;
 use uuid::Uuid;
 
 use super::error::ApiError;
 use super::params::Params;
-use super::schemas::{Accepted, DeadLetters, Discarded, ErrorBody, JobStatus};
+use super::schemas::{Accepted, DeadLetters, Discarded, ErrorBody, JobStatus, RestoreReport};
 use super::{Actor, AppState, JobCreated};
 
 fn job_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -45,6 +48,37 @@ pub(crate) async fn retry_job(state: &AppState, job_id: Uuid) -> Result<(), ApiE
         Ok(()) => Ok(()),
         Err(why) if why.starts_with("no job") => Err(ApiError::NotFound),
         Err(why) => Err(ApiError::Conflict(why)),
+    }
+}
+
+/// The storage root of this process, opened, or why restores cannot run
+/// here (the API and the console say it as it is).
+pub(crate) fn storage(state: &AppState) -> Result<Storage, ApiError> {
+    let Some(root) = &state.storage_root else {
+        return Err(ApiError::Unavailable(
+            "this janitor serve has no storage root; restore with `janitor restore <job id>` where the storage is, \
+             or start serve with JANITOR_STORAGE_ROOT"
+                .to_owned(),
+        ));
+    };
+    Storage::open(root).map_err(|err| {
+        ApiError::Unavailable(format!(
+            "{err:#}; restoring needs the workers' storage root: start janitor serve with JANITOR_STORAGE_ROOT set to it"
+        ))
+    })
+}
+
+/// Puts a finished sweep's quarantine back, for the API and the console,
+/// with the CLI's guards (see `admin::restore`).
+pub(crate) async fn restore_job(state: &AppState, job_id: Uuid) -> Result<Restored, ApiError> {
+    let storage = storage(state)?;
+    match admin::restore(&state.pool, &storage, job_id).await? {
+        Ok(report) => Ok(report),
+        Err(refusal @ RestoreRefusal::NotFound(..)) => {
+            tracing::debug!(%job_id, "{refusal}");
+            Err(ApiError::NotFound)
+        }
+        Err(refusal) => Err(ApiError::Conflict(refusal.to_string())),
     }
 }
 
@@ -95,6 +129,36 @@ pub async fn retry(
     limit(&state, &actor, "control")?;
     retry_job(&state, job_id).await?;
     let mut response = super::cleanup::accepted(job_id, "queued", false);
+    response.extensions_mut().insert(JobCreated(job_id));
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/cleanup/jobs/{job_id}/restore", tag = "jobs",
+    params(("job_id" = Uuid, Path, description = "an orphan sweep (or `all`) that quarantined files")),
+    responses((status = 200, description = "moved back; files that could not go back are listed", body = RestoreReport),
+              (status = 401, body = ErrorBody), (status = 403, description = "a read-only token", body = ErrorBody),
+              (status = 404, description = "no such job and no quarantine of it", body = ErrorBody),
+              (status = 409, description = "still queued or running, not a sweep, or nothing quarantined", body = ErrorBody),
+              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody),
+              (status = 503, description = "this process has no usable storage root", body = ErrorBody)))]
+pub async fn restore(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    Params::parse(query.as_deref(), &[])?;
+    let job_id = job_id(&raw)?;
+    limit(&state, &actor, "control")?;
+    let outcome = restore_job(&state, job_id).await;
+    // The audit row names the job whatever the outcome.
+    let mut response = match outcome {
+        Ok(report) => {
+            let body = json!({"job_id": job_id, "restored": report.restored, "conflicts": report.conflicts});
+            Json(body).into_response()
+        }
+        Err(err) => err.into_response(),
+    };
     response.extensions_mut().insert(JobCreated(job_id));
     Ok(response)
 }

@@ -5,7 +5,8 @@
 //! - [`cleanup`]: the endpoints under `/api/v1/admin/cleanup`.
 //! - [`audit`]: the gate in front of them (bearer tokens) and the audit trail.
 //! - [`auth`], [`limits`], [`params`]: tokens, rate limits, query validation.
-//! - [`failures`]: failed authentications, limited and aggregated per address.
+//! - [`failures`]: failed authentications, limited and aggregated per address;
+//!   [`proxies`]: that address behind trusted reverse proxies.
 //! - [`metrics`]: `/metrics`. [`error`]: `ApiError`, the JSON error bodies.
 //! - [`console`]: the operations console, HTML pages for a browser at `/`,
 //!   with their own sessions (a cookie) instead of bearer tokens.
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod limits;
 pub mod metrics;
 pub mod params;
+pub mod proxies;
 pub mod schemas;
 
 use std::net::SocketAddr;
@@ -54,8 +56,16 @@ pub struct AppState {
     pub limits: Arc<RateLimiter>,
     /// Failed authentications per remote address.
     pub failures: Arc<AuthFailures>,
+    /// The proxies whose `X-Forwarded-For` names the client that the
+    /// failure limit charges (`JANITOR_TRUSTED_PROXIES`; empty: none).
+    pub proxies: Arc<proxies::TrustedProxies>,
     /// The shortest orphan grace period a request may ask for.
     pub min_grace: std::time::Duration,
+    /// The storage root that restores act on (`JANITOR_STORAGE_ROOT`);
+    /// `None` when this process was given none (restores then explain so).
+    pub storage_root: Option<std::path::PathBuf>,
+    /// The schedules the console shows (the config file's, or the defaults).
+    pub schedules: Arc<Vec<janitor_workers::schedule::Schedule>>,
 }
 
 /// The token name of an authenticated request (set by [`audit::gate`]).
@@ -73,7 +83,8 @@ const BODY_LIMIT: usize = 16 * 1024;
 #[openapi(
     info(title = "janitor admin API", description = "Cleanup of the face-swap application's storage."),
     paths(cleanup::expired, cleanup::session, cleanup::old_results, cleanup::orphaned, cleanup::all,
-          cleanup::stats, cleanup::job, cleanup::jobs, jobs::cancel, jobs::retry, jobs::dead, jobs::discard),
+          cleanup::stats, cleanup::job, cleanup::jobs, jobs::cancel, jobs::retry, jobs::restore, jobs::dead,
+          jobs::discard),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -103,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job_id}", get(cleanup::job))
         .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/jobs/{job_id}/retry", post(jobs::retry))
+        .route("/jobs/{job_id}/restore", post(jobs::restore))
         .route("/dead", get(jobs::dead))
         .route("/dead/{target}/discard", post(jobs::discard))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), audit::gate));

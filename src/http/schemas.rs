@@ -29,8 +29,9 @@ pub struct Accepted {
 
 /// A job's outcome, as the application's cleanup endpoints report it: the
 /// counts (`deleted_count`, `deleted_size_bytes`, `skipped_count`,
-/// `error_count`, `errors`) and the operation's own keys (see
-/// docs/OPERATIONS.md).
+/// `error_count`, `errors`), the operation's own keys (see
+/// docs/OPERATIONS.md) and, for a dry run, `sample`: the first paths it
+/// would delete and the first items it skipped, with why.
 #[derive(ToSchema)]
 pub struct JobResult(pub BTreeMap<String, serde_json::Value>);
 
@@ -67,4 +68,14 @@ pub struct DeadLetters {
 #[derive(ToSchema)]
 pub struct Discarded {
     pub discarded: u64,
+}
+
+/// What a restore put back, and what it left in the trash with why (the
+/// original path is taken again, or goes through a symlink).
+#[derive(ToSchema)]
+pub struct RestoreReport {
+    pub job_id: Uuid,
+    pub restored: u64,
+    /// `[path, reason]` pairs.
+    pub conflicts: Vec<Vec<String>>,
 }

@@ -8,29 +8,29 @@ use uuid::Uuid;
 use crate::client::{self, Response};
 use crate::server::{accepted_job, Api, ApiConfig, OPS, VIEWER};
 
-async fn login(api: &Api, token: &str, headers: &[(&str, &str)]) -> Response {
+pub(crate) async fn login(api: &Api, token: &str, headers: &[(&str, &str)]) -> Response {
     let body = format!("token={}", client::encode(token));
     client::form(api.addr, "POST", "/login", headers, &body).await
 }
 
 /// Logs in and returns the `Cookie` header value of the session.
-async fn session(api: &Api, token: &str) -> String {
+pub(crate) async fn session(api: &Api, token: &str) -> String {
     let response = login(api, token, &[]).await;
     assert_eq!(response.status, 303, "{}", response.text());
     let set = response.header("set-cookie").expect("a session cookie");
     set.split(';').next().unwrap().to_owned()
 }
 
-async fn get(api: &Api, path: &str, cookie: &str) -> Response {
+pub(crate) async fn get(api: &Api, path: &str, cookie: &str) -> Response {
     client::form(api.addr, "GET", path, &[("Cookie", cookie)], "").await
 }
 
-async fn post(api: &Api, path: &str, cookie: &str, body: &str) -> Response {
+pub(crate) async fn post(api: &Api, path: &str, cookie: &str, body: &str) -> Response {
     client::form(api.addr, "POST", path, &[("Cookie", cookie)], body).await
 }
 
 /// The CSRF token of a page's forms.
-fn csrf(page: &Response) -> String {
+pub(crate) fn csrf(page: &Response) -> String {
     let text = page.text();
     let at = text.find(r#"name="csrf" value=""#).unwrap_or_else(|| panic!("no csrf field in {text}"));
     let rest = &text[at + r#"name="csrf" value=""#.len()..];

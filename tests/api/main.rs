@@ -9,6 +9,11 @@
 //! - `audit`, `metrics`, `dedup`: the audit trail, `/metrics`, session dedup.
 //! - `control`: cancel, retry, dead letters, read-only tokens.
 //! - `console`: the browser console over HTTP: login, sessions, CSRF.
+//! - `proxies`: the failed-login limit behind trusted reverse proxies.
+//! - `console_pages`: the console's schedules, audit log, charts and the
+//!   restore of a quarantine (API and console).
+//! - `plan`: "Plan a cleanup": a dry run, its sample, then the same job for
+//!   real; bad input and read-only tokens refused.
 //! - `process`: the `janitor serve` binary, including its refusals to start.
 //! - `load`: a bounded load test that prints the requests per second.
 
@@ -23,10 +28,13 @@ mod server;
 
 mod audit;
 mod console;
+mod console_pages;
 mod control;
 mod dedup;
 mod endpoints;
 mod load;
 mod metrics;
+mod plan;
 mod process;
+mod proxies;
 mod refusals;

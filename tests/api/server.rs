@@ -43,11 +43,21 @@ pub struct ApiConfig {
     /// The Redis the server uses, if not the shared one (one that is down,
     /// say: the server starts anyway and connects on first use).
     pub redis_url: Option<String>,
+    /// Whether the server is given the test's storage root (restores need it).
+    pub storage_root: bool,
+    /// `JANITOR_TRUSTED_PROXIES`: whose X-Forwarded-For is believed.
+    pub trusted_proxies: String,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { tokens: Some(vec![OPS, CRON]), rate_limits: DEFAULT_LIMITS.to_owned(), redis_url: None }
+        Self {
+            tokens: Some(vec![OPS, CRON]),
+            rate_limits: DEFAULT_LIMITS.to_owned(),
+            redis_url: None,
+            storage_root: true,
+            trusted_proxies: String::new(),
+        }
     }
 }
 
@@ -71,12 +81,14 @@ impl Api {
         };
         let database_url = support::database_url(&env.pool);
         let (redis_url, prefix) = (env.redis_url.clone(), env.prefix.clone());
+        let root = config.storage_root.then(|| env.store.root().to_owned());
         let (ready_tx, ready_rx) = oneshot::channel();
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             runtime.block_on(async move {
-                let state = state(&database_url, &redis_url, &prefix, &config).await;
+                let mut state = state(&database_url, &redis_url, &prefix, &config).await;
+                state.storage_root = root;
                 let pool = state.pool.clone();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
                 let _ = ready_tx.send(listener.local_addr().unwrap());
@@ -180,7 +192,9 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
     let limits = Arc::new(RateLimiter::parse(&config.rate_limits).unwrap());
     let failures = Arc::new(AuthFailures::new(limits.limit("auth_failure").unwrap_or(failures::DEFAULT_LIMIT)));
     let min_grace = janitor_workers::engine::DEFAULT_MIN_GRACE;
-    AppState { pool, producer, redis, tokens, limits, failures, min_grace }
+    let schedules = Arc::new(janitor_workers::schedule::Schedule::defaults());
+    let proxies = Arc::new(janitor::http::proxies::TrustedProxies::parse(&config.trusted_proxies).unwrap());
+    AppState { pool, producer, redis, tokens, limits, failures, proxies, min_grace, storage_root: None, schedules }
 }
 
 /// The job id of a 202, checking the rest of its shape.

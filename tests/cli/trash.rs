@@ -61,3 +61,23 @@ async fn restore_refuses_a_symlinked_trash(pool: PgPool) {
     assert!(outside.path().join(format!("{job_id}/photos/a/x.jpg")).exists());
     assert!(!store.exists("photos/a/x.jpg"), "nothing was taken in from outside the root");
 }
+
+/// The API's guards hold on the command line too: a sweep that has not
+/// ended may still move files into its folder, so it is not restored.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn restore_refuses_a_sweep_that_is_still_running(pool: PgPool) {
+    let store = Store::new();
+    let job_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO job_results (job_id, operation, status, queue) VALUES ($1, 'cleanup_orphaned_files', 'running', 'q')",
+    )
+    .bind(job_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    store.write(&format!(".janitor-trash/{job_id}/photos/a/x.jpg"), 3);
+
+    let output = Janitor::new(&pool, &store).run(&["restore", &job_id.to_string()]).await.expect_code(1);
+    assert!(output.stderr.contains("is still running"), "{}", output.stderr);
+    assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/a/x.jpg")) && !store.exists("photos/a/x.jpg"));
+}

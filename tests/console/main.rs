@@ -9,6 +9,9 @@
 //! - [`flows`]: what an operator does: log in, watch a job's progress move,
 //!   cancel a job, log out; a read-only token and a POST without the CSRF
 //!   token change nothing.
+//! - [`dead_letters`]: a job dead-lettered by a real worker, found on the
+//!   dead letters page, retried there, and run again to completion.
+//! - [`plan`]: plan a dry run, see its numbers and sample, run it for real.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -18,4 +21,6 @@ mod harness;
 
 mod browser;
 mod console;
+mod dead_letters;
 mod flows;
+mod plan;

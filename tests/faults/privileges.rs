@@ -37,8 +37,10 @@ GRANT SELECT, INSERT, DELETE ON schedule_ticks TO {role};
 -- serve writes the audit log, janitor audit reads it (DELETE: the prune of old rows)
 GRANT SELECT, INSERT, DELETE ON audit_log TO {role};
 GRANT USAGE ON SEQUENCE audit_log_id_seq TO {role};
--- serve: /metrics (the counters are written by triggers that run as the owner)
-GRANT SELECT ON job_counters, schedule_last_success TO {role};
+-- serve: /metrics and the console's chart (the counters are written by triggers that run as the owner)
+GRANT SELECT ON job_counters, schedule_last_success, job_activity TO {role};
+-- serve: console logins (DELETE: logouts, and the prune of expired sessions)
+GRANT SELECT, INSERT, DELETE ON console_sessions TO {role};
 "#;
 
 /// Creates the role with [`GRANTS`]; drops it (with its grants) when dropped,
@@ -147,7 +149,9 @@ async fn a_prune_with_only_the_documented_grants_removes_every_kind(pool: PgPool
          INSERT INTO schedule_ticks (queue, schedule, scheduled_at, job_id, outcome) VALUES
              ('q', 's', {old}, gen_random_uuid(), 'skipped'), ('q', 's', now(), gen_random_uuid(), 'enqueued');
          INSERT INTO janitor_orphan_candidates (job_id, path, size) VALUES ('{finished}', 'photos/x.jpg', 1);
-         INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ('{finished}', 0, '{{1}}', '{{photos/y.jpg}}');"
+         INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ('{finished}', 0, '{{1}}', '{{photos/y.jpg}}');
+         INSERT INTO console_sessions (id_hash, token_name, token_hash, read_only, csrf, expires_at)
+             VALUES ('\\x01', 'ops', '\\x02', false, 'c', now() - interval '1 minute');"
     ))
     .execute(&pool)
     .await
@@ -158,7 +162,15 @@ async fn a_prune_with_only_the_documented_grants_removes_every_kind(pool: PgPool
     let (code, stdout, stderr) = janitor.run(&["prune", "--json"], Duration::from_secs(60)).await;
     assert_eq!(code, 0, "{stderr}");
     let result: Value = serde_json::from_str(&stdout).unwrap();
-    for kind in ["job_results_session", "job_results_completed", "job_results_failed", "audit_log", "schedule_ticks"] {
+    let kinds = [
+        "job_results_session",
+        "job_results_completed",
+        "job_results_failed",
+        "audit_log",
+        "schedule_ticks",
+        "console_sessions",
+    ];
+    for kind in kinds {
         assert_eq!(result["pruned"][kind], 1, "{kind}: {result}");
     }
     assert_eq!(

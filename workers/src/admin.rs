@@ -1,11 +1,13 @@
 //! What an operator does to jobs: cancel one, retry one, list and discard
-//! dead letters. The CLI (`janitor cancel|retry|dead|discard`) and the admin
-//! API call these, through a [`Producer`] (its database pool, Redis and
-//! queue prefix).
+//! dead letters, restore a sweep's quarantine. The CLI (`janitor
+//! cancel|retry|dead|discard|restore`) and the admin API call these, through
+//! a [`Producer`] (its database pool, Redis and queue prefix), or the pool
+//! and the storage root for a restore.
 
 use redis::streams::StreamRangeReply;
 use redis::AsyncCommands as _;
 use serde::Serialize;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::dedup;
@@ -13,6 +15,8 @@ use crate::job::{JobSpec, QueuedJob};
 use crate::layout::Lane;
 use crate::producer::{payload, Producer, ProducerError};
 use crate::results::{self, Cancelled};
+use crate::storage::trash::{self, Restored};
+use crate::storage::Storage;
 
 /// Dead letters read per request to the dead-letter streams.
 const PAGE: usize = 1000;
@@ -77,6 +81,60 @@ pub async fn retry(producer: &Producer, job_id: Uuid) -> Result<Result<(), Strin
     dedup::enqueue_once(&mut redis, &layout.stream(spec.lane()), &layout.ids(), job_id, &message).await?;
     tracing::info!(job_id = %job_id, "job retried from its checkpoint");
     Ok(Ok(()))
+}
+
+/// Why a job's quarantine is not restored. Nothing was moved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreRefusal {
+    /// A queued or running sweep may still move files into its trash
+    /// folder: a restore now would race it, file by file.
+    #[error("job {0} is still {1}; restore its quarantine once it has ended (cancel it first)")]
+    Unfinished(Uuid, String),
+    #[error("job {0} is a {1} job, which quarantines nothing; only an orphan sweep (orphaned, or all) does")]
+    NotASweep(Uuid, String),
+    #[error(
+        "job {0} has no quarantined files under {1} (it quarantined nothing, ran with --no-quarantine, or its \
+         quarantine was restored or purged)"
+    )]
+    NoQuarantine(Uuid, String),
+    #[error("no job {0} is recorded, and no quarantined files of it are under {1}")]
+    NotFound(Uuid, String),
+}
+
+/// Moves a job's quarantined orphans back where they were, after the
+/// guards: the job must have ended, be an orphan sweep (or `all`), and
+/// have a trash folder. A job whose row was pruned may still be restored
+/// from its folder: a pruned row was a finished job. Files that cannot go
+/// back stay in the trash and are listed in the report.
+pub async fn restore(
+    pool: &PgPool,
+    storage: &Storage,
+    job_id: Uuid,
+) -> anyhow::Result<Result<Restored, RestoreRefusal>> {
+    let row: Option<(String, String)> = sqlx::query_as("SELECT status, operation FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await?;
+    let folder = storage.root().join(trash::job_folder(job_id)).display().to_string();
+    if let Some((status, operation)) = &row {
+        if matches!(status.as_str(), "queued" | "running") {
+            return Ok(Err(RestoreRefusal::Unfinished(job_id, status.clone())));
+        }
+        if !matches!(operation.as_str(), "cleanup_orphaned_files" | "cleanup_all") {
+            return Ok(Err(RestoreRefusal::NotASweep(job_id, operation.clone())));
+        }
+    }
+    let blocking = storage.clone();
+    let found = tokio::task::spawn_blocking(move || trash::has_folder(&blocking, job_id)).await??;
+    match (found, row) {
+        (false, Some(_)) => return Ok(Err(RestoreRefusal::NoQuarantine(job_id, folder))),
+        (false, None) => return Ok(Err(RestoreRefusal::NotFound(job_id, folder))),
+        (true, _) => {}
+    }
+    let storage = storage.clone();
+    let report = tokio::task::spawn_blocking(move || trash::restore(&storage, job_id)).await??;
+    tracing::info!(%job_id, restored = report.restored, left = report.conflicts.len(), "quarantine restored");
+    Ok(Ok(report))
 }
 
 /// Every dead letter of both lanes, oldest first.

@@ -236,3 +236,33 @@ async fn running_copy(
     .fetch_optional(conn)
     .await
 }
+
+/// One recorded tick of a schedule, with the state of its job (none when
+/// the job's row was pruned).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize)]
+pub struct TickRecord {
+    pub scheduled_at: DateTime<Utc>,
+    pub job_id: Uuid,
+    /// `enqueued` or `skipped`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub status: Option<String>,
+    pub deleted_count: Option<i64>,
+    pub error_count: Option<i64>,
+}
+
+/// A schedule's last tick (run or skipped) and its last tick that ran, on
+/// a queue: two reads of the ticks' primary key, newest first, for
+/// `janitor schedules` and the console.
+pub async fn last_ticks(
+    pool: &PgPool,
+    queue: &str,
+    schedule: &str,
+) -> sqlx::Result<(Option<TickRecord>, Option<TickRecord>)> {
+    let query = "SELECT t.scheduled_at, t.job_id, t.outcome, t.reason, r.status, r.deleted_count, r.error_count
+         FROM schedule_ticks t LEFT JOIN job_results r ON r.job_id = t.job_id
+         WHERE t.queue = $1 AND t.schedule = $2 AND ($3 OR t.outcome = 'enqueued')
+         ORDER BY t.scheduled_at DESC LIMIT 1";
+    let tick = |all: bool| sqlx::query_as(query).bind(queue).bind(schedule).bind(all).fetch_optional(pool);
+    Ok((tick(true).await?, tick(false).await?))
+}

@@ -1,5 +1,6 @@
 //! The console's POSTs that change something: cancel and retry a job,
-//! discard a dead letter. Each one, in this order:
+//! restore a sweep's quarantine, discard a dead letter. Each one, in this
+//! order:
 //!
 //! 1. needs a session (else 303 to `/login`, changing nothing);
 //! 2. needs the session's CSRF token in the form's `csrf` field (else 403);
@@ -111,6 +112,29 @@ pub async fn retry(
         let job_id = job_id(&raw)?;
         jobs::retry_job(&state, job_id).await?;
         Ok(format!("/jobs/{job_id}"))
+    };
+    action.finish(outcome.await, id).await
+}
+
+/// Puts a finished sweep's quarantine back (the API's restore, with its
+/// guards), then shows the job's page with what it did.
+pub async fn restore(
+    State(state): State<AppState>,
+    session: Session,
+    OriginalUri(uri): OriginalUri,
+    remote: Remote,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Response {
+    let action = Action { state: &state, session: &session, path: uri.path().to_owned(), remote };
+    if let Err(refused) = action.admit(&body).await {
+        return refused;
+    }
+    let id = job_id(&raw).ok();
+    let outcome = async {
+        let job_id = job_id(&raw)?;
+        let report = jobs::restore_job(&state, job_id).await?;
+        Ok(format!("/jobs/{job_id}?restored={}&left={}", report.restored, report.conflicts.len()))
     };
     action.finish(outcome.await, id).await
 }

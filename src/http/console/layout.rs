@@ -42,7 +42,10 @@ pub fn page(session: &Session, title: &str, main: Markup) -> Markup {
                         ul {
                             li { a href="/" { "Overview" } }
                             li { a href="/jobs" { "Jobs" } }
+                            li { a href="/plan" { "Plan a cleanup" } }
                             li { a href="/dead" { "Dead letters" } }
+                            li { a href="/schedules" { "Schedules" } }
+                            li { a href="/audit" { "Audit log" } }
                         }
                     }
                     div.who {

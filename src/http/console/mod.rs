@@ -7,7 +7,16 @@
 //! - [`login`]: `/login`, `/logout`.
 //! - [`pages`]: the overview (`/`, and `/console/running` that its script
 //!   polls), the jobs (`/jobs`, `/jobs/{id}`), the dead letters (`/dead`).
-//! - [`actions`]: the POSTs that change something: cancel, retry, discard.
+//! - [`actions`]: the POSTs that change something: cancel, retry, discard,
+//!   restore a sweep's quarantine.
+//! - Read-only pages: `/schedules` (`pages/schedules.rs`), `/audit`
+//!   (`pages/audit.rs`); the overview's activity chart (`pages/activity.rs`,
+//!   from the `job_activity` ring) and a job's batch histogram
+//!   (`pages/chart.rs`, inline SVG); a job's restore form
+//!   (`pages/restore.rs`).
+//! - "Plan a cleanup": its pages in `pages/plan.rs` (`/plan`, `/plan/{id}`
+//!   with `/plan/{id}/status` that its script polls, `/plan/{id}/confirm`),
+//!   its POSTs (a dry run, then the same for real) in [`planning`].
 //! - [`layout`]: the frame every page shares.
 //!
 //! Every page and asset is answered with `Content-Security-Policy:
@@ -18,12 +27,16 @@
 //! Pages stay cheap with any number of jobs: lists are keyset pages of at
 //! most 50 rows on `job_results`' indexes, totals come from `job_counters`
 //! (kept by triggers), queue figures from O(1) Redis commands, and the
-//! dead-letter page reads at most 100 letters a lane.
+//! dead-letter page reads at most 100 letters a lane. The activity chart
+//! reads at most 24 x 32 rows of `job_activity`, the schedules two primary
+//! key reads per schedule, and an audit page at most 50 rows (a filtered
+//! one looks through at most 5,000 entries before it hands over a link).
 
 mod actions;
 mod layout;
 mod login;
 mod pages;
+mod planning;
 pub mod session;
 
 use std::net::SocketAddr;
@@ -53,8 +66,16 @@ pub fn routes() -> Router<AppState> {
         .route("/jobs/{job_id}", get(pages::jobs::detail))
         .route("/jobs/{job_id}/cancel", post(actions::cancel))
         .route("/jobs/{job_id}/retry", post(actions::retry))
+        .route("/jobs/{job_id}/restore", post(actions::restore))
+        .route("/schedules", get(pages::schedules::page))
+        .route("/audit", get(pages::audit::page))
         .route("/dead", get(pages::dead::list))
         .route("/dead/{entry_id}/discard", post(actions::discard))
+        .route("/plan", get(pages::plan::new).post(planning::plan))
+        .route("/plan/{job_id}", get(pages::plan::show))
+        .route("/plan/{job_id}/status", get(pages::plan::status))
+        .route("/plan/{job_id}/confirm", get(pages::plan::confirm))
+        .route("/plan/{job_id}/run", post(planning::run))
         .route("/console/assets/console.css", get(css))
         .route("/console/assets/console.js", get(js))
         .layer(axum::middleware::from_fn(headers))

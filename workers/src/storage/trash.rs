@@ -128,6 +128,18 @@ pub fn restore(storage: &Storage, job_id: Uuid) -> anyhow::Result<Restored> {
     Ok(report)
 }
 
+/// Whether a job has a trash folder. Blocking (one `openat2`).
+pub fn has_folder(storage: &Storage, job_id: Uuid) -> anyhow::Result<bool> {
+    let folder = job_folder(job_id);
+    // Wall: opened beneath the root fd with RESOLVE_NO_SYMLINKS, so a
+    // symlinked trash or job folder is refused here, never followed.
+    match tree::open(storage.root_fd(), &folder) {
+        Ok(_) => Ok(true),
+        Err(Errno::NOENT) => Ok(false),
+        Err(errno) => bail!("cannot look for job {job_id}'s quarantine: {folder}: {}", describe(errno, "opening")),
+    }
+}
+
 /// The trash's folders (jobs' and set aside), with when each was last
 /// changed. Entries whose name is not a job id (with or without the set
 /// aside suffix), and files, are left alone. A symlink named as a job is
@@ -241,8 +253,10 @@ mod tests {
         fs::write(outside.path().join("target.jpg"), b"keep").unwrap();
         trashed(&dir, job, "photos/a/x.jpg");
         symlink(outside.path().join("target.jpg"), dir.path().join(job_folder(job)).join("photos/a/l.jpg")).unwrap();
+        assert!(has_folder(&storage, job).unwrap());
         let report = restore(&storage, job).unwrap();
         assert_eq!(report, Restored { restored: 2, conflicts: Vec::new() });
+        assert!(!has_folder(&storage, job).unwrap(), "the folder went with its files");
         assert!(fs::symlink_metadata(dir.path().join("photos/a/l.jpg")).unwrap().file_type().is_symlink());
         assert_eq!(fs::read(outside.path().join("target.jpg")).unwrap(), b"keep");
         assert!(!dir.path().join(job_folder(job)).exists(), "the emptied trash folder is gone");
@@ -326,6 +340,7 @@ mod tests {
             measure(&storage, TrashFolder::of(job)).map(|_| ()),
             purge(&storage, TrashFolder::of(job)).map(|_| ()),
             set_aside(&storage, job).map(|_| ()),
+            has_folder(&storage, job).map(|_| ()),
         ] {
             let message = refused.unwrap_err().to_string();
             assert!(message.contains("symbolic link"), "{message}");

@@ -1,6 +1,8 @@
 // The console's only script: keeps the overview's running jobs current.
 // It polls GET /console/running every 2 s (with the session cookie), not
 // while the tab is hidden, and not while the Pause button is pressed.
+// On a plan's page it polls the dry run's status the same way, and shows
+// the outcome (a reload) once the dry run has finished.
 // Everything it writes goes through textContent and attributes, never HTML.
 "use strict";
 
@@ -88,6 +90,72 @@
         if (body && Array.isArray(body.running)) {
           render(body.running);
         }
+      })
+      .catch(function () {})
+      .then(schedule);
+  }
+
+  function schedule() {
+    if (timer === null && !paused && !document.hidden) {
+      timer = window.setTimeout(poll, PERIOD_MS);
+    }
+  }
+
+  if (pauseButton) {
+    pauseButton.addEventListener("click", function () {
+      paused = !paused;
+      pauseButton.setAttribute("aria-pressed", String(paused));
+      pauseButton.textContent = paused ? "Resume updates" : "Pause updates";
+      if (paused && timer !== null) {
+        window.clearTimeout(timer);
+        timer = null;
+      }
+      schedule();
+    });
+  }
+  document.addEventListener("visibilitychange", schedule);
+  schedule();
+})();
+
+// The plan page, while its dry run is queued or running: the same polling
+// rules as above (every 2 s, not while hidden, not while paused).
+(function () {
+  var box = document.querySelector("[data-plan-status]");
+  if (!box) {
+    return;
+  }
+  var url = box.getAttribute("data-plan-status");
+  var statusText = document.getElementById("plan-status");
+  var summary = box.querySelector(".summary");
+  var pauseButton = document.getElementById("pause");
+  var paused = false;
+  var timer = null;
+  var PERIOD_MS = 2000;
+
+  function poll() {
+    timer = null;
+    if (paused || document.hidden) {
+      return;
+    }
+    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (response.redirected) {
+          window.location.assign("/login");
+          return null;
+        }
+        return response.ok ? response.json() : null;
+      })
+      .then(function (body) {
+        if (!body) {
+          return;
+        }
+        if (body.finished) {
+          // The server renders the outcome: counts, sample, the next step.
+          window.location.reload();
+          return;
+        }
+        statusText.textContent = body.status;
+        summary.textContent = body.summary;
       })
       .catch(function () {})
       .then(schedule);

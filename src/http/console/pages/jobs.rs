@@ -1,5 +1,6 @@
 //! `GET /jobs` (a filtered keyset page of jobs, newest first) and
-//! `GET /jobs/{id}` (one job, with its cancel and retry forms).
+//! `GET /jobs/{id}` (one job, with its cancel and retry forms, its batch
+//! histogram and, for an ended sweep, its quarantine and restore form).
 //!
 //! The list is the API's query (`results::list`): 50 rows a page in
 //! `(created_at, job_id)` order from an index, with the last row's cursor
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use super::super::layout::{self, csrf_field};
 use super::super::session::Session;
+use super::{chart, restore};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 
@@ -144,7 +146,12 @@ fn filter_form(filters: &Filters) -> Markup {
     }
 }
 
-pub async fn detail(State(state): State<AppState>, session: Session, Path(raw): Path<String>) -> Response {
+pub async fn detail(
+    State(state): State<AppState>,
+    session: Session,
+    Path(raw): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let record = match raw.parse::<Uuid>() {
         Ok(job_id) => results::get(&state.pool, job_id).await.map_err(ApiError::from),
         Err(_) => Ok(None),
@@ -155,10 +162,14 @@ pub async fn detail(State(state): State<AppState>, session: Session, Path(raw): 
         Err(err) => return layout::error(&session, err),
     };
     let title = format!("Job {}", short(record.job_id));
-    layout::respond(StatusCode::OK, layout::page(&session, &title, job(&session, &record)))
+    let quarantine = restore::quarantine(&state, &record).await;
+    let restore = restore::section(&session, &record, &quarantine, restore::outcome(query.as_deref()));
+    layout::respond(StatusCode::OK, layout::page(&session, &title, job(&session, &record, restore)))
 }
 
-fn job(session: &Session, record: &JobRecord) -> Markup {
+/// The job's page; `restore` is its quarantine section (empty for a job
+/// that quarantines nothing).
+fn job(session: &Session, record: &JobRecord, restore: Markup) -> Markup {
     let id = record.job_id;
     let can_cancel = matches!(record.status.as_str(), "queued" | "running");
     let can_retry = matches!(record.status.as_str(), "failed" | "cancelled");
@@ -197,6 +208,8 @@ fn job(session: &Session, record: &JobRecord) -> Markup {
                 }
             }
         }
+        (restore)
+        (chart::histogram(record.checkpoint.as_ref()))
         h2 { "Error items" }
         @if errors.is_empty() { p.empty { "None." } } @else {
             div.scroll {

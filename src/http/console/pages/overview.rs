@@ -2,9 +2,14 @@
 //! `GET /console/running`, the running jobs as JSON, which the page's script
 //! polls every 2 s to move the progress bars without a reload.
 //!
+//! Also the last 24 hours' deletions and errors (`activity`) and each
+//! schedule's last run and next fire time (`schedules`).
+//!
 //! Cheap whatever the history holds: the queues are `XLEN`/`XRANGE COUNT 1`
 //! per lane, the running jobs at most [`RUNNING_LIMIT`] rows through the
-//! partial index on unfinished jobs, and nothing counts `job_results`.
+//! partial index on unfinished jobs, the activity at most 768 rows of the
+//! `job_activity` ring, the schedules two primary-key reads each, and
+//! nothing counts `job_results`.
 
 use std::time::Duration;
 
@@ -20,6 +25,7 @@ use serde::Serialize;
 
 use super::super::layout;
 use super::super::session::Session;
+use super::{activity, schedules};
 use crate::http::metrics::{self, LaneStats};
 use crate::http::AppState;
 
@@ -86,7 +92,8 @@ pub async fn running(State(state): State<AppState>, _session: Session) -> Respon
 
 pub async fn page(State(state): State<AppState>, session: Session) -> Response {
     let lanes = tokio::time::timeout(REDIS_TIMEOUT, metrics::lanes(state.redis.clone(), state.producer.layout()));
-    let (lanes, running) = tokio::join!(lanes, running_jobs(&state));
+    let (lanes, running, activity, schedules) =
+        tokio::join!(lanes, running_jobs(&state), activity::last_day(&state.pool), schedules::load(&state));
     let lanes = match lanes {
         Ok(Ok(lanes)) => Some(lanes),
         Ok(Err(err)) => {
@@ -95,9 +102,9 @@ pub async fn page(State(state): State<AppState>, session: Session) -> Response {
         }
         Err(_) => None,
     };
-    let running = match running {
-        Ok(running) => running,
-        Err(err) => return layout::error(&session, err.into()),
+    let (running, activity, schedules) = match (running, activity, schedules) {
+        (Ok(running), Ok(activity), Ok(schedules)) => (running, activity, schedules),
+        (Err(err), ..) | (_, Err(err), _) | (.., Err(err)) => return layout::error(&session, err.into()),
     };
     let main = html! {
         h1 { "Overview" }
@@ -113,6 +120,8 @@ pub async fn page(State(state): State<AppState>, session: Session) -> Response {
             p.empty hidden[!running.is_empty()] { "No job is running." }
         }
         (dead(lanes.as_deref()))
+        (activity::section(&activity))
+        (schedules::summary(&schedules))
     };
     layout::respond(StatusCode::OK, layout::page(&session, "Overview", main))
 }
