@@ -81,3 +81,26 @@ async fn restore_refuses_a_sweep_that_is_still_running(pool: PgPool) {
     assert!(output.stderr.contains("is still running"), "{}", output.stderr);
     assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/a/x.jpg")) && !store.exists("photos/a/x.jpg"));
 }
+
+/// A sweep that stopped between deciding a batch and finishing it resumes
+/// that batch on retry, without walking again, and would take restored
+/// files back to the trash: its quarantine is not restored until then.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn restore_refuses_a_sweep_stopped_in_the_middle_of_a_batch(pool: PgPool) {
+    let store = Store::new();
+    let job_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO job_results (job_id, operation, status, queue, checkpoint)
+         VALUES ($1, 'cleanup_orphaned_files', 'failed', 'q',
+                 '{\"pending\": {\"files\": [[\"photos/a/x.jpg\", 3], [\"photos/a/y.jpg\", 3]], \"cursor\": \"photos/a/y.jpg\", \"scanned\": 2}}')",
+    )
+    .bind(job_id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    store.write(&format!(".janitor-trash/{job_id}/photos/a/x.jpg"), 3);
+
+    let output = Janitor::new(&pool, &store).run(&["restore", &job_id.to_string()]).await.expect_code(1);
+    assert!(output.stderr.contains("in the middle of a batch of 2 files"), "{}", output.stderr);
+    assert!(store.exists(&format!(".janitor-trash/{job_id}/photos/a/x.jpg")) && !store.exists("photos/a/x.jpg"));
+}

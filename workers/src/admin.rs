@@ -92,6 +92,15 @@ pub enum RestoreRefusal {
     Unfinished(Uuid, String),
     #[error("job {0} is a {1} job, which quarantines nothing; only an orphan sweep (orphaned, or all) does")]
     NotASweep(Uuid, String),
+    /// The sweep stopped with a batch decided but not finished. Its retry
+    /// finishes that batch first, without walking again, and would take the
+    /// batch's files back to the trash (a move back keeps the identity it
+    /// checks), so a restore before then would be undone.
+    #[error(
+        "job {0} stopped in the middle of a batch of {1} files; retry it so that the batch finishes, then restore \
+         its quarantine"
+    )]
+    PendingBatch(Uuid, i64),
     #[error(
         "job {0} has no quarantined files under {1} (it quarantined nothing, ran with --no-quarantine, or its \
          quarantine was restored or purged)"
@@ -111,17 +120,29 @@ pub async fn restore(
     storage: &Storage,
     job_id: Uuid,
 ) -> anyhow::Result<Result<Restored, RestoreRefusal>> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT status, operation FROM job_results WHERE job_id = $1")
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(String, String, Option<i64>)> = sqlx::query_as(
+        "SELECT status, operation, jsonb_array_length(checkpoint->'pending'->'files')::bigint
+         FROM job_results WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
     let folder = storage.root().join(trash::job_folder(job_id)).display().to_string();
-    if let Some((status, operation)) = &row {
+    // What covers these checks and the moves: no lock. A job that ended
+    // can start again only by a retry, after this check; a retry that
+    // resumes a pending batch is refused here (that batch is the only work
+    // that moves files without walking again), and one that walks afresh
+    // leaves restored files alone, since a move back gives them a new
+    // change time and so the whole grace period.
+    if let Some((status, operation, pending)) = &row {
         if matches!(status.as_str(), "queued" | "running") {
             return Ok(Err(RestoreRefusal::Unfinished(job_id, status.clone())));
         }
         if !matches!(operation.as_str(), "cleanup_orphaned_files" | "cleanup_all") {
             return Ok(Err(RestoreRefusal::NotASweep(job_id, operation.clone())));
+        }
+        if let Some(files) = pending.filter(|files| *files > 0) {
+            return Ok(Err(RestoreRefusal::PendingBatch(job_id, files)));
         }
     }
     let blocking = storage.clone();
