@@ -125,6 +125,9 @@ struct Decided {
     skipped: i64,
     /// The skipped rows with why, for a dry run's sample.
     skipped_items: Vec<crate::sample::SampleItem>,
+    /// Whether to keep `skipped_items` (a dry run): a real run has no use
+    /// for them and does not build them.
+    sampling: bool,
     errors: Vec<ErrorItem>,
     /// Held by another transaction (the row, or a task that uses it): tried
     /// again at the end of the phase.
@@ -177,7 +180,7 @@ async fn try_commit(
         let sql = TASKS.replace("LOCKING", if lock { "FOR SHARE SKIP LOCKED" } else { "" });
         sqlx::query_as(&sql).bind(&claimed).fetch_all(&mut *tx).await?
     };
-    let mut decided = decide(selector, rows, &tasks, page);
+    let mut decided = decide(selector, rows, &tasks, page, ctx.dry_run);
     let unclaimed: Vec<i64> = {
         let claimed: HashSet<i64> = claimed.into_iter().collect();
         page.ids.iter().copied().filter(|id| !claimed.contains(id)).collect()
@@ -260,8 +263,8 @@ async fn claim(
 
 /// Decides each claimed row from the tasks that use it, as this transaction
 /// holds them, and from what its file looked like.
-fn decide(selector: &RowSelector, rows: Vec<Candidate>, tasks: &[TaskRef], page: &Page) -> Decided {
-    let mut decided = Decided::default();
+fn decide(selector: &RowSelector, rows: Vec<Candidate>, tasks: &[TaskRef], page: &Page, sampling: bool) -> Decided {
+    let mut decided = Decided { sampling, ..Decided::default() };
     for row in rows {
         let users: Vec<&TaskRef> = tasks.iter().filter(|task| task.uses(row.id)).collect();
         if users.iter().any(|task| !task.held) {
@@ -270,9 +273,13 @@ fn decide(selector: &RowSelector, rows: Vec<Candidate>, tasks: &[TaskRef], page:
         }
         if users.iter().any(|task| !task.finished()) {
             decided.skipped += 1;
-            let active = users.iter().filter(|task| !task.finished()).map(|task| task.status.as_deref());
-            let reason = crate::sample::in_use_reason(active);
-            decided.skipped_items.push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(reason));
+            if decided.sampling {
+                let active = users.iter().filter(|task| !task.finished()).map(|task| task.status.as_deref());
+                let reason = crate::sample::in_use_reason(active);
+                decided
+                    .skipped_items
+                    .push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(reason));
+            }
             continue;
         }
         if !selector.rule.allows(row.id, &users) {
@@ -351,7 +358,9 @@ async fn keep_shared(conn: &mut PgConnection, decided: &mut Decided) -> sqlx::Re
             Some(_) => "another row refers to its file",
             None => "its path has no normal form",
         };
-        decided.skipped_items.push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(why));
+        if decided.sampling {
+            decided.skipped_items.push(crate::sample::SampleItem::new(Some(row.id), &row.storage_path).reason(why));
+        }
         false
     });
     decided.skipped += (before - decided.free.len()) as i64;
