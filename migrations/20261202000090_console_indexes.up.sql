@@ -25,7 +25,24 @@
 -- `job_results` while it runs (10 to 12 s for the three at a million rows
 -- on a 2-core machine). On a large table, build them beforehand with
 -- `CREATE INDEX CONCURRENTLY` and these same definitions (see OPERATIONS,
--- "Console"): the migration then finds them and skips them.
+-- "Console"): the migration then finds them and skips them. A concurrent
+-- build that failed leaves an invalid index of the same name, which
+-- `IF NOT EXISTS` would take for a built one: such an index is dropped and
+-- built here.
+DO $$
+DECLARE
+    broken regclass;
+BEGIN
+    FOR broken IN
+        SELECT i.indexrelid::regclass FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+        WHERE i.indrelid = 'job_results'::regclass AND NOT i.indisvalid
+          AND c.relname IN ('job_results_list_operation', 'job_results_list_status', 'job_results_list_requested_by')
+    LOOP
+        EXECUTE format('DROP INDEX %s', broken);
+    END LOOP;
+END
+$$;
+
 CREATE INDEX IF NOT EXISTS job_results_list_operation
     ON job_results (operation, created_at DESC, job_id DESC) INCLUDE (status, requested_by);
 CREATE INDEX IF NOT EXISTS job_results_list_status
