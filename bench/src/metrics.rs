@@ -99,6 +99,7 @@ async fn measure(args: &MetricsBench, db: &BenchDb, redis_url: &str) -> anyhow::
         min_grace: janitor_workers::engine::DEFAULT_MIN_GRACE,
         storage_root: None,
         schedules: Default::default(),
+        reclaimable: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -61,6 +61,7 @@ pub async fn serve(settings: &Settings, args: ServeArgs) -> anyhow::Result<ExitC
         min_grace: settings.min_grace,
         storage_root: Some(storage_root(settings)),
         schedules: Arc::new(schedules),
+        reclaimable: Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

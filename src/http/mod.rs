@@ -66,6 +66,9 @@ pub struct AppState {
     pub storage_root: Option<std::path::PathBuf>,
     /// The schedules the console shows (the config file's, or the defaults).
     pub schedules: Arc<Vec<janitor_workers::schedule::Schedule>>,
+    /// The overview's "Reclaimable now" figures, computed at most once a
+    /// minute in the background and shared by every view.
+    pub reclaimable: Arc<console::Reclaimable>,
 }
 
 /// The token name of an authenticated request (set by [`audit::gate`]).

@@ -227,3 +227,57 @@ async fn a_job_page_draws_its_batch_durations(pool: PgPool) {
     assert!(batches.contains("No batch has been timed yet.") && !batches.contains("<svg"), "{batches}");
     api.finish().await;
 }
+
+/// The overview's reclaimable bytes are `stats`'s, computed in the
+/// background: the first view does not wait for them and says so, a later
+/// one shows them.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_overview_shows_the_reclaimable_bytes_without_waiting_for_them(pool: PgPool) {
+    use crate::support::{insert_image, Image};
+    let api = Api::start(pool).await;
+    insert_image(api.pool(), None, &Image::expired("photos/a.jpg", 1000)).await;
+    insert_image(api.pool(), None, &Image::expired("photos/b.jpg", 2500)).await;
+    insert_image(api.pool(), None, &Image::fresh("photos/c.jpg", 7000)).await;
+    let cookie = session(&api, OPS.1).await;
+
+    let first = get(&api, "/", &cookie).await.text();
+    assert!(element(&first, "<section id=\"reclaimable\"", "</section>").contains("Being computed"), "{first}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let section = loop {
+        let page = get(&api, "/", &cookie).await.text();
+        let section = element(&page, "<section id=\"reclaimable\"", "</section>").to_owned();
+        if section.contains("data-bytes") {
+            break section;
+        }
+        assert!(std::time::Instant::now() < deadline, "the figures never came: {section}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let stats = janitor_workers::jobs::stats::collect(api.pool()).await.unwrap();
+    assert_eq!(stats.reclaimable_bytes, 3500);
+    assert!(section.contains(r#"data-bytes="3500""#), "{section}");
+    assert!(section.contains("in 2 expired images"), "{section}");
+}
+
+/// The jobs list's time filter: jobs created before a time (the form's
+/// `datetime-local` value, read as UTC, or RFC 3339); a bad one is a 422.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn the_jobs_list_filters_by_creation_time(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let mut ids = Vec::new();
+    for at in ["2026-01-01T08:00:00Z", "2026-01-02T08:00:00Z", "2026-01-03T08:00:00Z"] {
+        let id = job(api.pool(), "cleanup_expired_images", false, &format!("created_at = '{at}'")).await;
+        ids.push(id);
+    }
+    let cookie = session(&api, OPS.1).await;
+
+    for until in ["2026-01-02T09:00", "2026-01-02T09:00:00Z"] {
+        let page = get(&api, &format!("/jobs?until={until}"), &cookie).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let text = page.text();
+        let shown: Vec<bool> = ids.iter().map(|id| text.contains(&id.to_string())).collect();
+        assert_eq!(shown, [true, true, false], "until {until}");
+        assert!(text.contains(&format!(r#"value="{until}""#)), "the form keeps the filter");
+    }
+    let bad = get(&api, "/jobs?until=yesterday", &cookie).await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+}

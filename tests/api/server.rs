@@ -194,7 +194,19 @@ async fn state(database_url: &str, redis_url: &str, prefix: &str, config: &ApiCo
     let min_grace = janitor_workers::engine::DEFAULT_MIN_GRACE;
     let schedules = Arc::new(janitor_workers::schedule::Schedule::defaults());
     let proxies = Arc::new(janitor::http::proxies::TrustedProxies::parse(&config.trusted_proxies).unwrap());
-    AppState { pool, producer, redis, tokens, limits, failures, proxies, min_grace, storage_root: None, schedules }
+    AppState {
+        pool,
+        producer,
+        redis,
+        tokens,
+        limits,
+        failures,
+        proxies,
+        min_grace,
+        storage_root: None,
+        schedules,
+        reclaimable: Arc::default(),
+    }
 }
 
 /// The job id of a 202, checking the rest of its shape.

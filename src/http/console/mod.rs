@@ -31,6 +31,8 @@
 //! reads at most 24 x 32 rows of `job_activity`, the schedules two primary
 //! key reads per schedule, and an audit page at most 50 rows (a filtered
 //! one looks through at most 5,000 entries before it hands over a link).
+//! The reclaimable bytes are the figures `stats` last computed, at most a
+//! minute old, refreshed in the background (`pages/reclaimable.rs`).
 
 mod actions;
 mod layout;
@@ -38,6 +40,8 @@ mod login;
 mod pages;
 mod planning;
 pub mod session;
+
+pub use pages::reclaimable::Reclaimable;
 
 use std::net::SocketAddr;
 

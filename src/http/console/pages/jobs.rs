@@ -31,6 +31,10 @@ struct Filters {
     operation: String,
     status: String,
     requested_by: String,
+    /// "Created before", as the form's `datetime-local` field gives it
+    /// (`2026-12-01T09:30`, read as UTC) or as RFC 3339.
+    until: String,
+    /// The paging cursor (after the last job shown).
     before: String,
 }
 
@@ -43,6 +47,7 @@ impl Filters {
                 "operation" => filters.operation = value,
                 "status" => filters.status = value,
                 "requested_by" => filters.requested_by = value,
+                "until" => filters.until = value,
                 "before" => filters.before = value,
                 _ => {}
             }
@@ -55,8 +60,16 @@ impl Filters {
         if !self.status.is_empty() && !STATUSES.contains(&self.status.as_str()) {
             return Err(ApiError::invalid("status", format!("must be one of {}", STATUSES.join(", "))));
         }
-        let before = match given(&self.before) {
+        let until = match given(&self.until) {
             None => None,
+            Some(raw) => {
+                Some((parse_time(&raw).ok_or_else(|| ApiError::invalid("until", "not a date and time"))?, None))
+            }
+        };
+        // A page after the first goes on from its cursor, which lies before
+        // `until` (the first page's filter) already.
+        let before = match given(&self.before) {
+            None => until,
             Some(raw) => Some(results::parse_cursor(&raw).ok_or_else(|| ApiError::invalid("before", "bad cursor"))?),
         };
         Ok(ListFilter {
@@ -71,9 +84,12 @@ impl Filters {
     /// The query string of the next page.
     fn next(&self, cursor: &str) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        for (key, value) in
-            [("operation", &self.operation), ("status", &self.status), ("requested_by", &self.requested_by)]
-        {
+        for (key, value) in [
+            ("operation", &self.operation),
+            ("status", &self.status),
+            ("requested_by", &self.requested_by),
+            ("until", &self.until),
+        ] {
             if !value.is_empty() {
                 query.append_pair(key, value);
             }
@@ -127,6 +143,18 @@ fn short(id: Uuid) -> String {
     id.to_string()[..8].to_owned()
 }
 
+/// A time as the form's `datetime-local` field sends it (no zone: UTC),
+/// with or without seconds, or as RFC 3339.
+fn parse_time(raw: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Some(at.with_timezone(&chrono::Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(raw, format).ok())
+        .map(|naive| naive.and_utc())
+}
+
 fn filter_form(filters: &Filters) -> Markup {
     html! {
         form.filters id="filters" method="get" action="/jobs" {
@@ -141,6 +169,8 @@ fn filter_form(filters: &Filters) -> Markup {
             }
             label for="requested_by" { "Requested by" }
             input id="requested_by" name="requested_by" type="text" value=(filters.requested_by);
+            label for="until" { "Created before (UTC)" }
+            input id="until" name="until" type="datetime-local" step="1" value=(filters.until);
             button type="submit" { "Filter" }
         }
     }

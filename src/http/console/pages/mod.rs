@@ -8,5 +8,6 @@ pub mod jobs;
 pub mod overview;
 pub mod plan;
 mod plan_sample;
+pub mod reclaimable;
 pub mod restore;
 pub mod schedules;

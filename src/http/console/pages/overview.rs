@@ -8,8 +8,9 @@
 //! Cheap whatever the history holds: the queues are `XLEN`/`XRANGE COUNT 1`
 //! per lane, the running jobs at most [`RUNNING_LIMIT`] rows through the
 //! partial index on unfinished jobs, the activity at most 768 rows of the
-//! `job_activity` ring, the schedules two primary-key reads each, and
-//! nothing counts `job_results`.
+//! `job_activity` ring, the schedules two primary-key reads each, the
+//! reclaimable bytes the figures last computed in the background (see
+//! `reclaimable`), and nothing counts `job_results`.
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ use serde::Serialize;
 
 use super::super::layout;
 use super::super::session::Session;
-use super::{activity, schedules};
+use super::{activity, reclaimable, schedules};
 use crate::http::metrics::{self, LaneStats};
 use crate::http::AppState;
 
@@ -120,6 +121,7 @@ pub async fn page(State(state): State<AppState>, session: Session) -> Response {
             p.empty hidden[!running.is_empty()] { "No job is running." }
         }
         (dead(lanes.as_deref()))
+        (reclaimable::section(&state.reclaimable, &state.pool))
         (activity::section(&activity))
         (schedules::summary(&schedules))
     };
