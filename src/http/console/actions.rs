@@ -17,7 +17,7 @@ use axum::response::Response;
 use uuid::Uuid;
 
 use super::session::Session;
-use super::{audit, forbidden, form_field, layout, see_other, Remote};
+use super::{audit, forbidden, layout, refusal, see_other, Remote};
 use crate::http::error::ApiError;
 use crate::http::{jobs, AppState};
 
@@ -32,14 +32,7 @@ struct Action<'a> {
 impl Action<'_> {
     /// Steps 2 to 4; `Err` is the refusal, audited.
     async fn admit(&self, body: &[u8]) -> Result<(), Response> {
-        let refusal = if !self.session.check_csrf(form_field(body, "csrf").as_deref()) {
-            Some("the form's CSRF token is missing or wrong; reload the page and try again".to_owned())
-        } else if self.session.read_only {
-            Some(format!("token {:?} is read-only: it may look, not act", self.session.name))
-        } else {
-            None
-        };
-        if let Some(why) = refusal {
+        if let Some(why) = refusal(self.session, body) {
             self.audit(403, None).await;
             return Err(forbidden(self.session, &why));
         }

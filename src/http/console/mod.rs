@@ -119,6 +119,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Remote {
     }
 }
 
+/// Why a console POST may change nothing, if it may not: its form lacks
+/// the session's CSRF token, or the session's token is read-only. Every
+/// action and the planning forms ask this first, so the two rules live here
+/// once.
+fn refusal(session: &session::Session, body: &[u8]) -> Option<String> {
+    if !session.check_csrf(form_field(body, "csrf").as_deref()) {
+        Some("the form's CSRF token is missing or wrong; reload the page and try again".to_owned())
+    } else if session.read_only {
+        Some(format!("token {:?} is read-only: it may look, not act", session.name))
+    } else {
+        None
+    }
+}
+
 /// One field of a form-encoded body, whatever the request's content type
 /// says (a body that is no form has no field).
 fn form_field(body: &[u8], name: &str) -> Option<String> {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::pages::plan;
 use super::session::Session;
-use super::{forbidden, form_field, layout, see_other, Remote};
+use super::{forbidden, form_field, layout, refusal, see_other, Remote};
 use crate::http::audit::{self as trail, Entry};
 use crate::http::cleanup;
 use crate::http::error::ApiError;
@@ -154,11 +154,7 @@ impl Audit<'_> {
 
     /// The CSRF and read-only checks; `Err` is the refusal, audited.
     async fn admit(&self, body: &[u8]) -> Result<(), Response> {
-        let why = if !self.session.check_csrf(form_field(body, "csrf").as_deref()) {
-            "the form's CSRF token is missing or wrong; reload the page and try again".to_owned()
-        } else if self.session.read_only {
-            format!("token {:?} is read-only: it may look, not act", self.session.name)
-        } else {
+        let Some(why) = refusal(self.session, body) else {
             return Ok(());
         };
         self.write(403, None, json!({})).await;
