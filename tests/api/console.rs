@@ -8,9 +8,34 @@ use uuid::Uuid;
 use crate::client::{self, Response};
 use crate::server::{accepted_job, Api, ApiConfig, OPS, VIEWER};
 
+/// Logs in as a browser does: gets the form (its CSRF token and the
+/// cookie that carries it), then posts it with the token.
 pub(crate) async fn login(api: &Api, token: &str, headers: &[(&str, &str)]) -> Response {
-    let body = format!("token={}", client::encode(token));
-    client::form(api.addr, "POST", "/login", headers, &body).await
+    let form = client::form(api.addr, "GET", "/login", headers, "").await;
+    let (csrf, cookie) = login_form_token(&form);
+    let body = format!("token={}&csrf={csrf}", client::encode(token));
+    let mut headers = headers.to_vec();
+    headers.push(("Cookie", &cookie));
+    client::form(api.addr, "POST", "/login", &headers, &body).await
+}
+
+/// The login form's CSRF field and the `Cookie` header value of its cookie.
+fn login_form_token(form: &Response) -> (String, String) {
+    let text = form.text();
+    let csrf = text.split(r#"name="csrf" value=""#).nth(1).and_then(|rest| rest.split('"').next());
+    let csrf = csrf.unwrap_or_else(|| panic!("no csrf field in {text}")).to_owned();
+    let set = form.headers.iter().find(|(name, value)| name == "set-cookie" && value.starts_with("janitor_login="));
+    let cookie = set.expect("the login form's cookie").1.split(';').next().unwrap().to_owned();
+    (csrf, cookie)
+}
+
+/// The session cookie a response set, if any.
+fn session_cookie(response: &Response) -> Option<&str> {
+    response
+        .headers
+        .iter()
+        .find(|(name, value)| name == "set-cookie" && value.starts_with("janitor_session="))
+        .map(|(_, value)| value.as_str())
 }
 
 /// Logs in and returns the `Cookie` header value of the session.
@@ -55,19 +80,19 @@ async fn a_good_token_logs_in_with_a_strict_cookie_and_a_wrong_one_sets_nothing(
 
     let wrong = login(&api, "ops-token-0123456789abcdeX", &[]).await;
     assert_eq!(wrong.status, 401, "{}", wrong.text());
-    assert_eq!(wrong.header("set-cookie"), None);
+    assert_eq!(session_cookie(&wrong), None);
     assert!(wrong.text().contains(r#"<p class="error" role="alert">"#), "{}", wrong.text());
 
     let good = login(&api, OPS.1, &[]).await;
     assert_eq!((good.status, good.header("location")), (303, Some("/")), "{}", good.text());
-    let cookie = good.header("set-cookie").unwrap();
+    let cookie = session_cookie(&good).unwrap();
     assert!(cookie.starts_with("janitor_session="), "{cookie}");
     for flag in ["; HttpOnly", "; SameSite=Strict", "; Path=/"] {
         assert!(cookie.contains(flag), "{flag} in {cookie}");
     }
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
     let behind_tls = login(&api, OPS.1, &[("X-Forwarded-Proto", "https")]).await;
-    assert!(behind_tls.header("set-cookie").unwrap().ends_with("; Secure"));
+    assert!(session_cookie(&behind_tls).unwrap().ends_with("; Secure"));
 
     let id = cookie.split(';').next().unwrap().trim_start_matches("janitor_session=");
     let stored: Vec<Vec<u8>> =
@@ -216,5 +241,36 @@ async fn a_session_of_a_token_value_no_longer_configured_ends(pool: PgPool) {
         .unwrap();
     let page = get(&api, "/", &cookie).await;
     assert_eq!((page.status, page.header("location")), (303, Some("/login")), "{}", page.text());
+    api.finish().await;
+}
+
+/// A login posted without the form's CSRF token (as another site's page
+/// would post it: it cannot read the form's cookie, and the browser does
+/// not send it cross-site), or with another form's, is refused before the
+/// token is looked at, even with a good token: no session, audited.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_login_without_its_forms_csrf_token_is_refused(pool: PgPool) {
+    let api = Api::start(pool).await;
+    let body = format!("token={}", client::encode(OPS.1));
+    let bare = client::form(api.addr, "POST", "/login", &[], &body).await;
+    assert_eq!(bare.status, 403, "{}", bare.text());
+    assert_eq!(session_cookie(&bare), None);
+    assert!(bare.text().contains("sent from another site"), "{}", bare.text());
+
+    // One form's field with another form's cookie.
+    let (csrf, _) = login_form_token(&client::form(api.addr, "GET", "/login", &[], "").await);
+    let (_, cookie) = login_form_token(&client::form(api.addr, "GET", "/login", &[], "").await);
+    let body = format!("token={}&csrf={csrf}", client::encode(OPS.1));
+    let crossed = client::form(api.addr, "POST", "/login", &[("Cookie", &cookie)], &body).await;
+    assert_eq!(crossed.status, 403, "{}", crossed.text());
+    assert_eq!(session_cookie(&crossed), None);
+
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM console_sessions").fetch_one(api.pool()).await.unwrap();
+    assert_eq!(stored, 0, "no session was made");
+    let logins: Vec<_> =
+        api.audit_rows().await.into_iter().filter(|row| row.2 == "/login").map(|r| (r.0, r.4)).collect();
+    assert_eq!(logins, [(None, 403)], "the refusal is audited once (its repeat counts, as wrong tokens do)");
+    let good = login(&api, OPS.1, &[]).await;
+    assert_eq!(good.status, 303, "the form's own token logs in: {}", good.text());
     api.finish().await;
 }

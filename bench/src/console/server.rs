@@ -104,8 +104,14 @@ impl Serve {
     /// Logs in with a token through the form, as a browser does, and
     /// returns the session's `Cookie` value.
     pub async fn login(&self, token: &str) -> anyhow::Result<String> {
-        let body = format!("token={}", url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>());
-        let response = request(self.addr, "POST", "/login", "", &body).await?;
+        let form = request(self.addr, "GET", "/login", "", "").await?;
+        let login_cookie = form.header("set-cookie").context("no login form cookie")?;
+        let login_cookie = login_cookie.split(';').next().unwrap_or_default();
+        let csrf = form.body.split(r#"name="csrf" value=""#).nth(1).and_then(|rest| rest.split('"').next());
+        let csrf = csrf.context("no csrf field in the login form")?;
+        let token = url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>();
+        let body = format!("token={token}&csrf={csrf}");
+        let response = request(self.addr, "POST", "/login", login_cookie, &body).await?;
         anyhow::ensure!(response.status == 303, "POST /login answered {}: {}", response.status, response.body);
         let cookie = response.header("set-cookie").context("no session cookie")?;
         Ok(cookie.split(';').next().unwrap_or_default().to_owned())

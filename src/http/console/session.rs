@@ -58,14 +58,7 @@ impl SessionId {
 
     /// The id in a request's `Cookie` headers, if any.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE_NAME)
-            .and_then(|(_, value)| Self::parse(value.trim()))
+        cookie_value(headers, COOKIE_NAME).and_then(Self::parse)
     }
 
     /// The `Set-Cookie` value that gives the browser this id.
@@ -100,6 +93,44 @@ pub fn is_https(headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|value| value.to_str().ok())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// A cookie's value in a request's `Cookie` headers, if any.
+fn cookie_value<'h>(headers: &'h HeaderMap, cookie: &str) -> Option<&'h str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie)
+        .map(|(_, value)| value.trim())
+}
+
+/// The login form's CSRF token lives in this cookie and in the form's
+/// `csrf` field (a double submit): a page of another site can post the
+/// form, but cannot read or set the cookie, and `SameSite=Strict` keeps
+/// the browser from sending it with a cross-site request. So a login that
+/// another site started (to log the browser in under the attacker's token)
+/// is refused.
+const LOGIN_COOKIE: &str = "janitor_login";
+
+/// A fresh login form token, and the `Set-Cookie` value that goes with it
+/// (for the login form's path only, for an hour).
+pub fn login_token(secure: bool) -> (String, String) {
+    let token = random_hex();
+    let cookie =
+        format!("{LOGIN_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/login; Max-Age=3600{}", secure_flag(secure));
+    (token, cookie)
+}
+
+/// Whether a login's `csrf` field is the token of its cookie (in constant
+/// time).
+pub fn login_token_matches(headers: &HeaderMap, presented: Option<&str>) -> bool {
+    match (cookie_value(headers, LOGIN_COOKIE), presented) {
+        (Some(cookie), Some(field)) if !cookie.is_empty() => bool::from(cookie.as_bytes().ct_eq(field.as_bytes())),
+        _ => false,
+    }
 }
 
 fn random_hex() -> String {
