@@ -63,7 +63,7 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         params: Params::parse(request.uri().query(), &ALL_PARAMS)
             .map(|p| p.to_json())
             .unwrap_or_else(|_| raw_query(request.uri().query())),
-        remote: remote.map(|r| r.to_string()),
+        remote: state.proxies.audit_address(remote, request.headers()),
     };
     let cross_site =
         state.tokens.is_none() && !request.method().is_safe() && !request.headers().contains_key(REQUEST_HEADER);

@@ -130,6 +130,17 @@ impl TrustedProxies {
         Some(client)
     }
 
+    /// The address an audit row records: the peer's, or behind a trusted
+    /// proxy the client's with the proxy after it
+    /// (`203.0.113.7 via 10.0.0.2:51234`).
+    pub fn audit_address(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<String> {
+        let peer = peer?;
+        Some(match self.client(Some(peer), headers) {
+            Some(client) if client != peer.ip().to_canonical() => format!("{client} via {peer}"),
+            _ => peer.to_string(),
+        })
+    }
+
     /// The failure limit's [`Source`] of a request: its client's address.
     pub fn source(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Source {
         Source::of_ip(self.client(peer, headers))

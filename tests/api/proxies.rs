@@ -37,6 +37,13 @@ async fn without_trusted_proxies_a_forwarded_address_is_ignored(pool: PgPool) {
     }
     assert_eq!(statuses, [401, 401, 401, 429, 429]);
     assert_eq!(login_as(&api, OPS.1, "203.0.113.77").await, 429, "a fresh claimed address does not help");
+    // Audit rows name the peer only: a claimed address is not believed.
+    let remotes: Vec<String> =
+        sqlx::query_scalar("SELECT remote FROM audit_log WHERE path = '/login'").fetch_all(api.pool()).await.unwrap();
+    assert!(
+        !remotes.is_empty() && remotes.iter().all(|r| r.starts_with("127.0.0.1:") && !r.contains("via")),
+        "{remotes:?}"
+    );
     api.finish().await;
 }
 
@@ -68,5 +75,18 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_allowance(pool
     };
     assert_eq!(stats("198.51.100.1").await, 429);
     assert_eq!(stats("198.51.100.2").await, 200);
+    // Audit rows name the client, and the proxy it came through.
+    let remotes = |path: &'static str| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT remote FROM audit_log WHERE path = $1 AND status IN (200, 303) ORDER BY id",
+        )
+        .bind(path)
+        .fetch_all(api.pool())
+    };
+    let logins = remotes("/login").await.unwrap();
+    assert!(logins[0].starts_with("198.51.100.2 via 127.0.0.1:"), "{logins:?}");
+    assert!(logins[1].starts_with("203.0.113.9 via 127.0.0.1:"), "{logins:?}");
+    let stats_rows = remotes("/api/v1/admin/cleanup/stats").await.unwrap();
+    assert!(stats_rows[0].starts_with("198.51.100.2 via 127.0.0.1:"), "{stats_rows:?}");
     api.finish().await;
 }

@@ -44,7 +44,7 @@ impl Action<'_> {
     }
 
     async fn audit(&self, status: u16, job_id: Option<Uuid>) {
-        audit(self.state, Some(&self.session.name), "POST", &self.path, self.remote.0, status, job_id).await;
+        audit(self.state, Some(&self.session.name), "POST", &self.path, &self.remote, status, job_id).await;
     }
 
     /// The answer to an action that ran: 303 on success, else the error

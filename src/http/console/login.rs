@@ -57,16 +57,16 @@ pub async fn form(headers: HeaderMap) -> Response {
     form_page(StatusCode::OK, None, &headers)
 }
 
-pub async fn login(State(state): State<AppState>, Remote(remote): Remote, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn login(State(state): State<AppState>, remote: Remote, headers: HeaderMap, body: Bytes) -> Response {
     const PATH: &str = "/login";
-    let source = state.proxies.source(remote, &headers);
+    let source = state.proxies.source(remote.peer, &headers);
     let Some(tokens) = &state.tokens else {
         let message = "The console needs admin tokens (JANITOR_ADMIN_TOKENS); none is configured.";
         return form_page(StatusCode::FORBIDDEN, Some(message), &headers);
     };
     if let Err((retry_after, counted)) = state.failures.admit(source, "POST", PATH) {
         if counted == Audit::Write {
-            audit(&state, None, "POST", PATH, remote, 429, None).await;
+            audit(&state, None, "POST", PATH, &remote, 429, None).await;
         }
         let message = format!("Too many failed logins from this address; try again in {retry_after} s.");
         let mut response = form_page(StatusCode::TOO_MANY_REQUESTS, Some(&message), &headers);
@@ -77,7 +77,7 @@ pub async fn login(State(state): State<AppState>, Remote(remote): Remote, header
     // refused whatever it carries, and costs the address a try.
     if !session::login_token_matches(&headers, form_field(&body, "csrf").as_deref()) {
         if state.failures.failed(source, "POST", PATH) == Audit::Write {
-            audit(&state, None, "POST", PATH, remote, 403, None).await;
+            audit(&state, None, "POST", PATH, &remote, 403, None).await;
         }
         let message = "The login form expired or was sent from another site; log in again.";
         return form_page(StatusCode::FORBIDDEN, Some(message), &headers);
@@ -85,7 +85,7 @@ pub async fn login(State(state): State<AppState>, Remote(remote): Remote, header
     let presented = form_field(&body, "token").unwrap_or_default();
     let Some(grant) = tokens.verify(&presented) else {
         if state.failures.failed(source, "POST", PATH) == Audit::Write {
-            audit(&state, None, "POST", PATH, remote, 401, None).await;
+            audit(&state, None, "POST", PATH, &remote, 401, None).await;
         }
         return form_page(StatusCode::UNAUTHORIZED, Some("That token was not accepted."), &headers);
     };
@@ -97,7 +97,7 @@ pub async fn login(State(state): State<AppState>, Remote(remote): Remote, header
             return form_page(StatusCode::SERVICE_UNAVAILABLE, Some(message), &headers);
         }
     };
-    audit(&state, Some(&grant.name), "POST", PATH, remote, 303, None).await;
+    audit(&state, Some(&grant.name), "POST", PATH, &remote, 303, None).await;
     tracing::info!(actor = %grant.name, read_only = grant.read_only, "console login");
     let cookie = id.cookie(session::is_https(&headers));
     (StatusCode::SEE_OTHER, [(LOCATION, "/".to_owned()), (SET_COOKIE, cookie)]).into_response()
@@ -105,20 +105,20 @@ pub async fn login(State(state): State<AppState>, Remote(remote): Remote, header
 
 pub async fn logout(
     State(state): State<AppState>,
-    Remote(remote): Remote,
+    remote: Remote,
     session: Session,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     const PATH: &str = "/logout";
     if !session.check_csrf(form_field(&body, "csrf").as_deref()) {
-        audit(&state, Some(&session.name), "POST", PATH, remote, 403, None).await;
+        audit(&state, Some(&session.name), "POST", PATH, &remote, 403, None).await;
         return super::forbidden(&session, "the form's CSRF token is missing or wrong; reload the page");
     }
     if let Err(err) = session.end(&state.pool).await {
         return layout::error(&session, err.into());
     }
-    audit(&state, Some(&session.name), "POST", PATH, remote, 303, None).await;
+    audit(&state, Some(&session.name), "POST", PATH, &remote, 303, None).await;
     let cookie = session::clear_cookie(session::is_https(&headers));
     (StatusCode::SEE_OTHER, [(LOCATION, "/login".to_owned()), (SET_COOKIE, cookie)]).into_response()
 }

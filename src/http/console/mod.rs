@@ -108,14 +108,19 @@ async fn headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// The remote address, when served over TCP.
-pub struct Remote(pub Option<SocketAddr>);
+/// The remote address, when served over TCP: the peer's, and what an audit
+/// row records of it (the client's, behind a trusted proxy).
+pub struct Remote {
+    pub peer: Option<SocketAddr>,
+    audited: Option<String>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for Remote {
+impl FromRequestParts<AppState> for Remote {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0)))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        Ok(Self { peer, audited: state.proxies.audit_address(peer, &parts.headers) })
     }
 }
 
@@ -145,7 +150,7 @@ async fn audit(
     actor: Option<&str>,
     method: &str,
     path: &str,
-    remote: Option<SocketAddr>,
+    remote: &Remote,
     status: u16,
     job_id: Option<Uuid>,
 ) {
@@ -154,7 +159,7 @@ async fn audit(
         method: method.to_owned(),
         path: path.to_owned(),
         params: serde_json::json!({ "via": "console" }),
-        remote: remote.map(|r| r.to_string()),
+        remote: remote.audited.clone(),
     };
     trail::record(&state.pool, &entry, status, job_id).await;
 }

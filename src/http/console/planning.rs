@@ -147,7 +147,7 @@ impl Audit<'_> {
             method: "POST".to_owned(),
             path: self.path.clone(),
             params,
-            remote: self.remote.0.map(|r| r.to_string()),
+            remote: self.remote.audited.clone(),
         };
         trail::record(&self.state.pool, &entry, status, job_id).await;
     }
