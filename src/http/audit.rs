@@ -87,7 +87,23 @@ pub async fn gate(State(state): State<AppState>, mut request: Request, next: Nex
         }
         (Some(grant), Ok(())) => {
             request.extensions_mut().insert(Actor(grant.name));
-            (next.run(request).await, Audit::Write)
+            // The request runs, and its row is written, in a task of its
+            // own: a client that hangs up, or the request timeout, drops
+            // this future but not the work it started (a restore goes on
+            // moving files on a blocking thread), and the audit row of
+            // what was done is still written.
+            let pool = state.pool.clone();
+            let run = tokio::spawn(async move {
+                let response = next.run(request).await;
+                let job_id = response.extensions().get::<JobCreated>().map(|j| j.0);
+                record(&pool, &entry, response.status().as_u16(), job_id).await;
+                response
+            });
+            return match run.await {
+                Ok(response) => response,
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                Err(err) => ApiError::Internal(anyhow::anyhow!("the request's task ended: {err}")).into_response(),
+            };
         }
     };
     let job_id = response.extensions().get::<JobCreated>().map(|j| j.0);

@@ -13,7 +13,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use uuid::Uuid;
 
 use super::session::Session;
@@ -123,13 +123,25 @@ pub async fn restore(
     if let Err(refused) = action.admit(&body).await {
         return refused;
     }
-    let id = job_id(&raw).ok();
-    let outcome = async {
-        let job_id = job_id(&raw)?;
-        let report = jobs::restore_job(&state, job_id).await?;
-        Ok(format!("/jobs/{job_id}?restored={}&left={}", report.restored, report.conflicts.len()))
-    };
-    action.finish(outcome.await, id).await
+    let Action { path, remote, .. } = action;
+    // As in the API's gate: the restore and its audit row run in a task of
+    // their own, which a browser that gives up waiting does not stop.
+    let run = tokio::spawn(async move {
+        let action = Action { state: &state, session: &session, path, remote };
+        let id = job_id(&raw).ok();
+        let outcome = async {
+            let job_id = job_id(&raw)?;
+            let report = jobs::restore_job(&state, job_id).await?;
+            Ok(format!("/jobs/{job_id}?restored={}&left={}", report.restored, report.conflicts.len()))
+        };
+        action.finish(outcome.await, id).await
+    });
+    match run.await {
+        Ok(response) => response,
+        Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        // Only a runtime shutting down cancels a task.
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 pub async fn discard(

@@ -147,3 +147,43 @@ async fn without_a_storage_root_restoring_explains_itself(pool: PgPool) {
     assert!(api.env.store.exists(&trashed(swept)), "nothing moved");
     api.finish().await;
 }
+
+/// A client that hangs up in the middle of a long restore does not stop it
+/// (the files go on moving on a blocking thread), and the audit row of what
+/// was done is still written: the request runs in a task of its own.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_restore_whose_client_hung_up_is_still_audited(pool: PgPool) {
+    use tokio::io::AsyncWriteExt as _;
+    let api = Api::with(pool, ApiConfig { tokens: Some(vec![OPS, VIEWER]), ..ApiConfig::default() }).await;
+    let id = job(api.pool(), "cleanup_orphaned_files", false, "status = 'completed', deleted_count = 1").await;
+    // Enough files that the restore outlasts the hang-up.
+    let files = 20_000;
+    for i in 0..files {
+        api.env.store.write(&format!(".janitor-trash/{id}/photos/{:03}/{i}.jpg", i / 1000), 1);
+    }
+    let mut conn = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let request = format!(
+        "POST {BASE}/jobs/{id}/restore HTTP/1.1\r\nHost: janitor\r\nAuthorization: Bearer {}\r\nContent-Length: 0\r\n\r\n",
+        OPS.1
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    // Hang up once the restore has begun: the first file is back.
+    let first = "photos/000/0.jpg";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !api.env.store.exists(first) {
+        assert!(std::time::Instant::now() < deadline, "the restore never began");
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    drop(conn);
+    assert!(!api.env.store.exists(&format!("photos/019/{}.jpg", files - 1)), "hung up before the restore ended");
+
+    let path = format!("{BASE}/jobs/{id}/restore");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while audited(&api, &path).await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no audit row for the restore");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(audited(&api, &path).await, [(Some("ops".to_owned()), 200, Some(id))]);
+    assert!(api.env.store.exists(&format!("photos/019/{}.jpg", files - 1)), "the restore finished");
+    api.finish().await;
+}
