@@ -89,6 +89,15 @@ async fn a_plan_is_a_dry_run_then_the_same_job_for_real(pool: PgPool) {
         "{text}"
     );
     assert!(text.contains(&format!(r#"<form id="run" method="post" action="/plan/{plan}/run">"#)), "{text}");
+    // The confirmation says how old the numbers are.
+    let ended: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT finished_at FROM job_results WHERE job_id = $1")
+            .bind(plan)
+            .fetch_one(api.pool())
+            .await
+            .unwrap();
+    let stamp = ended.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    assert!(text.contains("the dry run's numbers, from ") && text.contains(&format!(" ago ({stamp})")), "{text}");
     let run = format!("/plan/{plan}/run");
     assert_eq!(post(&api, &run, &cookie, "").await.status, 403, "a run without the CSRF token is refused");
     assert_eq!(api.jobs().await.len(), 1, "and enqueues nothing");

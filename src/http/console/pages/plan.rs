@@ -182,6 +182,14 @@ fn outcome(session: &Session, record: &JobRecord) -> Markup {
     }
 }
 
+/// How long ago the dry run ended, for the confirmation: a plan made days
+/// ago may no longer describe the store.
+fn planned_ago(record: &janitor_workers::JobRecord) -> String {
+    let ended = record.finished_at.unwrap_or(record.updated_at);
+    let secs = (chrono::Utc::now() - ended).num_milliseconds().max(0) as f64 / 1000.0;
+    format!("{} ago ({})", layout::duration(secs), layout::time(ended))
+}
+
 pub async fn confirm(State(state): State<AppState>, session: Session, Path(raw): Path<String>) -> Response {
     let record = match load(&state, &session, &raw).await {
         Ok(record) if record.status == "completed" => record,
@@ -196,8 +204,10 @@ pub async fn confirm(State(state): State<AppState>, session: Session, Path(raw):
             strong { (bytes(record.deleted_bytes)) } ", and leave " (record.skipped_count) " in use alone: "
             (describe(&record)) "."
         }
-        p.hint { "These are the dry run's numbers. The real run decides again, item by item: \
-                  what changed since may make it take a little more or less, and it never takes an image in use." }
+        p.hint id="plan-age" {
+            "These are the dry run's numbers, from " (planned_ago(&record)) ". The real run decides again, \
+             item by item: what changed since may make it take more or less, and it never takes an image in use."
+        }
         @if session.read_only {
             p.hint { "This token is read-only: it cannot run the plan." }
         } @else {
