@@ -64,7 +64,8 @@ CREATE TRIGGER job_activity_update AFTER UPDATE ON job_results
           OR (NEW.status = 'failed' AND OLD.status IS DISTINCT FROM 'failed'))
     EXECUTE FUNCTION janitor_count_activity();
 
--- The backfill: jobs that ended in the last 24 hours, each counted whole in
+-- The backfill: jobs that ended in the 24 hours the chart shows (this one
+-- and the 23 before it), each counted whole in
 -- the hour it ended (their batches' own hours are not recorded). Creating
 -- the trigger above locks out writes to `job_results` until this commits,
 -- so no job is counted twice or missed.
@@ -75,5 +76,5 @@ SELECT (floor(extract(epoch FROM janitor_activity_hour(finished_at)) / 3600)::bi
        coalesce(sum(deleted_bytes) FILTER (WHERE NOT dry_run), 0),
        coalesce(sum(error_count), 0), count(*) FILTER (WHERE status = 'failed')
 FROM job_results
-WHERE finished_at > now() - interval '23 hours' AND finished_at <= now()
+WHERE finished_at >= janitor_activity_hour(now()) - interval '23 hours' AND finished_at <= now()
 GROUP BY 1, 2, 3;
