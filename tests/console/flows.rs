@@ -74,6 +74,11 @@ async fn an_operator_watches_a_job_move_cancels_it_and_logs_out(pool: PgPool) {
         assert!(std::time::Instant::now() < deadline, "the progress bar did not move from {first} within 20 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Its maximum is the job's estimated total, and the summary has an ETA.
+    let max = browser.find(&bar).await.attr("max").await.unwrap();
+    assert_eq!(max.as_deref(), Some("400"), "the bar's maximum is the job's estimated total");
+    let summary = browser.text(&format!("#running .job[data-job-id='{job}'] .summary")).await;
+    assert!(summary.contains(" of about 400 items") && !summary.contains("ETA unknown"), "{summary}");
     let kept: serde_json::Value =
         browser.client.execute("return document.documentElement.dataset.mark", vec![]).await.unwrap();
     assert_eq!(kept, "kept", "the page updated itself, without a reload");

@@ -8,6 +8,7 @@ mod support;
 mod harness;
 
 mod concurrency;
+mod estimate;
 mod guards;
 mod in_use;
 mod intents;

@@ -144,7 +144,12 @@ impl Engine {
                 progress.errors = errors;
                 progress
             }
-            None => Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap),
+            None => {
+                let mut progress = Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap);
+                // Only the first start estimates: a resumed run keeps it.
+                progress.checkpoint.estimated_total = jobs::estimate::total(&self.pool, &spec.job, now).await;
+                progress
+            }
         };
         // A job built in code may carry a duration no decoding would accept:
         // it ends here as bad input, never in time arithmetic.

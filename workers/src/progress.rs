@@ -100,6 +100,10 @@ pub struct Checkpoint {
     /// skipped (see [`crate::sample`]); empty, and not written, otherwise.
     #[serde(default, skip_serializing_if = "Sample::is_empty")]
     pub sample: Sample,
+    /// The items the job was estimated to have when it first started (see
+    /// `jobs::estimate`): for the console's progress bar and ETA only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_total: Option<i64>,
 }
 
 /// Upper bounds (seconds) of the batch-duration histogram's buckets.
@@ -182,6 +186,7 @@ impl Progress {
                 census: None,
                 intents: 0,
                 sample: Sample::default(),
+                estimated_total: None,
             },
             errors: Vec::new(),
             error_cap,

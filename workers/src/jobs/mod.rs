@@ -8,6 +8,7 @@
 
 pub mod all;
 pub(crate) mod context;
+pub(crate) mod estimate;
 pub mod expired;
 pub mod old_results;
 pub mod orphaned;

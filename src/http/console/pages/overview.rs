@@ -19,6 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use janitor_workers::progress::Checkpoint;
 use janitor_workers::results;
 use janitor_workers::JobRecord;
 use maud::{html, Markup};
@@ -44,8 +45,8 @@ pub struct Running {
     pub dry_run: bool,
     /// Items handled so far: deleted, skipped (in use) and failed.
     pub done: i64,
-    /// The estimated total of items, when known. No operation estimates it
-    /// yet, so the bar shows the count without a maximum.
+    /// The estimated total of items, when known (bulk jobs: see
+    /// `jobs::estimate`); without it the bar shows the count alone.
     pub total: Option<i64>,
     /// Items a second since the job started.
     pub rate: f64,
@@ -57,13 +58,18 @@ pub struct Running {
 
 impl Running {
     fn of(record: &JobRecord) -> Self {
-        let done = record.deleted_count + record.skipped_count + record.error_count;
+        let checkpoint: Option<Checkpoint> =
+            record.checkpoint.clone().and_then(|value| serde_json::from_value(value).ok());
+        let done = done(record, checkpoint.as_ref());
         let elapsed = record.started_at.map_or(0.0, |at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0);
         let rate = if elapsed > 0.0 { done as f64 / elapsed } else { 0.0 };
-        let total: Option<i64> = None;
+        // Estimated when the job first started (`jobs::estimate`); a store
+        // that grew since can take the count past it.
+        let total = checkpoint.and_then(|c| c.estimated_total).map(|total| total.max(done));
         let eta_secs = total.filter(|_| rate > 0.0).map(|total| (total - done).max(0) as f64 / rate);
         let eta = eta_secs.map_or("ETA unknown".to_owned(), |secs| format!("ETA {}", layout::duration(secs)));
-        let summary = format!("{done} items, {rate:.1}/s, {eta}");
+        let of = total.map_or(String::new(), |total| format!(" of about {total}"));
+        let summary = format!("{done}{of} items, {rate:.1}/s, {eta}");
         Self {
             job_id: record.job_id,
             operation: record.operation.clone(),
@@ -74,6 +80,21 @@ impl Running {
             eta_secs,
             summary,
         }
+    }
+}
+
+/// Items a running job has handled, counted as its estimate is: rows
+/// decided for row phases, files looked at for an orphan sweep.
+fn done(record: &JobRecord, checkpoint: Option<&Checkpoint>) -> i64 {
+    let items = record.deleted_count + record.skipped_count + record.error_count;
+    let scanned = checkpoint.map_or(0, |c| i64::try_from(c.files_scanned).unwrap_or(i64::MAX));
+    match (record.operation.as_str(), checkpoint) {
+        ("cleanup_orphaned_files", _) => scanned,
+        // `all`: its row phases' items, then the files its sweep looked at.
+        ("cleanup_all", Some(c)) => {
+            c.phases.iter().take(2).map(|p| p.deleted + p.skipped + p.errors).sum::<i64>() + scanned
+        }
+        _ => items,
     }
 }
 
