@@ -128,6 +128,9 @@ impl Engine {
             Start::Run(lease, resumed, now) => (lease, resumed, now),
         };
         let _ = control.started_epoch.set(lease.epoch);
+        // Only the first start estimates the job's total (below, once the
+        // heartbeat keeps the lease): a resumed run keeps its checkpoint's.
+        let fresh = resumed.is_none();
         let mut progress = match resumed {
             Some(resumed) => {
                 let (checkpoint, errors) = *resumed;
@@ -144,13 +147,9 @@ impl Engine {
                 progress.errors = errors;
                 progress
             }
-            None => {
-                let mut progress = Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap);
-                // Only the first start estimates: a resumed run keeps it.
-                progress.checkpoint.estimated_total = jobs::estimate::total(&self.pool, &spec.job, now).await;
-                progress
-            }
+            None => Progress::new(now, jobs::phases(&spec.job, now).len(), self.settings.error_cap),
         };
+
         // A job built in code may carry a duration no decoding would accept:
         // it ends here as bad input, never in time arithmetic.
         if let Err(err) = spec.job.validate() {
@@ -164,6 +163,9 @@ impl Engine {
         // lost lease stops the job at its next batch boundary.
         let heartbeat = Heartbeat::start(self.pool.clone(), lease, control.cancel.child_token());
         let control = RunControl { cancel: heartbeat.stop().clone(), ..control.clone() };
+        if fresh {
+            progress.checkpoint.estimated_total = jobs::estimate::total(&self.pool, &spec.job, now).await;
+        }
         let ctx = RunContext {
             pool: &self.pool,
             settings: &self.settings,
