@@ -2,7 +2,9 @@
 //! list of their files, then unlinks them. A run that stopped in between
 //! leaves that list, and the next run of the job unlinks those files first.
 
-use janitor_workers::CleanupJob;
+use std::sync::Arc;
+
+use janitor_workers::{CleanupJob, RunControl, RunOutcome, SessionId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -57,7 +59,8 @@ async fn files_whose_rows_a_stopped_run_deleted_are_unlinked_by_the_next_run(poo
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_listed_file_that_cannot_be_unlinked_is_an_error_item_and_its_intent_is_settled(pool: PgPool) {
     let store = Store::new();
-    seed_expired(&pool, &store, 3, 10).await;
+    // More rows than a batch: the first batch does not end the job.
+    seed_expired(&pool, &store, 13, 10).await;
     let engine = engine(&pool, &store, 10);
     let job_id = Uuid::new_v4();
     let job = spec(CleanupJob::Expired);
@@ -81,4 +84,139 @@ async fn a_listed_file_that_cannot_be_unlinked_is_an_error_item_and_its_intent_i
     assert!(store.exists("photos/now-a-folder.jpg/inside"), "a folder is never removed");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 0, "the failure is recorded and its intent settled");
+}
+
+/// What the test's own trigger saw: the transaction that deleted images.
+async fn record_deleting_transactions(pool: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE deleting_xacts (x xid);
+         CREATE FUNCTION note_deleting_xact() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO deleting_xacts VALUES (pg_current_xact_id()::xid); RETURN NULL; END $$;
+         CREATE TRIGGER note_deleting_xact AFTER DELETE ON images
+             FOR EACH STATEMENT EXECUTE FUNCTION note_deleting_xact();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_job_that_fits_in_one_batch_ends_in_that_batchs_transaction(pool: PgPool) {
+    let store = Store::new();
+    for name in ["a", "b", "c"] {
+        insert_image(&pool, Some(&store), &Image::fresh(&format!("photos/s/{name}.jpg"), 10).session("s")).await;
+    }
+    record_deleting_transactions(&pool).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("janitor_job_finished").await.unwrap();
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let record =
+        run_as(&engine, job_id, &spec(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() })).await;
+    // Listeners are told once: notices arrive in commit order, so every
+    // notice of the job comes before this one.
+    sqlx::query("SELECT pg_notify('janitor_job_finished', 'end of test')").execute(&pool).await.unwrap();
+    let mut told = 0;
+    loop {
+        let notice = listener.recv().await.unwrap();
+        match notice.payload() {
+            "end of test" => break,
+            id => {
+                assert_eq!(id, job_id.to_string());
+                told += 1;
+            }
+        }
+    }
+    assert_eq!(told, 1, "listeners are told of the end once");
+
+    assert_eq!((record.status.as_str(), record.deleted_count, record.error_count), ("completed", 3, 0));
+    for name in ["a", "b", "c"] {
+        assert!(!store.exists(&format!("photos/s/{name}.jpg")));
+    }
+    // One commit deleted the rows and ended the job: the row's version is
+    // the deleting transaction's (nothing wrote the row after it).
+    let (deletions, same): (i64, bool) = sqlx::query_as(
+        "SELECT count(*), bool_and(d.x = r.xmin) FROM deleting_xacts d, job_results r WHERE r.job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(deletions, 1, "one batch deleted the rows");
+    assert!(same, "the batch that deleted the rows also ended the job");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0, "the last batch's intent is settled once its files are unlinked");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_file_the_last_batch_could_not_unlink_is_recorded_in_the_ended_job(pool: PgPool) {
+    let store = Store::new();
+    for name in ["a", "b"] {
+        insert_image(&pool, Some(&store), &Image::fresh(&format!("photos/s/{name}.jpg"), 10).session("s")).await;
+    }
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    // Between the commit that ended the job and the unlinks, a folder takes
+    // the place of one file: unlinking it fails (even for root).
+    let folder = store.path("photos/s/b.jpg");
+    let control = RunControl {
+        worker: "test".into(),
+        on_batch: Some(Arc::new(move |_| {
+            std::fs::remove_file(&folder).unwrap();
+            std::fs::create_dir_all(folder.join("inside")).unwrap();
+        })),
+        ..RunControl::default()
+    };
+    let job = spec(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() });
+    let RunOutcome::Finished(record) = engine.run(job_id, &job, &control).await.unwrap() else {
+        panic!("the job ends");
+    };
+
+    assert_eq!((record.status.as_str(), record.deleted_count, record.error_count), ("completed", 2, 1));
+    assert_eq!(record.errors[0]["path"], "photos/s/b.jpg");
+    let result = record.result.as_ref().unwrap();
+    assert_eq!(result["error_count"], 1, "{result}");
+    assert_eq!(result["errors"][0]["path"], "photos/s/b.jpg", "{result}");
+    let stored: (String, i64, serde_json::Value) =
+        sqlx::query_as("SELECT status, error_count, result FROM job_results WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((stored.0.as_str(), stored.1), ("completed", 1));
+    assert_eq!(&stored.2, result, "the stored result is the one returned");
+    assert!(!store.exists("photos/s/a.jpg"));
+    assert!(store.exists("photos/s/b.jpg/inside"), "a folder is never removed");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0, "the failure is recorded and its intent settled");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_redelivery_of_an_ended_job_unlinks_what_its_last_batch_left(pool: PgPool) {
+    let store = Store::new();
+    insert_image(&pool, Some(&store), &Image::fresh("photos/s/a.jpg", 10).session("s")).await;
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let job = spec(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() });
+    assert_eq!(run_as(&engine, job_id, &job).await.deleted_count, 1);
+    // What a run that was killed after the commit that ended the job, and
+    // before its unlinks, leaves: the intent of files whose rows are gone.
+    store.write("photos/s/left.jpg", 10);
+    store.write("photos/s/reused.jpg", 10);
+    sqlx::query("INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, 7, $2, $3)")
+        .bind(job_id)
+        .bind(vec![900_001_i64, 900_002])
+        .bind(vec!["photos/s/left.jpg".to_owned(), "photos/s/reused.jpg".to_owned()])
+        .execute(&pool)
+        .await
+        .unwrap();
+    // An upload has since reused one of the paths.
+    insert_image(&pool, None, &Image::permanent("photos/s/reused.jpg", 10)).await;
+
+    let again = run_as(&engine, job_id, &job).await;
+    assert_eq!((again.status.as_str(), again.deleted_count), ("completed", 1), "the job is not run again");
+    assert!(!store.exists("photos/s/left.jpg"), "the left file is unlinked");
+    assert!(store.exists("photos/s/reused.jpg"), "a path a row refers to again is left alone");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 0, "the intent is settled");
 }

@@ -115,6 +115,7 @@ impl Engine {
         let (lease, resumed, now) = match started {
             Start::Finished(record) => {
                 tracing::info!(status = %record.status, "job already finished; not running it again");
+                self.finish_for_ended(job_id).await;
                 return Ok(RunOutcome::Finished(record));
             }
             Start::Busy(record) => {
@@ -177,16 +178,34 @@ impl Engine {
             cancel: &control.cancel,
             on_batch: control.on_batch.as_ref(),
             pacer: Pacer::new(self.settings.max_deletes_per_sec, self.settings.batch_size),
+            ends_in_batch: matches!(jobs::phases(&spec.job, progress.checkpoint.as_of).as_slice(), [Phase::Rows(_)]),
         };
         let ended = self.phases(&ctx, spec, &mut progress).await?;
         match (ended, heartbeat.stopped_by()) {
-            (Some(outcome), _) => self.end(lease, &progress, outcome).await,
+            (Some(Ended::Recorded(record)), _) => {
+                log_end(&record);
+                Ok(RunOutcome::Finished(record))
+            }
+            (Some(Ended::Outcome(outcome)), _) => self.end(lease, &progress, outcome).await,
             (None, Some(Stop::Cancelled)) => self.end(lease, &progress, Err(("cancelled", String::new()))).await,
             (None, Some(Stop::LeaseLost)) => Err(EngineError::Store(StoreError::LeaseLost(lease.job_id))),
             (None, None) => {
                 tracing::info!(batches = progress.batches, "interrupted; the job can resume from its checkpoint");
                 Ok(RunOutcome::Interrupted)
             }
+        }
+    }
+
+    /// Unlinks the files a job's last batch left when the job ended in that
+    /// batch's transaction and its run stopped before the unlinks. Failing
+    /// here costs nothing but time: prune carries out what is left.
+    async fn finish_for_ended(&self, job_id: Uuid) {
+        let settled = async {
+            let storage = Storage::open(&self.storage_root)?;
+            jobs::rows::finish_for_ended(&self.pool, &storage, self.settings.unlink_concurrency, job_id).await
+        };
+        if let Err(err) = settled.await {
+            tracing::warn!(error = %format!("{err:#}"), "could not unlink the files an ended job left; prune will");
         }
     }
 
@@ -197,7 +216,7 @@ impl Engine {
         ctx: &RunContext<'_>,
         spec: &JobSpec,
         progress: &mut Progress,
-    ) -> Result<Option<Result<(), (&'static str, String)>>, EngineError> {
+    ) -> Result<Option<Ended>, EngineError> {
         let phases = jobs::phases(&spec.job, progress.checkpoint.as_of);
         while let Some(phase) = phases.get(progress.checkpoint.phase) {
             let end = match phase {
@@ -209,8 +228,11 @@ impl Engine {
             match end {
                 PhaseEnd::Done => {}
                 PhaseEnd::Interrupted => return Ok(None),
-                PhaseEnd::Refused(reason) => return Ok(Some(Err(("failed", reason)))),
-                PhaseEnd::Skipped(reason) if phases.len() == 1 => return Ok(Some(Err(("skipped", reason)))),
+                PhaseEnd::Ended(record) => return Ok(Some(Ended::Recorded(record))),
+                PhaseEnd::Refused(reason) => return Ok(Some(Ended::Outcome(Err(("failed", reason))))),
+                PhaseEnd::Skipped(reason) if phases.len() == 1 => {
+                    return Ok(Some(Ended::Outcome(Err(("skipped", reason)))));
+                }
                 PhaseEnd::Skipped(reason) => {
                     // Within `cleanup_all`: note it, and go on with the rest.
                     let item = crate::progress::ErrorItem {
@@ -229,7 +251,7 @@ impl Engine {
                 progress.saved();
             }
         }
-        Ok(Some(Ok(())))
+        Ok(Some(Ended::Outcome(Ok(()))))
     }
 
     /// Ends the job with its final progress: `Ok` completes it;
@@ -250,14 +272,27 @@ impl Engine {
                 results::finish(&self.pool, lease, progress, status, reason).await?
             }
         };
-        tracing::info!(
-            status = %record.status,
-            deleted = record.deleted_count,
-            bytes = record.deleted_bytes,
-            skipped = record.skipped_count,
-            errors = record.error_count,
-            "job finished"
-        );
+        log_end(&record);
         Ok(RunOutcome::Finished(Box::new(record)))
     }
+}
+
+/// How a job's phases ended.
+enum Ended {
+    /// `Ok`: every phase is done; `Err((status, reason))`: a phase ended the
+    /// job early. Either way the end is still to be recorded.
+    Outcome(Result<(), (&'static str, String)>),
+    /// The last batch recorded the end in its own transaction.
+    Recorded(Box<JobRecord>),
+}
+
+fn log_end(record: &JobRecord) {
+    tracing::info!(
+        status = %record.status,
+        deleted = record.deleted_count,
+        bytes = record.deleted_bytes,
+        skipped = record.skipped_count,
+        errors = record.error_count,
+        "job finished"
+    );
 }

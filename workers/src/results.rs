@@ -565,10 +565,36 @@ pub async fn finish(
     status: &str,
     last_error: Option<&str>,
 ) -> Result<JobRecord, StoreError> {
+    let mut tx = pool.begin().await?;
+    let record = finish_in(&mut tx, lease, progress, status, last_error, Listeners::Tell).await?;
+    tx.commit().await?;
+    Ok(record)
+}
+
+/// Whether the statement that stores a job's result tells the listeners on
+/// `janitor_job_finished` (they are told when its transaction commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listeners {
+    Tell,
+    /// Later, by [`settle_ended`], once the files of the job's last batch
+    /// are unlinked.
+    Later,
+}
+
+/// [`finish`] in the caller's transaction: a job's last batch ends the job
+/// in its own transaction (`jobs::rows`), so that a small job commits
+/// synchronously once, not twice.
+pub(crate) async fn finish_in(
+    tx: &mut PgConnection,
+    lease: Lease,
+    progress: &Progress,
+    status: &str,
+    last_error: Option<&str>,
+    listeners: Listeners,
+) -> Result<JobRecord, StoreError> {
     let totals = progress.totals();
     let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
     let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
-    let mut tx = pool.begin().await?;
     let record: Option<JobRecord> = sqlx::query_as(&format!(
         "WITH ended AS (
              UPDATE job_results SET
@@ -598,7 +624,67 @@ pub async fn finish(
     .fetch_optional(&mut *tx)
     .await?;
     let record = record.ok_or(StoreError::LeaseLost(lease.job_id))?;
-    let record = store_result(&mut tx, record).await?;
+    Ok(store_result_and(tx, record, listeners).await?)
+}
+
+/// After a job that ended in its last batch's transaction ([`finish_in`]
+/// with [`Listeners::Later`]) has unlinked that batch's files: drops their
+/// intents (`progress.settled`) and tells the listeners, who so learn of
+/// the end only once the files are gone.
+///
+/// If some files could not be unlinked, their error items go into the row
+/// and its result first, in a synchronous commit: they are part of the
+/// record. Otherwise the commit need not wait for the WAL flush. The job's
+/// end is durable already, so a crash takes back nothing listeners were
+/// told; it can only bring back the intents, whose rows are deleted and
+/// committed, and which prune carries out (`prune::spills`), sparing a path
+/// a row refers to again.
+pub(crate) async fn settle_ended(
+    pool: &PgPool,
+    lease: Lease,
+    progress: &Progress,
+    record: JobRecord,
+) -> Result<JobRecord, StoreError> {
+    let totals = progress.totals();
+    if totals.errors == record.error_count {
+        sqlx::query(
+            "WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
+             settled AS (DELETE FROM janitor_unlink_intents WHERE job_id = $1 AND batch = ANY($2))
+             SELECT pg_notify('janitor_job_finished', $1::text) FROM async_commit",
+        )
+        .bind(lease.job_id)
+        .bind(&progress.settled)
+        .execute(pool)
+        .await?;
+        return Ok(record);
+    }
+    let errors = serde_json::to_value(&progress.errors).expect("error items serialize");
+    let checkpoint = serde_json::to_value(&progress.checkpoint).expect("checkpoint serializes");
+    let mut tx = pool.begin().await?;
+    let amended: Option<JobRecord> = sqlx::query_as(&format!(
+        "WITH amended AS (
+             UPDATE job_results SET error_count = $3, errors = $4, checkpoint = $5, updated_at = now()
+             WHERE job_id = $1 AND lease_epoch = $2 AND status = 'completed'
+             RETURNING job_results.*),
+         settled AS (
+             DELETE FROM janitor_unlink_intents
+             WHERE job_id IN (SELECT job_id FROM amended) AND batch = ANY($6))
+         SELECT {COLUMNS} FROM amended"
+    ))
+    .bind(lease.job_id)
+    .bind(lease.epoch)
+    .bind(totals.errors)
+    .bind(errors)
+    .bind(checkpoint)
+    .bind(&progress.settled)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // The row is fenced by the epoch of the run that ended it; nothing else
+    // ends or reruns a completed job, so it is always found.
+    let record = match amended {
+        Some(amended) => store_result(&mut tx, amended).await?,
+        None => record,
+    };
     tx.commit().await?;
     Ok(record)
 }
@@ -674,14 +760,23 @@ async fn end_in(
 
 /// Stores an ended job's result JSON, built from its row, and tells the
 /// listeners on `janitor_job_finished`.
-async fn store_result(tx: &mut PgConnection, mut record: JobRecord) -> sqlx::Result<JobRecord> {
+async fn store_result(tx: &mut PgConnection, record: JobRecord) -> sqlx::Result<JobRecord> {
+    store_result_and(tx, record, Listeners::Tell).await
+}
+
+async fn store_result_and(
+    tx: &mut PgConnection,
+    mut record: JobRecord,
+    listeners: Listeners,
+) -> sqlx::Result<JobRecord> {
     let result = crate::report::result_json(&record);
     sqlx::query(
         "UPDATE job_results SET result = $2 WHERE job_id = $1
-         RETURNING pg_notify('janitor_job_finished', $1::text)",
+         RETURNING CASE WHEN $3 THEN pg_notify('janitor_job_finished', $1::text) END",
     )
     .bind(record.job_id)
     .bind(&result)
+    .bind(listeners == Listeners::Tell)
     .fetch_optional(&mut *tx)
     .await?;
     record.result = Some(result);

@@ -52,6 +52,9 @@ pub(crate) struct RunContext<'a> {
     pub cancel: &'a CancellationToken,
     pub on_batch: Option<&'a ProgressHook>,
     pub pacer: Pacer,
+    /// The job is one phase of rows, so the batch that leaves it nothing to
+    /// do ends it in the same transaction (`jobs::rows::batch`).
+    pub ends_in_batch: bool,
 }
 
 impl RunContext<'_> {

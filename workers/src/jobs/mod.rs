@@ -62,4 +62,7 @@ pub(crate) enum PhaseEnd {
     /// The phase could not run now (another sweep holds the storage root);
     /// a job of this phase alone ends as skipped with this reason.
     Skipped(String),
+    /// The phase's last batch ended the job in its own transaction (a job
+    /// of one row phase: see `RunContext::ends_in_batch`); this is its row.
+    Ended(Box<crate::results::JobRecord>),
 }

@@ -19,6 +19,7 @@ use super::pager::Page;
 use super::{ClaimArg, RowSelector};
 use crate::jobs::context::RunContext;
 use crate::progress::{Counters, Cursor, ErrorItem, Progress};
+use crate::results::{JobRecord, Listeners};
 use crate::storage::{Inspection, RelativePath};
 
 /// What the tasks that use an image must allow for it to be deleted.
@@ -134,15 +135,25 @@ struct Decided {
     deferred: Vec<i64>,
 }
 
+/// What a committed batch leaves to do.
+#[derive(Default)]
+pub(super) struct Committed {
+    /// The files to unlink.
+    pub intent: Option<Intent>,
+    /// The job's end, if this batch was its last and ended it in its own
+    /// transaction (see [`RunContext::ends_in_batch`]).
+    pub ended: Option<JobRecord>,
+}
+
 /// Runs one batch to its commit, retrying it if it loses a deadlock (two
-/// cleanups locking tasks that share images). Returns the files to unlink.
+/// cleanups locking tasks that share images).
 pub(super) async fn commit(
     ctx: &RunContext<'_>,
     selector: &RowSelector,
     progress: &mut Progress,
     page: &Page,
     unlinked: Vec<Unlinked>,
-) -> anyhow::Result<Option<Intent>> {
+) -> anyhow::Result<Committed> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -167,7 +178,7 @@ async fn try_commit(
     progress: &mut Progress,
     page: &Page,
     unlinked: &[Unlinked],
-) -> anyhow::Result<Option<Intent>> {
+) -> anyhow::Result<Committed> {
     let started = std::time::Instant::now();
     let mut tx = ctx.pool.begin().await?;
     // A dry run takes no locks: it must not hold up the application.
@@ -230,14 +241,28 @@ async fn try_commit(
     next.defer(decided.deferred);
     intents::settle(&mut next, unlinked);
     next.observe(started.elapsed());
-    crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+    // A job that is this one phase ends here when this batch leaves it
+    // nothing to do: the page was the last, and no row waits to be tried
+    // again (or the job's limit is reached). Its end commits with its last
+    // batch, so a small job (a logout's) waits for one WAL flush, not two.
+    // Listeners hear of it once its files are unlinked (`settle_ended`).
+    // Rows tried again at the end of the phase are never on such a page.
+    let nothing_left = next.checkpoint.recheck.is_empty() || ctx.remaining(&next) == Some(0);
+    let ends = ctx.ends_in_batch && page.closing && nothing_left && !ctx.cancel.is_cancelled();
+    let ended = if ends {
+        let listeners = if intent.is_some() { Listeners::Later } else { Listeners::Tell };
+        Some(crate::results::finish_in(&mut tx, ctx.lease, &next, "completed", None, listeners).await?)
+    } else {
+        crate::results::save_progress(&mut tx, ctx.lease, &next).await?;
+        None
+    };
     // The commit is synchronous (the session default): the files are
     // unlinked right after it, so it must not be lost in a crash.
     tx.commit().await?;
     *progress = next;
     progress.saved();
     ctx.batch_done(progress, started.elapsed());
-    Ok(intent)
+    Ok(Committed { intent, ended })
 }
 
 /// The candidates among `ids` that still qualify, locked unless `lock` is

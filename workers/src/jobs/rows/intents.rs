@@ -10,11 +10,12 @@
 //! before anything else, so no file is ever lost track of.
 
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use super::RowSelector;
 use crate::jobs::context::RunContext;
 use crate::progress::{Counters, ErrorItem, Progress};
-use crate::storage::{RelativePath, Removal};
+use crate::storage::{RelativePath, Removal, Storage};
 
 /// One batch's files, whose rows are deleted and committed.
 pub(super) struct Intent {
@@ -155,4 +156,39 @@ pub(crate) async fn unreferenced(
         .filter(|(_, path)| !taken.contains(path))
         .filter_map(|(id, path)| RelativePath::parse(&path).ok().map(|path| (id, path)))
         .collect())
+}
+
+/// Carries out the intents of a job that has ended: it ended in its last
+/// batch's transaction and stopped (a crash, a kill) before it unlinked
+/// that batch's files. A redelivery of the job comes here, so the files go
+/// as soon as the queue hands the entry out again; prune does the same for
+/// any intent still left (`prune::spills`). An intent with a file that
+/// could not be unlinked stays, for prune to record as an error item.
+pub(crate) async fn finish_for_ended(
+    pool: &PgPool,
+    storage: &Storage,
+    concurrency: usize,
+    job_id: Uuid,
+) -> anyhow::Result<()> {
+    let left: Vec<(i64, Vec<i64>, Vec<String>)> =
+        sqlx::query_as("SELECT batch, image_ids, paths FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY batch")
+            .bind(job_id)
+            .fetch_all(pool)
+            .await?;
+    for (batch, ids, paths) in left {
+        let files = unreferenced(pool, ids, paths).await?;
+        // No lock covers the lookup in `unreferenced` and this unlink, as in
+        // `finish_left_over` above: the intent's rows are deleted and
+        // committed, and paths are unique per upload.
+        let removals = storage.remove_many(files.into_iter().map(|(_, path)| path).collect(), concurrency).await;
+        if removals.iter().all(|removal| matches!(removal, Removal::Removed | Removal::Missing)) {
+            sqlx::query("DELETE FROM janitor_unlink_intents WHERE job_id = $1 AND batch = $2")
+                .bind(job_id)
+                .bind(batch)
+                .execute(pool)
+                .await?;
+            tracing::info!(%job_id, batch, "unlinked the files of an ended job's last batch");
+        }
+    }
+    Ok(())
 }

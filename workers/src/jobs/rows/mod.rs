@@ -15,7 +15,10 @@
 //!    row refers to; delete the rest, record their files as an unlink
 //!    intent, save counters and cursor fenced by the lease epoch; commit.
 //! 4. **Unlink** the files after the commit ([`intents`]); a later batch's
-//!    transaction drops the intent.
+//!    transaction drops the intent. A job of this phase alone ends in the
+//!    transaction of the batch that leaves it nothing to do
+//!    (`results::finish_in`); `results::settle_ended` then drops that last
+//!    intent and tells the listeners.
 //!
 //! # Why no file of an image in use is ever unlinked
 //! The decision (no pending or processing task uses the image) and the
@@ -56,8 +59,9 @@ use tokio::sync::mpsc;
 use super::PhaseEnd;
 use crate::jobs::context::RunContext;
 use crate::progress::{Cursor, Progress};
+use crate::results::JobRecord;
 pub(crate) use batch::TaskRule;
-pub(crate) use intents::unreferenced;
+pub(crate) use intents::{finish_for_ended, unreferenced};
 use intents::{Intent, Unlinked};
 use pager::Page;
 
@@ -108,7 +112,11 @@ pub(crate) async fn run(
     if let Some(reason) = pipeline.as_ref().err().and_then(missing_task_keys) {
         return Ok(PhaseEnd::Refused(reason));
     }
-    pipeline?;
+    if let Some(record) = pipeline? {
+        // The last batch ended the job; its files are unlinked now.
+        let record = crate::results::settle_ended(ctx.pool, ctx.lease, progress, record).await?;
+        return Ok(PhaseEnd::Ended(Box::new(record)));
+    }
     if ctx.cancel.is_cancelled() {
         // A stopped job records its last unlinks now rather than leave them
         // for a rerun to carry out again, after a delay in which a path may
@@ -143,8 +151,13 @@ fn missing_task_keys(err: &anyhow::Error) -> Option<String> {
 /// reads the next page while the committer decides the one before and the
 /// unlinker removes the files of the one before that. The committer waits
 /// for room at the unlinker and for the pacer before it opens its
-/// transaction, never while it holds locks.
-async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Progress) -> anyhow::Result<()> {
+/// transaction, never while it holds locks. Returns the job's end if its
+/// last batch ended it.
+async fn pipeline(
+    ctx: &RunContext<'_>,
+    selector: &RowSelector,
+    progress: &mut Progress,
+) -> anyhow::Result<Option<JobRecord>> {
     let halt = ctx.cancel.child_token();
     let (to_commit, mut pages) = mpsc::channel::<Page>(1);
     let (to_unlink, mut intents) = mpsc::channel::<Intent>(1);
@@ -169,11 +182,15 @@ async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut P
                     }
                     ctx.pace(page.ids.len()).await;
                     let done = drain(&mut unlinked);
-                    if let Some(intent) = batch::commit(ctx, selector, progress, &page, done).await? {
+                    let committed = batch::commit(ctx, selector, progress, &page, done).await?;
+                    if let Some(intent) = committed.intent {
                         slot.send(intent);
                     }
+                    if committed.ended.is_some() {
+                        return Ok(committed.ended);
+                    }
                 }
-                anyhow::Ok(())
+                anyhow::Ok(None)
             }
             .await;
             // Stops the pager whether this ended well or not.
@@ -183,13 +200,13 @@ async fn pipeline(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut P
         }
     };
     let (paged, (), (committed, mut unlinked)) = tokio::join!(pager, unlinker, committer);
-    committed?;
+    let ended = committed?;
     paged?;
     // Every intent this run committed has been unlinked: the job's next
     // save (the next phase's, or its end) records that. If the run stops
     // before, the intents stay, and its rerun finishes them first.
     intents::settle(progress, &drain(&mut unlinked));
-    Ok(())
+    Ok(ended)
 }
 
 fn drain(unlinked: &mut mpsc::UnboundedReceiver<Unlinked>) -> Vec<Unlinked> {
@@ -228,8 +245,8 @@ async fn recheck(ctx: &RunContext<'_>, selector: &RowSelector, progress: &mut Pr
         for chunk in ids.chunks(ctx.settings.batch_size) {
             let page = pager::fetch(ctx, chunk).await?;
             ctx.pace(page.ids.len()).await;
-            let intent = batch::commit(ctx, selector, progress, &page, Vec::new()).await?;
-            let done = match intent {
+            let committed = batch::commit(ctx, selector, progress, &page, Vec::new()).await?;
+            let done = match committed.intent {
                 Some(intent) => vec![intents::unlink(ctx, intent).await],
                 None => Vec::new(),
             };

@@ -20,6 +20,9 @@ pub(super) struct Page {
     /// The cursor once this page is done; `None` for a page of rows tried
     /// again at the end of the phase (the cursor stays where it is).
     pub last: Option<i64>,
+    /// No page follows this one (a short page of a selector whose short
+    /// page is its last).
+    pub closing: bool,
     /// The path each row had when paged, and its file's inspection. A row
     /// whose path does not parse has none (it becomes an error item).
     pub files: HashMap<i64, (String, Inspection)>,
@@ -51,7 +54,9 @@ pub(super) async fn run(
         // that become candidates after the query are a later run's, as
         // they would be after any last page.
         let short = selector.short_page_is_last && rows.len() < page_size;
-        slot.send(inspect(ctx, rows, Some(last)).await);
+        let mut page = inspect(ctx, rows, Some(last)).await;
+        page.closing = short;
+        slot.send(page);
         if short {
             return Ok(());
         }
@@ -77,5 +82,5 @@ async fn inspect(ctx: &RunContext<'_>, rows: Vec<(i64, String)>, last: Option<i6
         rows.into_iter().filter_map(|(id, raw)| RelativePath::parse(&raw).ok().map(|path| (id, raw, path))).collect();
     let inspections = ctx.storage.inspect_many(valid.iter().map(|(_, _, path)| path.clone()).collect()).await;
     let files = valid.into_iter().zip(inspections).map(|((id, raw, _), found)| (id, (raw, found))).collect();
-    Page { ids, last, files }
+    Page { ids, last, closing: false, files }
 }
