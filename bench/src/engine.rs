@@ -29,6 +29,11 @@ pub struct EngineBench {
     /// Where to put the stores (a folder on the file system to measure).
     #[arg(long, default_value = "target/bench-storage")]
     pub storage: PathBuf,
+    /// Store sizes to run in turn instead of `--images` (for example
+    /// `200000,1000000`), followed by a table of each operation's cost per
+    /// item at every size.
+    #[arg(long, value_delimiter = ',', conflicts_with = "images")]
+    pub scale: Vec<usize>,
 }
 
 /// One seeded store: its own database and storage root.
@@ -278,13 +283,73 @@ impl Row {
 }
 
 pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> anyhow::Result<()> {
+    if args.scale.is_empty() {
+        let (rows, summary) = run_one(args, database_url, redis_url).await?;
+        print_table(&rows);
+        println!("{summary}");
+        return Ok(());
+    }
+    let mut summaries = Vec::new();
+    for &images in &args.scale {
+        let args = EngineBench { images, scale: Vec::new(), ..args.clone() };
+        println!("== {images} images");
+        let (rows, summary) = run_one(&args, database_url, redis_url).await?;
+        print_table(&rows);
+        summaries.push(summary);
+    }
+    print_scaling(&summaries);
+    println!("{}", json!({ "benchmark": "engine-scale", "runs": summaries }));
+    Ok(())
+}
+
+async fn run_one(
+    args: &EngineBench,
+    database_url: &str,
+    redis_url: &str,
+) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
     let prefix = format!("janitor-bench:{}", Uuid::new_v4().simple());
     let redis = redis::Client::open(redis_url)?;
     let outcome = measure(args, database_url, redis_url, &prefix).await;
     crate::delete_keys(&redis, &prefix).await?;
-    let (rows, summary) = outcome?;
+    outcome
+}
+
+/// Each operation's cost per item and ratio to its baseline at every size
+/// of one `--scale` run, and how the cost per item grew from the smallest
+/// store to the largest.
+fn print_scaling(summaries: &[serde_json::Value]) {
+    let num = |summary: &serde_json::Value, key: &str| summary[key].as_f64().unwrap_or(f64::NAN);
+    // (what, janitor's seconds, the items it handled and the unit's share
+    // of a second, the ratio)
+    let per_item = [
+        ("expired, µs per image", "expired_s", "expired_images", 1e6, "expired_over_overlap_limit"),
+        ("orphan scan, µs per file", "orphan_scan_s", "files", 1e6, "orphan_scan_ratio"),
+        ("orphan sweep, µs per file", "orphan_sweep_s", "files", 1e6, "orphan_sweep_ratio"),
+        ("session jobs, ms per job", "session_s", "sessions", 1e3, "session_ratio"),
+        ("all, µs per image", "all_s", "images", 1e6, "all_ratio"),
+    ];
+    println!("scaling: cost per item (ratio to its baseline), at each size");
+    let sizes: Vec<String> = summaries.iter().map(|s| format!("{} images", num(s, "images"))).collect();
+    println!("{:<28} {}  growth", "measure", sizes.iter().map(|s| format!("{s:>22}")).collect::<String>());
+    for (what, seconds, items, unit, ratio) in per_item {
+        let costs: Vec<f64> = summaries.iter().map(|s| num(s, seconds) * unit / num(s, items)).collect();
+        let cells: String = summaries
+            .iter()
+            .zip(&costs)
+            .map(|(s, cost)| format!("{:>22}", format!("{cost:.2} ({:.2})", num(s, ratio))))
+            .collect();
+        let growth = costs.last().unwrap_or(&f64::NAN) / costs.first().unwrap_or(&f64::NAN);
+        println!("{what:<28} {cells}  {growth:.2}");
+    }
+    let rss: String =
+        summaries.iter().map(|s| format!("{:>22}", format!("{:.1} MiB", num(s, "worker_peak_rss_mib")))).collect();
+    println!("{:<28} {rss}", "worker peak RSS");
+    println!("(ratios: expired to the overlap limit; the rest to their baselines' times, sessions to their jobs/s)");
+}
+
+fn print_table(rows: &[Row]) {
     println!("{:<50} {:>12} {:>12} {:>7}  unit", "measure", "janitor", "baseline", "ratio");
-    for row in &rows {
+    for row in rows {
         let (baseline, ratio) = match row.baseline {
             Some(b) => (format!("{b:.prec$}", prec = row.precision()), format!("{:.2}", row.janitor / b)),
             None => ("-".into(), "-".into()),
@@ -295,8 +360,6 @@ pub async fn run(args: &EngineBench, database_url: &str, redis_url: &str) -> any
     println!("baselines, run with bash -c in the store's root (ROOT, DATABASE_URL set), warm cache:");
     println!("  orphan sweep: {}", baseline::ORPHAN_SWEEP);
     println!("  orphan scan:  {}", baseline::ORPHAN_SCAN);
-    println!("{summary}");
-    Ok(())
 }
 
 async fn measure(
@@ -516,6 +579,11 @@ async fn measure(
         "batch_p50_ms": p50, "batch_p99_ms": p99, "batch_p99_over_p50": p99 / p50.max(1e-9),
         "worker_peak_rss_mib": rss,
     });
+    // What the scaling table divides by (`print_scaling`).
+    summary["sessions"] = json!(session_ids.len());
+    summary["session_s"] = json!(session_ids.len() as f64 / sessions);
+    summary["expired_images"] = json!(expired_free);
+    summary["files"] = json!(files_before);
     summary["pacing"] = json!({
         "cap_per_s": PACE, "busiest_second": busiest,
         "busiest_over_cap": busiest as f64 / f64::from(PACE), "mean_per_s": paced_rate,
