@@ -8,7 +8,7 @@ use janitor_workers::{CleanupJob, RunControl, RunOutcome, SessionId};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::harness::{engine, run_as, run_until, spec};
+use crate::harness::{dry, engine, run_as, run_until, spec};
 use crate::support::{count_images, insert_image, seed_expired, Image, Store};
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
@@ -113,21 +113,7 @@ async fn a_job_that_fits_in_one_batch_ends_in_that_batchs_transaction(pool: PgPo
     let job_id = Uuid::new_v4();
     let record =
         run_as(&engine, job_id, &spec(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() })).await;
-    // Listeners are told once: notices arrive in commit order, so every
-    // notice of the job comes before this one.
-    sqlx::query("SELECT pg_notify('janitor_job_finished', 'end of test')").execute(&pool).await.unwrap();
-    let mut told = 0;
-    loop {
-        let notice = listener.recv().await.unwrap();
-        match notice.payload() {
-            "end of test" => break,
-            id => {
-                assert_eq!(id, job_id.to_string());
-                told += 1;
-            }
-        }
-    }
-    assert_eq!(told, 1, "listeners are told of the end once");
+    assert_eq!(notices(&pool, &mut listener, job_id).await, 1, "listeners are told of the end once");
 
     assert_eq!((record.status.as_str(), record.deleted_count, record.error_count), ("completed", 3, 0));
     for name in ["a", "b", "c"] {
@@ -192,31 +178,89 @@ async fn a_file_the_last_batch_could_not_unlink_is_recorded_in_the_ended_job(poo
 }
 
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
-async fn a_redelivery_of_an_ended_job_unlinks_what_its_last_batch_left(pool: PgPool) {
+async fn a_redelivery_of_a_job_killed_after_its_ending_batch_unlinks_what_that_batch_left(pool: PgPool) {
     let store = Store::new();
-    insert_image(&pool, Some(&store), &Image::fresh("photos/s/a.jpg", 10).session("s")).await;
+    for name in ["a", "b", "c"] {
+        insert_image(&pool, Some(&store), &Image::fresh(&format!("photos/s/{name}.jpg"), 10).session("s")).await;
+    }
     let engine = engine(&pool, &store, 10);
     let job_id = Uuid::new_v4();
     let job = spec(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() });
-    assert_eq!(run_as(&engine, job_id, &job).await.deleted_count, 1);
-    // What a run that was killed after the commit that ended the job, and
-    // before its unlinks, leaves: the intent of files whose rows are gone.
-    store.write("photos/s/left.jpg", 10);
-    store.write("photos/s/reused.jpg", 10);
-    sqlx::query("INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, 7, $2, $3)")
-        .bind(job_id)
-        .bind(vec![900_001_i64, 900_002])
-        .bind(vec!["photos/s/left.jpg".to_owned(), "photos/s/reused.jpg".to_owned()])
-        .execute(&pool)
-        .await
-        .unwrap();
-    // An upload has since reused one of the paths.
-    insert_image(&pool, None, &Image::permanent("photos/s/reused.jpg", 10)).await;
+    // The run dies right after the commit that deleted the rows and ended
+    // the job, before any unlink: as a kill -9 there would.
+    let control = RunControl {
+        worker: "test-killed".into(),
+        on_batch: Some(Arc::new(|_| panic!("killed after the commit"))),
+        ..RunControl::default()
+    };
+    let died = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(engine.run(job_id, &job, &control))).await;
+    assert!(died.is_err(), "the run died");
+    let (status, deleted): (String, i64) =
+        sqlx::query_as("SELECT status, deleted_count FROM job_results WHERE job_id = $1")
+            .bind(job_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), deleted), ("completed", 3), "the job ended with its batch");
+    assert_eq!(count_images(&pool).await, 0);
+    let listed: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(paths) FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY 1")
+            .bind(job_id)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(listed, ["photos/s/a.jpg", "photos/s/b.jpg", "photos/s/c.jpg"], "its files are listed, not lost");
+    assert!(store.exists("photos/s/a.jpg"), "and not yet unlinked");
+    // Since then an upload reused one path, and a folder took another's.
+    insert_image(&pool, None, &Image::permanent("photos/s/a.jpg", 10)).await;
+    std::fs::remove_file(store.path("photos/s/b.jpg")).unwrap();
+    std::fs::create_dir_all(store.path("photos/s/b.jpg/inside")).unwrap();
 
     let again = run_as(&engine, job_id, &job).await;
-    assert_eq!((again.status.as_str(), again.deleted_count), ("completed", 1), "the job is not run again");
-    assert!(!store.exists("photos/s/left.jpg"), "the left file is unlinked");
-    assert!(store.exists("photos/s/reused.jpg"), "a path a row refers to again is left alone");
+    assert_eq!((again.status.as_str(), again.deleted_count), ("completed", 3), "the job is not run again");
+    assert!(store.exists("photos/s/a.jpg"), "a path a row refers to again is left alone");
+    assert!(!store.exists("photos/s/c.jpg"), "the listed file is unlinked");
+    assert_eq!(again.error_count, 1, "{:?}", again.errors);
+    assert_eq!(again.errors[0]["path"], "photos/s/b.jpg");
+    assert_eq!(again.result.as_ref().unwrap()["error_count"], 1, "the result is rebuilt");
+    let stored: i64 = sqlx::query_scalar("SELECT error_count FROM job_results WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "the failure is the job's error item");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM janitor_unlink_intents").fetch_one(&pool).await.unwrap();
     assert_eq!(left, 0, "the intent is settled");
+}
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_dry_run_that_ends_in_its_batch_tells_the_listeners_once(pool: PgPool) {
+    let store = Store::new();
+    insert_image(&pool, Some(&store), &Image::fresh("photos/s/a.jpg", 10).session("s")).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await.unwrap();
+    listener.listen("janitor_job_finished").await.unwrap();
+    let engine = engine(&pool, &store, 10);
+    let job_id = Uuid::new_v4();
+    let record =
+        run_as(&engine, job_id, &dry(CleanupJob::Session { session_id: SessionId::parse("s").unwrap() })).await;
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1));
+    assert!(store.exists("photos/s/a.jpg"));
+    assert_eq!(notices(&pool, &mut listener, job_id).await, 1, "listeners are told of the end once");
+}
+
+/// How many end notices of `job_id` the listener has had: notices arrive in
+/// commit order, so a notice sent now comes after every one of the job's.
+async fn notices(pool: &PgPool, listener: &mut sqlx::postgres::PgListener, job_id: Uuid) -> usize {
+    sqlx::query("SELECT pg_notify('janitor_job_finished', 'end of test')").execute(pool).await.unwrap();
+    let mut told = 0;
+    loop {
+        let notice = listener.recv().await.unwrap();
+        match notice.payload() {
+            "end of test" => return told,
+            id => {
+                assert_eq!(id, job_id.to_string());
+                told += 1;
+            }
+        }
+    }
 }

@@ -366,3 +366,52 @@ async fn wait_for_no_unfinished_jobs(env: &Env, timeout: Duration) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn waiting_ends_once_the_files_of_an_ended_job_are_unlinked(pool: PgPool) {
+    let env = Env::new(pool);
+    let producer = producer(&env).await;
+    // A job that ended in its last batch's transaction, whose files are
+    // still listed: its run is unlinking them (or stopped before it did).
+    let job_id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO job_results (job_id, operation, params, dry_run, status, deleted_count, finished_at)
+         VALUES ($1, 'cleanup_session', '{\"session_id\": \"s\"}', false, 'completed', 1, now())",
+    )
+    .bind(job_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO janitor_unlink_intents (job_id, batch, image_ids, paths) VALUES ($1, 0, '{1}', '{photos/a.jpg}')",
+    )
+    .bind(job_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+
+    // Until they are unlinked, a wait runs to its timeout, and then says
+    // what the row says.
+    let timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let record = producer.wait(job_id, timeout).await.unwrap();
+    assert!(started.elapsed() >= timeout, "returned after {:?}, with the files still listed", started.elapsed());
+    assert_eq!(record.status, "completed");
+
+    // Once they are, and the listeners are told, it returns at once.
+    let waiting = tokio::spawn({
+        let producer = producer.clone();
+        async move { producer.wait(job_id, Duration::from_secs(60)).await }
+    });
+    sqlx::query(
+        "WITH settled AS (DELETE FROM janitor_unlink_intents WHERE job_id = $1)
+         SELECT pg_notify('janitor_job_finished', $1::text)",
+    )
+    .bind(job_id)
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    let record = waiting.await.unwrap().unwrap();
+    assert_eq!((record.status.as_str(), record.deleted_count), ("completed", 1));
+    env.cleanup_keys().await;
+}

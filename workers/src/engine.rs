@@ -115,7 +115,7 @@ impl Engine {
         let (lease, resumed, now) = match started {
             Start::Finished(record) => {
                 tracing::info!(status = %record.status, "job already finished; not running it again");
-                self.finish_for_ended(job_id).await;
+                let record = self.finish_for_ended(record).await;
                 return Ok(RunOutcome::Finished(record));
             }
             Start::Busy(record) => {
@@ -199,13 +199,18 @@ impl Engine {
     /// Unlinks the files a job's last batch left when the job ended in that
     /// batch's transaction and its run stopped before the unlinks. Failing
     /// here costs nothing but time: prune carries out what is left.
-    async fn finish_for_ended(&self, job_id: Uuid) {
+    async fn finish_for_ended(&self, record: Box<JobRecord>) -> Box<JobRecord> {
         let settled = async {
             let storage = Storage::open(&self.storage_root)?;
-            jobs::rows::finish_for_ended(&self.pool, &storage, self.settings.unlink_concurrency, job_id).await
+            jobs::rows::finish_for_ended(&self.pool, &storage, &self.settings, &record).await
         };
-        if let Err(err) = settled.await {
-            tracing::warn!(error = %format!("{err:#}"), "could not unlink the files an ended job left; prune will");
+        match settled.await {
+            Ok(Some(settled)) => Box::new(settled),
+            Ok(None) => record,
+            Err(err) => {
+                tracing::warn!(error = %format!("{err:#}"), "could not unlink the files an ended job left; prune will");
+                record
+            }
         }
     }
 

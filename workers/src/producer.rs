@@ -216,14 +216,21 @@ impl Producer {
         Ok(ids)
     }
 
-    /// Waits until the job has finished and returns its record.
+    /// Waits until the job has finished, and the files it deleted are
+    /// unlinked, and returns its record. A job ends in its last batch's
+    /// transaction and unlinks that batch's files after it (`jobs::rows`),
+    /// so its row says `completed` a moment before its counts are final.
+    /// At the timeout, a finished job whose files are still listed (its run
+    /// stopped before the unlinks; its redelivery or prune carries them out)
+    /// is returned as it stands.
     pub async fn wait(&self, job_id: Uuid, timeout: Duration) -> Result<JobRecord, ProducerError> {
         // Subscribe before looking, so a finish between the two is not missed.
         let mut finished = self.finished().await?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let record = results::get(&self.pool, job_id).await?.ok_or(ProducerError::NotFound(job_id))?;
-            if record.is_finished() {
+            let (record, unlinking) =
+                results::get_settling(&self.pool, job_id).await?.ok_or(ProducerError::NotFound(job_id))?;
+            if record.is_finished() && !unlinking {
                 return Ok(record);
             }
             // Re-check when this job is announced, when notices were lost,

@@ -689,6 +689,44 @@ pub(crate) async fn settle_ended(
     Ok(record)
 }
 
+/// Records that the intents `batches` of a finished job were carried out
+/// after its run (`rows::intents::finish_for_ended`): drops them, counts the
+/// files that could not be unlinked as the job's errors (listing at most
+/// `room` more), rebuilds its result and tells the listeners. Synchronous:
+/// it is part of the job's record. Returns the row, if the job is finished.
+pub(crate) async fn settle_left_over(
+    pool: &PgPool,
+    job_id: Uuid,
+    batches: &[i64],
+    errors: &[ErrorItem],
+    room: usize,
+) -> Result<Option<JobRecord>, StoreError> {
+    let listed = serde_json::to_value(&errors[..errors.len().min(room)]).expect("error items serialize");
+    let mut tx = pool.begin().await?;
+    let amended: Option<JobRecord> = sqlx::query_as(&format!(
+        "WITH amended AS (
+             UPDATE job_results SET error_count = error_count + $3, errors = errors || $4, updated_at = now()
+             WHERE job_id = $1 AND status NOT IN ('queued', 'running') AND finished_at IS NOT NULL
+             RETURNING job_results.*),
+         settled AS (
+             DELETE FROM janitor_unlink_intents
+             WHERE job_id IN (SELECT job_id FROM amended) AND batch = ANY($2))
+         SELECT {COLUMNS} FROM amended"
+    ))
+    .bind(job_id)
+    .bind(batches)
+    .bind(errors.len() as i64)
+    .bind(listed)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let record = match amended {
+        Some(record) => Some(store_result(&mut tx, record).await?),
+        None => None,
+    };
+    tx.commit().await?;
+    Ok(record)
+}
+
 /// Fails a job that is not finished, whoever holds it: for jobs that ran out
 /// of attempts or were dead-lettered. Returns `None` if there was no such
 /// unfinished job.
@@ -849,6 +887,28 @@ pub async fn get(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<JobRecord>>
         .bind(job_id)
         .fetch_optional(pool)
         .await
+}
+
+#[derive(sqlx::FromRow)]
+struct Settling {
+    #[sqlx(flatten)]
+    record: JobRecord,
+    unlinking: bool,
+}
+
+/// The job's row, and whether files it committed to unlink are still
+/// listed (a job that ended in its last batch, until `settle_ended`, or
+/// one whose run stopped before it, until its redelivery or prune).
+pub(crate) async fn get_settling(pool: &PgPool, job_id: Uuid) -> sqlx::Result<Option<(JobRecord, bool)>> {
+    let row: Option<Settling> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS}, EXISTS (SELECT 1 FROM janitor_unlink_intents i WHERE i.job_id = job_results.job_id)
+             AS unlinking
+         FROM job_results WHERE job_id = $1"
+    ))
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| (row.record, row.unlinking)))
 }
 
 /// Filters for listing jobs, newest first.

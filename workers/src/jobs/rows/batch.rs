@@ -250,7 +250,10 @@ async fn try_commit(
     let nothing_left = next.checkpoint.recheck.is_empty() || ctx.remaining(&next) == Some(0);
     let ends = ctx.ends_in_batch && page.closing && nothing_left && !ctx.cancel.is_cancelled();
     let ended = if ends {
-        let listeners = if intent.is_some() { Listeners::Later } else { Listeners::Tell };
+        // A real run's listeners hear of the end once every file this run
+        // committed is unlinked, this batch's and the one before's alike; a
+        // dry run unlinks nothing.
+        let listeners = if ctx.dry_run { Listeners::Tell } else { Listeners::Later };
         Some(crate::results::finish_in(&mut tx, ctx.lease, &next, "completed", None, listeners).await?)
     } else {
         crate::results::save_progress(&mut tx, ctx.lease, &next).await?;

@@ -10,11 +10,12 @@
 //! before anything else, so no file is ever lost track of.
 
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
 use super::RowSelector;
 use crate::jobs::context::RunContext;
 use crate::progress::{Counters, ErrorItem, Progress};
+use crate::results::JobRecord;
+use crate::settings::EngineSettings;
 use crate::storage::{RelativePath, Removal, Storage};
 
 /// One batch's files, whose rows are deleted and committed.
@@ -161,34 +162,54 @@ pub(crate) async fn unreferenced(
 /// Carries out the intents of a job that has ended: it ended in its last
 /// batch's transaction and stopped (a crash, a kill) before it unlinked
 /// that batch's files. A redelivery of the job comes here, so the files go
-/// as soon as the queue hands the entry out again; prune does the same for
-/// any intent still left (`prune::spills`). An intent with a file that
-/// could not be unlinked stays, for prune to record as an error item.
+/// as soon as the queue hands the entry out again (prune does the same for
+/// any intent still left, `prune::spills`). A file that cannot be unlinked
+/// becomes an error item of the job, as it would have in its own run.
+/// Returns the job's row if it changed.
 pub(crate) async fn finish_for_ended(
     pool: &PgPool,
     storage: &Storage,
-    concurrency: usize,
-    job_id: Uuid,
-) -> anyhow::Result<()> {
+    settings: &EngineSettings,
+    record: &JobRecord,
+) -> anyhow::Result<Option<JobRecord>> {
     let left: Vec<(i64, Vec<i64>, Vec<String>)> =
         sqlx::query_as("SELECT batch, image_ids, paths FROM janitor_unlink_intents WHERE job_id = $1 ORDER BY batch")
-            .bind(job_id)
+            .bind(record.job_id)
             .fetch_all(pool)
             .await?;
+    if left.is_empty() {
+        return Ok(None);
+    }
+    let (mut batches, mut errors) = (Vec::new(), Vec::new());
     for (batch, ids, paths) in left {
         let files = unreferenced(pool, ids, paths).await?;
         // No lock covers the lookup in `unreferenced` and this unlink, as in
         // `finish_left_over` above: the intent's rows are deleted and
         // committed, and paths are unique per upload.
-        let removals = storage.remove_many(files.into_iter().map(|(_, path)| path).collect(), concurrency).await;
-        if removals.iter().all(|removal| matches!(removal, Removal::Removed | Removal::Missing)) {
-            sqlx::query("DELETE FROM janitor_unlink_intents WHERE job_id = $1 AND batch = $2")
-                .bind(job_id)
-                .bind(batch)
-                .execute(pool)
-                .await?;
-            tracing::info!(%job_id, batch, "unlinked the files of an ended job's last batch");
-        }
+        let removals = storage
+            .remove_many(files.iter().map(|(_, path)| path.clone()).collect(), settings.unlink_concurrency)
+            .await;
+        errors.extend(files.into_iter().zip(removals).filter_map(|((id, path), removal)| match removal {
+            Removal::Removed | Removal::Missing => None,
+            Removal::Failed(message) => Some(ErrorItem {
+                image_id: Some(id),
+                path: path.as_str().to_owned(),
+                error: format!(
+                    "row deleted, but its file could not be unlinked ({message}); the orphan sweep will retry it"
+                ),
+                operation: record.operation.clone(),
+            }),
+        }));
+        batches.push(batch);
     }
-    Ok(())
+    tracing::info!(job_id = %record.job_id, batches = batches.len(), "unlinked the files an ended job's last batch left");
+    let listed = record.errors.as_array().map_or(0, Vec::len);
+    Ok(crate::results::settle_left_over(
+        pool,
+        record.job_id,
+        &batches,
+        &errors,
+        settings.error_cap.saturating_sub(listed),
+    )
+    .await?)
 }

@@ -113,8 +113,20 @@ pub(crate) async fn run(
         return Ok(PhaseEnd::Refused(reason));
     }
     if let Some(record) = pipeline? {
-        // The last batch ended the job; its files are unlinked now.
-        let record = crate::results::settle_ended(ctx.pool, ctx.lease, progress, record).await?;
+        // The last batch ended the job (and told the listeners, in a dry
+        // run); the files a real run committed are unlinked now.
+        if ctx.dry_run {
+            return Ok(PhaseEnd::Ended(Box::new(record)));
+        }
+        let record = match crate::results::settle_ended(ctx.pool, ctx.lease, progress, record.clone()).await {
+            Ok(settled) => settled,
+            // The end is durable: what is left is the intents, which the
+            // job's redelivery or prune carries out.
+            Err(err) => {
+                tracing::warn!(error = %err, "the job ended, but its unlinked files could not be recorded yet");
+                record
+            }
+        };
         return Ok(PhaseEnd::Ended(Box::new(record)));
     }
     if ctx.cancel.is_cancelled() {
