@@ -143,6 +143,54 @@ async fn the_orphan_sweep_resumes_its_walk_and_its_deletions(pool: PgPool) {
     assert_eq!(record.result.unwrap()["files_scanned"], 25);
 }
 
+/// A run saved a batch of orphans and died before it moved them; while it
+/// was dead (its sweep lock free), something else took three of them (here
+/// they are simply gone, as if another sweep had them in its own trash).
+/// The rerun counts only what it finds in its own trash.
+#[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
+async fn a_resumed_orphan_batch_counts_only_the_files_in_its_own_trash(pool: PgPool) {
+    let store = Store::new();
+    for i in 0..25 {
+        store.write(&format!("photos/{}/{i:02}.jpg", i % 3), 4);
+    }
+    let engine = engine(&pool, &store, 10);
+    let job = spec(CleanupJob::Orphaned { min_age_secs: 0 });
+    let job_id = Uuid::new_v4();
+    // Three walk batches, then one batch of ten moved and counted.
+    run_until(&engine, job_id, &job, 4).await;
+    assert_eq!(status_and_count(&pool, job_id).await, ("running".into(), 10));
+    let next: Vec<String> = sqlx::query_scalar(
+        "SELECT path FROM janitor_orphan_candidates WHERE job_id = $1 ORDER BY path COLLATE \"C\" OFFSET 10 LIMIT 3",
+    )
+    .bind(job_id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let pending = serde_json::json!({
+        "files": next.iter().map(|path| serde_json::json!([path, 4])).collect::<Vec<_>>(),
+        "cursor": next.last().unwrap(),
+        "scanned": 0,
+    });
+    sqlx::query("UPDATE job_results SET checkpoint = jsonb_set(checkpoint, '{pending}', $2) WHERE job_id = $1")
+        .bind(job_id)
+        .bind(&pending)
+        .execute(&pool)
+        .await
+        .unwrap();
+    for path in &next {
+        std::fs::remove_file(store.path(path)).unwrap();
+    }
+
+    let record = run_as(&engine, job_id, &job).await;
+    let trashed = walkdir::WalkDir::new(store.path(&format!(".janitor-trash/{job_id}")))
+        .into_iter()
+        .filter(|entry| entry.as_ref().unwrap().file_type().is_file())
+        .count();
+    assert_eq!(trashed, 22, "the files of the batches this job moved");
+    assert_eq!(record.deleted_count, 22, "the job counts what it moved, not what others took");
+    assert_eq!(record.deleted_bytes, 88);
+}
+
 #[sqlx::test(migrator = "janitor_workers::MIGRATOR")]
 async fn a_finished_job_run_again_does_nothing(pool: PgPool) {
     let store = Store::new();

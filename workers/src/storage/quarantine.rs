@@ -11,7 +11,7 @@ use rustix::fs::{AtFlags, FileType, RenameFlags};
 use rustix::io::Errno;
 use uuid::Uuid;
 
-use super::scan::FileIdentity;
+use super::scan::{stat_at, FileIdentity};
 use super::trash::TRASH;
 use super::{describe, pool, tree, Folders, RelativePath, Removal, Storage};
 
@@ -55,6 +55,26 @@ impl Storage {
     pub fn purge_quarantined(&self, path: &RelativePath, job_id: Uuid) -> Removal {
         let (parent, name) = path.split_parent();
         self.unlink_in(&trash_folder(job_id, parent), name, &mut tree::Cached::default())
+    }
+
+    /// Of `paths`, whether this job's trash folder holds each one, as the
+    /// file it was (its identity, when one is known): what a run that
+    /// stopped after moving it left there. On one blocking thread.
+    pub async fn quarantined_many(&self, paths: Vec<(RelativePath, Option<FileIdentity>)>, job_id: Uuid) -> Vec<bool> {
+        let storage = self.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut folder = tree::Cached::default();
+            let mut held = |(path, identity): &(RelativePath, Option<FileIdentity>)| {
+                let (parent, name) = path.split_parent();
+                let trash = trash_folder(job_id, parent);
+                // Wall: the trash folder is resolved beneath the root fd with
+                // RESOLVE_NO_SYMLINKS; the stat is of the name in it.
+                let Ok(dir) = folder.get(&trash, || storage.open_dir(&trash)) else { return false };
+                stat_at(dir, name).is_ok_and(|stat| identity.is_none_or(|identity| identity == stat.identity))
+            };
+            paths.iter().map(&mut held).collect::<Vec<_>>()
+        });
+        found.await.unwrap_or_default()
     }
 
     /// [`Storage::unquarantine`] for many files, on up to `concurrency`

@@ -118,7 +118,8 @@ async fn still_orphans(
 }
 
 /// Steps 4 to 7 for a pending batch. `resumed`: the batch was saved by a run
-/// that stopped; a file it no longer finds is one that run moved.
+/// that stopped; a file it no longer finds is one that run moved if this
+/// job's trash holds it (or, without quarantine, may have unlinked there).
 async fn finish(
     ctx: &RunContext<'_>,
     progress: &mut Progress,
@@ -148,15 +149,30 @@ async fn finish(
     // is, as an error item, in this run and in a rerun of a saved batch.
     let paths = files.iter().map(|(path, _, identity)| (path.clone(), *identity)).collect();
     let removals = ctx.storage.quarantine_many(paths, concurrency, job_id).await;
-    let files = files.into_iter().map(|(path, size, _)| (path, size));
     let mut moved = Vec::new();
-    for ((path, size), removal) in files.zip(removals) {
+    let mut missing = Vec::new();
+    for ((path, size, identity), removal) in files.into_iter().zip(removals) {
         match removal {
             Removal::Removed => moved.push((path, size)),
-            Removal::Missing if resumed => moved.push((path, size)),
+            Removal::Missing if resumed => missing.push((path, size, identity)),
             Removal::Missing => {}
             Removal::Failed(message) => errors.push(error_item(path.as_str(), message)),
         }
+    }
+    // A file of a saved batch that is gone from its path was moved by the
+    // run that saved it only if it is in this job's trash: while that run
+    // was dead its sweep lock was free, and another sweep may have taken the
+    // file into its own trash (and counted it). Without quarantine, the run
+    // may have unlinked it there too, which leaves no trace: such a file is
+    // counted, as that run's.
+    if !missing.is_empty() {
+        let held = if ctx.settings.quarantine {
+            let asked = missing.iter().map(|(path, _, identity)| (path.clone(), *identity)).collect();
+            ctx.storage.quarantined_many(asked, job_id).await
+        } else {
+            vec![true; missing.len()]
+        };
+        moved.extend(missing.into_iter().zip(held).filter(|(_, held)| *held).map(|((path, size, _), _)| (path, size)));
     }
     // Step 5. The re-check of step 1 and the move are not under one lock (no
     // lock covers "no row refers to this path"): a row committed in between
