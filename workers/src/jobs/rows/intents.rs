@@ -56,10 +56,20 @@ pub(super) async fn record(
 /// Unlinks an intent's files. Their rows are gone (committed), so no task
 /// can reference them any more: this needs no lock.
 pub(super) async fn unlink(ctx: &RunContext<'_>, intent: Intent) -> Unlinked {
-    let paths = intent.files.iter().map(|(_, path)| path.clone()).collect();
-    let removals = ctx.storage.remove_many(paths, ctx.settings.unlink_concurrency).await;
-    let errors = intent
-        .files
+    let errors = remove(&ctx.storage, ctx.settings.unlink_concurrency, intent.files, intent.operation).await;
+    Unlinked { batch: intent.batch, errors }
+}
+
+/// Unlinks files whose rows are deleted and committed; each one that could
+/// not be unlinked is an error item of `operation`.
+async fn remove(
+    storage: &Storage,
+    concurrency: usize,
+    files: Vec<(i64, RelativePath)>,
+    operation: &str,
+) -> Vec<ErrorItem> {
+    let removals = storage.remove_many(files.iter().map(|(_, path)| path.clone()).collect(), concurrency).await;
+    files
         .into_iter()
         .zip(removals)
         .filter_map(|((id, path), removal)| match removal {
@@ -70,11 +80,10 @@ pub(super) async fn unlink(ctx: &RunContext<'_>, intent: Intent) -> Unlinked {
                 error: format!(
                     "row deleted, but its file could not be unlinked ({message}); the orphan sweep will retry it"
                 ),
-                operation: intent.operation.to_owned(),
+                operation: operation.to_owned(),
             }),
         })
-        .collect();
-    Unlinked { batch: intent.batch, errors }
+        .collect()
 }
 
 /// Counts the failures of intents that were carried out, and marks the
@@ -186,20 +195,7 @@ pub(crate) async fn finish_for_ended(
         // No lock covers the lookup in `unreferenced` and this unlink, as in
         // `finish_left_over` above: the intent's rows are deleted and
         // committed, and paths are unique per upload.
-        let removals = storage
-            .remove_many(files.iter().map(|(_, path)| path.clone()).collect(), settings.unlink_concurrency)
-            .await;
-        errors.extend(files.into_iter().zip(removals).filter_map(|((id, path), removal)| match removal {
-            Removal::Removed | Removal::Missing => None,
-            Removal::Failed(message) => Some(ErrorItem {
-                image_id: Some(id),
-                path: path.as_str().to_owned(),
-                error: format!(
-                    "row deleted, but its file could not be unlinked ({message}); the orphan sweep will retry it"
-                ),
-                operation: record.operation.clone(),
-            }),
-        }));
+        errors.extend(remove(storage, settings.unlink_concurrency, files, &record.operation).await);
         batches.push(batch);
     }
     tracing::info!(job_id = %record.job_id, batches = batches.len(), "unlinked the files an ended job's last batch left");
